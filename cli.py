@@ -1,0 +1,196 @@
+"""The `spikeport` command. It only composes public functions of the packages below it."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Convert ANNs to SNNs, compile them for neuromorphic chips, simulate bit-accurately, report.")
+console = Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _timesteps(text: str) -> list[int]:
+    try:
+        ts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        _fail(f"--timesteps {text!r}: expected comma-separated positive integers, e.g. 8,16,32")
+    if not ts or min(ts) < 1:
+        _fail(f"--timesteps {text!r}: every value must be >= 1")
+    return ts
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input, reported without a traceback."""
+    from .ir import IRError
+    errors: list[type[BaseException]] = [IRError, FileNotFoundError]
+    for mod, name in (("frontend", "FrontendError"), ("frontend", "UnsupportedOpError"),
+                      ("hw_profiles", "ProfileError"), ("compiler", "QuantizationError"),
+                      ("convert", "ConversionError"), ("datasets", "DataError")):
+        try:
+            module = __import__(f"spikeport.{mod}", fromlist=[name])
+            if hasattr(module, name):
+                errors.append(getattr(module, name))
+        except ImportError:
+            pass
+    return tuple(errors)
+
+
+def _run(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except _known_errors() as e:
+        _fail(str(e))
+
+
+# --------------------------------------------------------------------------------------------------
+@app.command()
+def demo(out: Path = typer.Option(Path("spikeport-demo"), "--out", help="Folder for report.json, IR files and plots."),
+         timesteps: str = typer.Option("8,16,32,64", help="Comma-separated T values."),
+         profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path)."),
+         device: Optional[str] = typer.Option(None, help="torch device, e.g. cuda; default CPU."),
+         retrain: bool = typer.Option(False, help="Train the digits CNN instead of loading shipped weights.")):
+    """Digits CNN -> IF SNN -> loihi2 fixed point: accuracy vs T, per-layer fidelity, energy, cores."""
+    from .demo import run_demo
+    _run(run_demo, out, _timesteps(timesteps), profile=profile, device=device, retrain=retrain, console=console)
+
+
+@app.command()
+def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export program (.pt2)."),
+            calib: Path = typer.Option(..., "--calib", help="DATA.npz with x (float32) and optional y."),
+            method: str = typer.Option("if", help="Conversion method."),
+            out: Path = typer.Option(..., "--out", help="Output IR file (NET.h5)."),
+            timesteps: Optional[int] = typer.Option(None, help="Target T (methods that tune for T use it; "
+                                                              "with labels, the float SNN is evaluated at T)."),
+            percentile: float = typer.Option(99.9, help="IF: activation percentile for thresholds (100 = max)."),
+            reset: str = typer.Option("subtract", help="IF: reset rule, subtract or zero."),
+            v_init: str = typer.Option("zero", help="IF: initial membrane, zero or half (theta/2)."),
+            json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON summary here.")):
+    """Convert a trained ANN into a float SNN in spikeport's IR."""
+    from . import convert as conv
+    from . import datasets, frontend, ir, report
+    x, y = _run(datasets.load_npz, calib)
+    ann = _run(frontend.load_model, model)
+    opts = dict(percentile=percentile, reset=reset, v_init=v_init) if method == "if" else {}
+    net = _run(conv.convert, ann, x, method=method, timesteps=timesteps, **opts)
+    _run(ir.save, net, out)
+    summary = {"model": str(model), "method": method, "out": str(out), "layers": net.summary()}
+    console.print(f"converted [bold]{model}[/] with method [bold]{method}[/] -> {out} "
+                  f"({len(net.populations())} populations, {len(net.projections())} projections)")
+    if timesteps and y is not None:
+        from .simulator import simulate as sim
+        res = sim(net, x, timesteps, progress=True)
+        summary["calib_accuracy_snn"] = res.accuracy(y)
+        summary["calib_accuracy_ann"] = ann.evaluate(x, y)["accuracy"]
+        console.print(f"on the calibration data: ANN {100 * summary['calib_accuracy_ann']:.2f}%, "
+                      f"float SNN at T={timesteps} {100 * summary['calib_accuracy_snn']:.2f}%")
+    if json_out:
+        report.write_json(summary, json_out)
+
+
+@app.command(name="compile")
+def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
+             profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path)."),
+             out: Path = typer.Option(..., "--out", help="Quantised IR file (QNET.h5)."),
+             json_out: Optional[Path] = typer.Option(None, "--json", help="Write the quantisation table as JSON.")):
+    """Quantise a float IR to a hardware profile's fixed-point formats; print the per-layer table."""
+    from . import compiler, hw_profiles, ir, report
+    net = _run(ir.load, net_path)
+    prof = _run(hw_profiles.load_profile, profile)
+    qnet, table = _run(compiler.quantize, net, prof)
+    _run(ir.save, qnet, out)
+    console.print(compiler.render_quant_table(table))
+    console.print(f"quantised for [bold]{prof.name}[/] -> {out}")
+    if json_out:
+        report.write_json({"profile": prof.name, "net": str(net_path), "out": str(out), **table.to_json()}, json_out)
+
+
+def _sim_summary(net, res, y, T: int) -> dict:
+    layers = {}
+    for pop in net.populations():
+        st = dict(res.layers.get(pop.name, {}))
+        st["neurons"] = pop.size
+        layers[pop.name] = st
+    return {"accuracy": res.accuracy(y) if y is not None else None, "timesteps": T, "samples": int(len(res.predictions)),
+            "steps_run": res.steps_run, "quantized": net.quantized,
+            "profile": net.datapath.profile if net.quantized else None, "layers": layers}
+
+
+@app.command()
+def simulate(net_path: Path = typer.Argument(..., metavar="NET.h5"),
+             data: Path = typer.Option(..., "--data", help="DATA.npz with x and optional y."),
+             timesteps: int = typer.Option(..., min=1, help="Timesteps T."),
+             json_out: Optional[Path] = typer.Option(None, "--json"),
+             save_outputs: Optional[Path] = typer.Option(None, "--save-outputs", help="NPZ of decoded outputs."),
+             batch_size: int = typer.Option(256, min=1),
+             device: Optional[str] = typer.Option(None)):
+    """Float simulation of a float IR, bit-accurate integer simulation of a quantised IR."""
+    from . import datasets, ir, report
+    from .report.tables import simulate_table
+    from .simulator import simulate as sim
+    net = _run(ir.load, net_path)
+    x, y = _run(datasets.load_npz, data)
+    res = _run(sim, net, x, timesteps, batch_size=batch_size, device=device, progress=True)
+    summary = _sim_summary(net, res, y, timesteps)
+    console.print(simulate_table(summary))
+    if json_out:
+        report.write_json(summary, json_out)
+    if save_outputs:
+        arrays = {"outputs": res.outputs, "predictions": res.predictions}
+        if getattr(res, "output_state", None) is not None:
+            arrays["output_state"] = res.output_state
+        report.write_npz(save_outputs, **arrays)
+
+
+@app.command()
+def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
+             net_path: Path = typer.Argument(..., metavar="NET.h5"),
+             qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
+             data: Path = typer.Option(..., "--data"),
+             timesteps: str = typer.Option("8,16,32,64"),
+             json_out: Optional[Path] = typer.Option(None, "--json"),
+             plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of accuracy vs T and per-layer divergence."),
+             batch_size: int = typer.Option(256, min=1),
+             device: Optional[str] = typer.Option(None)):
+    """ANN vs float SNN vs fixed-point SNN per T, and per layer where float and fixed diverge and why."""
+    from . import datasets, frontend, ir, report
+    from .report.tables import accuracy_table, layer_fidelity_table
+    from .simulator import simulate as sim
+    net, qnet = _run(ir.load, net_path), _run(ir.load, qnet_path)
+    x, y = _run(datasets.load_npz, data)
+    ann = _run(frontend.load_model, model)
+    acc_ann = ann.evaluate(x, y)["accuracy"] if y is not None else None
+    acts = ann.record_activations(x, [p.source for p in net.populations() if p.source])
+    rep = _run(report.fidelity, net, qnet, x, y, _timesteps(timesteps), simulate=sim, ann_accuracy=acc_ann,
+               ann_acts=acts, batch_size=batch_size, device=device, progress=True).to_json()
+    console.print(accuracy_table(rep))
+    console.print(layer_fidelity_table(rep["points"][-1]))
+    if json_out:
+        report.write_json(rep, json_out)
+    if plot:
+        report.plot_accuracy_vs_timesteps(rep, plot)
+
+
+@app.command()
+def profiles():
+    """List the built-in hardware profiles."""
+    from . import hw_profiles
+    for name in hw_profiles.list_profiles():
+        p = hw_profiles.load_profile(name)
+        console.print(f"[bold]{name}[/]: {getattr(p, 'description', '')}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Import onnx2torch without torchvision.
+
+onnx2torch imports torchvision at module import time, only for its NMS and RoiAlign converters.
+spikeport does not support those ops and torchvision is not a dependency, so while onnx2torch is
+imported a placeholder ``torchvision`` module is present in ``sys.modules``; any use of it raises a
+clear error. The placeholder is removed right after the import (installed files are not touched).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+
+NO_TORCHVISION = "object-detection ops (NMS, RoiAlign) need torchvision, which spikeport does not support"
+
+
+class _Unavailable:
+    """Stands for any torchvision attribute: calling or using it raises the clear error."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __call__(self, *args, **kwargs):
+        raise NotImplementedError(f"{NO_TORCHVISION} (called {self._name})")
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Unavailable(f"{self._name}.{attr}")
+
+
+class _PlaceholderModule(types.ModuleType):
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return _Unavailable(f"{self.__name__}.{attr}")
+
+
+def import_onnx2torch():
+    """Return the ``onnx2torch`` module, importing it with a temporary torchvision placeholder."""
+    if "onnx2torch" in sys.modules:
+        return sys.modules["onnx2torch"]
+    if importlib.util.find_spec("torchvision") is not None:
+        return importlib.import_module("onnx2torch")
+    names = ("torchvision", "torchvision.ops")
+    placeholders = {n: _PlaceholderModule(n) for n in names}
+    placeholders["torchvision"].ops = placeholders["torchvision.ops"]
+    for n, mod in placeholders.items():
+        sys.modules[n] = mod
+    try:
+        return importlib.import_module("onnx2torch")
+    finally:
+        for n, mod in placeholders.items():
+            if sys.modules.get(n) is mod:
+                del sys.modules[n]
+
+
+def inline_constant_identities(model):
+    """Replace ``Identity`` nodes that copy an initializer by a copy of that initializer.
+
+    The TorchScript ONNX exporter emits such nodes for shared constants (e.g. two convs with the
+    same zero bias); onnx2torch expects conv/gemm parameters to be initializers.
+    """
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in inits:
+            arr = numpy_helper.to_array(inits[node.input[0]])
+            copy = numpy_helper.from_array(arr, name=node.output[0])
+            model.graph.initializer.append(copy)
+            inits[copy.name] = copy
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return model

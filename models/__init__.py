@@ -1,0 +1,4 @@
+"""Model zoo: small reference networks used by tests, the demo and benchmarks."""
+from .digits import DigitsResNet, digits_leaky_cnn, train_digits_model
+
+__all__ = ["DigitsResNet", "digits_leaky_cnn", "train_digits_model"]

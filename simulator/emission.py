@@ -1,0 +1,28 @@
+"""What a source (input or population) emits in one step, converted lazily per consumer dtype."""
+from __future__ import annotations
+
+import torch
+
+
+class Emission:
+    """One step's output of a source, flattened to (batch, neurons).
+
+    ``base`` holds the payload values (spike value after ``neg_value``, or the analog / graded
+    input). Projections ask for the dtype they compute in; conversions are cached so a source with
+    several outgoing projections converts once. ``spikes`` keeps the raw int8 event code of spiking
+    populations for counting and recording (None for inputs).
+    """
+
+    __slots__ = ("base", "spikes", "_cache")
+
+    def __init__(self, base: torch.Tensor, spikes: torch.Tensor | None = None):
+        self.base = base
+        self.spikes = spikes
+        self._cache: dict[torch.dtype, torch.Tensor] = {base.dtype: base}
+
+    def as_dtype(self, dtype: torch.dtype) -> torch.Tensor:
+        t = self._cache.get(dtype)
+        if t is None:
+            t = self.base.to(dtype)
+            self._cache[dtype] = t
+        return t
