@@ -19,8 +19,12 @@ class Datapath:
     and for the population (IF family, Lava LIF order)::
 
         u    = wrap_{current_bits}( decay_u(u) + (sum a) << act_shift )
-        v    = sat_{state_bits}( decay_v(v) + u + (bias_mant << bias_exp) )   (saturate or wrap)
-        fire = v CMP (threshold << vth_shift)
+        v    = sat_{state_bits}( decay_v(v) + u + bias )        (saturate or wrap)
+        fire = v CMP threshold
+
+    The IR stores ``bias`` and ``threshold`` already in state units: on the chip they are
+    ``bias_mant << bias_exp`` and ``vth_mant << vth_shift``; the quantiser guarantees that split
+    exists and the Lava exporter performs it.
 
     ``weight_bits`` counts the mantissa bits including sign. ``weight_step`` is the weight
     granularity after the profile's truncation (Lava's mixed-sign 8-bit weights are even: step 2).

@@ -189,7 +189,8 @@ class Input(Node):
              multiply-accumulate); ``once``: enters at step 0 only (C2); ``spikes``: the data already
              holds a spike train of shape (N, T, *shape).
     scale    value of one payload unit. Float graphs: 1.0. Quantised graphs carry graded integers:
-             ``x_int = clip(round(x / scale), payload.min_level, payload.max_level)``.
+             ``x_int = clip(floor(x / scale + 1/2), payload.min_level, payload.max_level)``
+             (round half up).
     """
 
     shape: tuple[int, ...] = ()
@@ -198,6 +199,11 @@ class Input(Node):
     payload: SpikePayload = field(default_factory=lambda: SpikePayload(kind="analog", bits=32, min_level=0, max_level=0))
 
     kind: ClassVar[str] = "input"
+
+    def __post_init__(self) -> None:
+        # Pre-encoded spike trains default to binary events rather than the analog default.
+        if self.coding == "spikes" and self.payload.kind == "analog":
+            self.payload = SpikePayload()
 
     def validate(self) -> None:
         if self.coding not in ("analog", "once", "spikes"):

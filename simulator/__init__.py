@@ -1,1 +1,125 @@
-"""spikeport.simulator."""
+"""Simulators of IR networks: float (net.datapath None) and bit-accurate integer (quantised nets).
+
+``simulate(net, x, T)`` runs T + net.latency() steps in batches on any torch device and returns a
+:class:`SimResult`. docs/fixed_point.md states the integer rules and the Lava source each follows;
+``simulator.reference`` is an independent plain numpy implementation used by the tests.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..ir.graph import Network
+from .engine import BatchRun, Plan, build_plan
+from .neurons import FIXED_KERNELS, FLOAT_KERNELS, NeuronKernel, register_kernel
+from .result import LayerStats, SimResult
+from .synapses import PATHS, exact_float_context
+
+__all__ = ["simulate", "SimResult", "LayerStats", "register_kernel", "NeuronKernel", "FLOAT_KERNELS",
+           "FIXED_KERNELS", "PATHS"]
+
+
+def _as_inputs(net: Network, x) -> dict[str, torch.Tensor]:
+    inputs = net.inputs()
+    if isinstance(x, dict):
+        names = {i.name for i in inputs}
+        if set(x) != names:
+            raise ValueError(f"simulate: input data given for {sorted(x)}, network inputs are {sorted(names)}")
+        data = dict(x)
+    else:
+        if len(inputs) != 1:
+            raise ValueError(f"simulate: the network has {len(inputs)} inputs {[i.name for i in inputs]}; pass a dict")
+        data = {inputs[0].name: x}
+    out = {k: torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for k, v in data.items()}
+    sizes = {k: int(v.shape[0]) for k, v in out.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"simulate: inputs have different sample counts {sizes}")
+    return out
+
+
+def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=None, progress: bool = False,
+             record_states: bool = False, record_spikes: bool = False, path: str = "auto") -> SimResult:
+    """Run ``net`` on samples ``x`` for ``timesteps`` (T) presentation steps.
+
+    x              (N, *input.shape) for analog/once coding, (N, T, *input.shape) for spike coding, or a
+                   dict input name -> array for several inputs; numpy or torch.
+    batch_size     samples per batch (results do not depend on it).
+    device         torch device (default CPU); the bit-accurate path is exact on CUDA too.
+    record_states  keep the final v of every population in ``SimResult.states``.
+    record_spikes  keep (N, T + latency, *shape) int8 spike trains in ``SimResult.spikes``.
+    path           quantised nets: arithmetic path for every projection ('auto' picks the fastest
+                   exact one; 'float32' / 'float64' force a float GEMM, exact only under the bound
+                   in simulator/synapses.py; 'int64' CPU integer; 'chunked' float64 pieces).
+    """
+    if batch_size < 1:
+        raise ValueError(f"simulate: batch_size must be >= 1, got {batch_size}")
+    data = _as_inputs(net, x)
+    plan = build_plan(net, int(timesteps), device, path)
+    n = next(iter(data.values())).shape[0]
+    chunks = []
+    starts = range(0, n, batch_size)
+    if progress:
+        try:
+            from rich.progress import track
+            starts = track(list(starts), description="simulating")
+        except ImportError:  # rich is a dependency, but progress is cosmetic
+            pass
+    with torch.no_grad(), exact_float_context():
+        for a in starts:
+            xs = {k: v[a:a + batch_size].to(plan.device) for k, v in data.items()}
+            run = BatchRun(plan, xs, record_spikes)
+            run.run()
+            chunks.append(_collect(run, record_states))
+    return _merge(plan, chunks, record_states, record_spikes)
+
+
+def _collect(run: BatchRun, record_states: bool) -> dict:
+    plan = run.plan
+    net = plan.net
+    out = {"decoded": {}, "counts": {}, "stats": {}, "states": {}, "spikes": {}}
+    for pop in net.populations():
+        k = run.kernels[pop.name]
+        shape = (run.batch,) + tuple(pop.shape)
+        if pop.name in net.outputs:
+            out["decoded"][pop.name] = k.decode(plan.timesteps, net.coding, plan.quantized)
+        counts = k.spike_counts()
+        if counts is not None:
+            out["counts"][pop.name] = counts.cpu().numpy().reshape(shape)
+        out["stats"][pop.name] = {
+            "saturation_events": int(k.saturation.item()), "wrap_events": int(k.wrap.item()),
+            "a_in_16bit_events": int(k.a16.item()), "int32_events": int(k.int32.item()),
+        }
+        if record_states or (plan.quantized and pop.name in net.outputs):
+            out["states"][pop.name] = k.v.cpu().numpy().reshape(shape)
+        if run.records is not None and pop.name in run.records:
+            out["spikes"][pop.name] = run.records[pop.name].cpu().numpy().reshape((run.batch, plan.steps) + tuple(pop.shape))
+    return out
+
+
+def _merge(plan: Plan, chunks: list[dict], record_states: bool, record_spikes: bool) -> SimResult:
+    net = plan.net
+    cat = lambda key, name: np.concatenate([c[key][name] for c in chunks], axis=0)  # noqa: E731
+    all_outputs = {o: cat("decoded", o) for o in net.outputs}
+    counts = {name: cat("counts", name) for name in chunks[0]["counts"]}
+    n = all_outputs[net.outputs[0]].shape[0]
+    layers = {}
+    for pop in net.populations():
+        s = LayerStats(neurons=pop.size)
+        for c in chunks:
+            for key, val in c["stats"][pop.name].items():
+                setattr(s, key, getattr(s, key) + val)
+        if pop.name in counts:
+            s.spikes = int(counts[pop.name].sum())
+            s.rate = s.spikes / (n * pop.size * plan.timesteps)
+        layers[pop.name] = s.as_dict()
+    states = {name: cat("states", name) for name in chunks[0]["states"]}
+    out = all_outputs[net.outputs[0]]
+    return SimResult(
+        outputs=out, all_outputs=all_outputs,
+        predictions=out.reshape(n, -1).argmax(axis=1),
+        spike_counts=counts, layers=layers, timesteps=plan.timesteps, steps_run=plan.steps,
+        quantized=plan.quantized,
+        states=states if record_states else None,
+        output_states={o: states[o] for o in net.outputs if o in states} if plan.quantized else {},
+        spikes={name: cat("spikes", name) for name in chunks[0]["spikes"]} if record_spikes else None,
+    )

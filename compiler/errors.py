@@ -1,0 +1,7 @@
+"""Errors raised by compiler passes."""
+from __future__ import annotations
+
+
+class QuantizationError(ValueError):
+    """A float network cannot be represented on a profile's datapath; the message names the layer,
+    the parameter, the value and the limit."""

@@ -1,0 +1,417 @@
+"""Quantisation pass: a float IR network -> the same network on a profile's integer datapath.
+
+Convention (docs/hw_profiles.md "Fixed-point quantisation"; the bit-accurate simulator relies on it):
+
+* IF/Readout parameters (threshold, bias, v_init, neg_threshold, neg_reset) become integers in
+  membrane-state units; ``Population.state_scale`` is the real value of one unit (scalar or per
+  channel). The threshold is ``mant << vth_shift`` with ``mant <= threshold_max``; the bias is
+  ``bias_mant << bias_exp`` (one exponent per population); ``leak`` becomes ``dv = round(leak *
+  2**decay_bits)``.
+* Projection weights become mantissas in [weight_min, weight_max], multiples of weight_step, with a
+  per-projection ``weight_exp``; ``Projection.scale = state_scale_target * 2**act_shift / unit of
+  the source payload`` so ``float weight ~= weight * 2**weight_exp * scale``.
+* Inputs become graded ``input_bits`` payloads (unsigned when the calibration range is >= 0) with
+  ``Input.scale`` the real value of one unit; the coding is unchanged.
+* Per-channel thresholds are folded into per-channel state scales (so into the incoming weights and
+  biases): the integer threshold is one value per population, as Loihi's ``vth``.
+* The gain (state units per threshold) is chosen by :mod:`spikeport.compiler.gain`.
+* Then :func:`~spikeport.compiler.schedule.schedule` sets delays for the profile's synapse_delay.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..hw_profiles import Profile, load_profile
+from ..ir import IF, Conv2d, Datapath, Dense, Identity, Input, IRError, Network, Population, Projection, Readout, SpikePayload, expand_channel
+from .errors import QuantizationError
+from .gain import Bound, WeightRange, choose_gain, weight_bound, weight_exp_for
+from .quant_table import InputQuant, LayerQuant, ProjectionQuant, QuantTable
+from .schedule import schedule
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """Knobs of the pass (all recorded in the table).
+
+    input_bits         graded input payload width (None: the profile's datapath.input_bits)
+    max_timesteps      Readout states must not saturate for this many steps of worst-case current
+    headroom_bits      IF: threshold * 2**headroom_bits must fit the state and current ranges, so a
+                       neuron can overshoot its threshold without saturating or wrapping
+    weight_percentile  scale each projection for this percentile of |weight| (100: never clip);
+                       larger weights are clipped, counted and shown in the table
+    compensate_floor   a negative weight_exp floors the accumulated sum, a bias of -(1 - 2**e)/2
+                       shifted-sum units per step on average; add that back to the target's bias
+    """
+
+    input_bits: int | None = None
+    max_timesteps: int = 256
+    headroom_bits: int = 2
+    weight_percentile: float = 100.0
+    compensate_floor: bool = True
+
+
+@dataclass
+class _Source:
+    """Real value of one payload unit of a projection source, and its largest |value| (real)."""
+
+    unit: float
+    max_abs: float
+
+
+def _round(x: np.ndarray) -> np.ndarray:
+    """Round half up (as the simulator quantises inputs): floor(x + 1/2)."""
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
+
+
+def _compact(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Smallest IR form of a per-neuron array: scalar, per channel (C,), or full shape."""
+    a = np.asarray(arr)
+    if a.size == 0 or np.all(a == a.flat[0]):
+        return np.array(a.flat[0], dtype=a.dtype)
+    per_channel = a.reshape(shape[0], -1)
+    if np.all(per_channel == per_channel[:, :1]):
+        return per_channel[:, 0].copy()
+    return a.reshape(shape)
+
+
+# ------------------------------------------------------------------------------------ checks
+def _check_network(net: Network, dp: Datapath) -> None:
+    if net.quantized:
+        raise QuantizationError(f"network is already quantised (datapath {net.datapath.profile!r}); quantise the float network")
+    try:
+        net.validate()
+    except IRError as e:
+        raise QuantizationError(f"cannot quantise an invalid network: {e}") from None
+    for op in net.operators():
+        raise QuantizationError(f"operator {op.name!r} (op {op.op!r}): non-spiking operators have no integer-datapath "
+                                "lowering; quantise a network without operators")
+    for proj in net.projections():
+        if not isinstance(proj, (Dense, Conv2d, Identity)):
+            raise QuantizationError(f"projection {proj.name!r}: type {type(proj).__name__} has no quantisation rule")
+    for pop in net.populations():
+        if not isinstance(pop.neuron, (IF, Readout)):
+            raise QuantizationError(f"layer {pop.name!r}: neuron model {type(pop.neuron).__name__} has no quantisation rule")
+        pl = pop.payload
+        if pl.kind == "analog":
+            raise QuantizationError(f"layer {pop.name!r}: payload kind 'analog' cannot be carried by the integer datapath")
+        if pl.bits > dp.payload_bits:
+            raise QuantizationError(f"layer {pop.name!r}: payload bits = {pl.bits} exceed the profile's payload_bits = "
+                                    f"{dp.payload_bits} ({dp.profile})")
+        if pl.min_level < 0 and float(pl.neg_value) != round(float(pl.neg_value)):
+            raise QuantizationError(f"layer {pop.name!r}: payload neg_value = {pl.neg_value} must be an integer on an "
+                                    "integer datapath (use a symmetric negative spike, e.g. NegSpike's IBT case beta = 1)")
+
+
+# ------------------------------------------------------------------------------------ inputs
+def _input_range(net: Network, inp: Input, input_range) -> tuple[float, float]:
+    rng = input_range if input_range is not None else net.meta.get("input_range")
+    if isinstance(rng, dict):
+        rng = rng.get(inp.name)
+    if rng is None:
+        raise QuantizationError(f"input {inp.name!r}: no calibration input range: net.meta['input_range'] = [min, max] is "
+                                "missing (the converter writes it); pass quantize(..., input_range=(min, max))")
+    lo, hi = (float(v) for v in rng)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi < lo or max(abs(lo), abs(hi)) == 0:
+        raise QuantizationError(f"input {inp.name!r}: input_range = [{lo}, {hi}] must be finite, ordered and not all zero")
+    return lo, hi
+
+
+def _quantize_input(net: Network, inp: Input, dp: Datapath, bits: int, input_range) -> tuple[_Source, InputQuant]:
+    if inp.coding == "spikes":
+        if inp.payload.bits > dp.payload_bits:
+            raise QuantizationError(f"input {inp.name!r}: spike payload bits = {inp.payload.bits} exceed payload_bits = {dp.payload_bits}")
+        row = InputQuant(inp.name, inp.coding, inp.payload.bits, inp.payload.min_level < 0, float(inp.scale),
+                         inp.payload.min_level, inp.payload.max_level, None)
+        return _Source(float(inp.scale), inp.payload.max_abs * float(inp.scale)), row
+    lo, hi = _input_range(net, inp, input_range)
+    if lo >= 0:
+        lo_level, hi_level = 0, 2 ** bits - 1
+        scale = hi / hi_level
+    else:
+        lo_level, hi_level = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        scale = max(-lo / -lo_level, hi / hi_level if hi_level else 0.0)
+    if scale <= 0:
+        raise QuantizationError(f"input {inp.name!r}: input_range = [{lo}, {hi}] gives no positive scale at {bits} bits")
+    inp.scale = float(scale)
+    inp.payload = SpikePayload(kind="graded", bits=bits, min_level=lo_level, max_level=hi_level)
+    row = InputQuant(inp.name, inp.coding, bits, lo < 0, float(scale), lo_level, hi_level, (lo, hi))
+    return _Source(float(scale), max(abs(lo), abs(hi))), row
+
+
+# ------------------------------------------------------------------------------------ weights
+@dataclass
+class _Incoming:
+    proj: Projection
+    rows: np.ndarray          # float weights, (R, k): row r feeds target channel r (R = C) or R = 1
+    norm: np.ndarray          # rows * unit / (ref_row * 2**act_shift): mantissa at weight_exp 0 per gain unit
+    range: WeightRange
+    l1: np.ndarray            # (C,) worst-case |current| per step into each channel, real units
+    src: _Source
+    restore: object           # callable: (R, k) integer rows -> the IR weight shape
+
+
+def _rows(proj: Projection, C: int, per_channel: bool, shape: tuple[int, ...]):
+    w = np.asarray(proj.weight, dtype=np.float64)
+    if not per_channel:
+        return w.reshape(1, -1), lambda q: q.reshape(w.shape)
+    if isinstance(proj, Identity):
+        if w.ndim == 0 or w.shape == (C,):
+            return np.broadcast_to(w.reshape(-1, 1) if w.ndim else w, (C, 1)).copy(), lambda q: q.reshape(C)
+        return w.reshape(C, -1), lambda q: q.reshape(shape)
+    return w.reshape(C, -1), lambda q: q.reshape(w.shape)
+
+
+def _l1(proj: Projection, C: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Per target channel: max over its neurons of sum_j |w_ij| (weights only)."""
+    w = np.abs(np.asarray(proj.weight, dtype=np.float64))
+    if isinstance(proj, Dense):
+        return w.sum(axis=1).reshape(C, -1).max(axis=1)
+    if isinstance(proj, Conv2d):
+        return w.reshape(w.shape[0], -1).sum(axis=1)
+    return expand_channel(w, shape).reshape(C, -1).max(axis=1)
+
+
+def _weight_range(norm: np.ndarray, percentile: float) -> WeightRange:
+    pos = float(max(norm.max(initial=0.0), 0.0))
+    neg = float(min(norm.min(initial=0.0), 0.0))
+    if percentile < 100:
+        nz = np.abs(norm[norm != 0])
+        if nz.size:
+            cap = float(np.percentile(nz, percentile))
+            pos, neg = min(pos, cap), max(neg, -cap)
+    return WeightRange(pos, neg)
+
+
+def _quantize_weights(inc: _Incoming, gain: float, s_rows, dp: Datapath, where: str) -> ProjectionQuant:
+    """Integer mantissas for one projection at the chosen gain; counts clipping and zeroing."""
+    proj, rows = inc.proj, inc.rows
+    e = weight_exp_for(inc.range, gain, dp) if inc.range.peak > 0 else max(dp.weight_exp_min, min(0, dp.weight_exp_max))
+    if e is None:  # choose_gain keeps every projection representable; this guards the invariant
+        raise QuantizationError(f"layer {where!r}: projection {proj.name!r} max weight {inc.range.peak:.4g} does not fit "
+                                f"weight_max {dp.weight_max} at weight_exp_max {dp.weight_exp_max}")
+    x = inc.norm * (gain / 2.0 ** e)
+    q = _round(x / dp.weight_step) * dp.weight_step
+    over = (q > dp.weight_max) | (q < dp.weight_min)
+    q = np.clip(q, dp.weight_min, dp.weight_max)
+    scale_rows = s_rows * 2.0 ** dp.act_shift / inc.src.unit
+    view = q * 2.0 ** e * scale_rows
+    err = np.abs(view - rows)
+    scale = np.asarray(scale_rows, dtype=np.float64)
+    proj.weight = inc.restore(q).astype(np.int64)
+    proj.weight_exp = int(e)
+    proj.scale = scale.reshape(-1) if scale.ndim else np.array(float(scale))
+    peak = float(np.abs(rows).max(initial=0.0))
+    return ProjectionQuant(
+        name=proj.name, source=proj.source, connectivity=proj.connectivity, weight_exp=int(e), n_weights=int(rows.size),
+        clipped=int(over.sum()), zeroed=int(((rows != 0) & (q == 0)).sum()),
+        max_abs_err=float(err.max(initial=0.0)), err_bound=float(dp.weight_step / 2 * 2.0 ** e * scale.max()),
+        max_rel_err=float(err.max(initial=0.0) / peak) if peak else 0.0, max_mantissa=int(np.abs(q).max(initial=0)),
+    )
+
+
+# ------------------------------------------------------------------------------------ populations
+def _reference(pop: Population) -> tuple[np.ndarray | float, bool]:
+    """Per-channel threshold (folded) or a scalar; a threshold varying inside a channel is an error."""
+    C = pop.channels
+    th = np.asarray(pop.neuron.threshold, dtype=np.float64)
+    if th.ndim == 0:
+        return float(th), False
+    if th.shape != (C,):
+        per = th.reshape(C, -1)
+        if not np.all(per == per[:, :1]):
+            raise QuantizationError(f"layer {pop.name!r}: threshold varies within a channel (range {th.min():.4g}..{th.max():.4g});"
+                                    " the datapath holds one threshold per population (per-channel values are folded)")
+        th = per[:, 0]
+    if np.all(th == th[0]):
+        return float(th[0]), False
+    return th.copy(), True
+
+
+def _quantize_bias(b_exact: np.ndarray, dp: Datapath, where: str) -> tuple[np.ndarray, int, int]:
+    """bias = bias_mant << bias_exp with the smallest exponent whose mantissa range holds all biases."""
+    if dp.bias_exp_max < 0:
+        raise QuantizationError(f"layer {where!r}: profile {dp.profile!r} bias_exp_max = {dp.bias_exp_max} < 0 is not supported")
+    for e in range(max(dp.bias_exp_min, 0), dp.bias_exp_max + 1):
+        mant = _round(b_exact / 2.0 ** e)
+        if np.abs(mant).max(initial=0) <= dp.bias_max:
+            return (mant * 2 ** e).astype(np.int64), e, int(np.abs(mant).max(initial=0))
+    raise QuantizationError(f"layer {where!r}: bias {np.abs(b_exact).max():.6g} state units exceeds bias_max {dp.bias_max} "
+                            f"<< bias_exp_max {dp.bias_exp_max}")
+
+
+def _state_int(x: np.ndarray, dp: Datapath, where: str, name: str) -> np.ndarray:
+    q = _round(x)
+    if np.abs(q).max(initial=0) > dp.state_max:
+        raise QuantizationError(f"layer {where!r}: {name} {np.abs(q).max():.0f} state units exceeds state_max {dp.state_max}")
+    return q.astype(np.int64)
+
+
+def _quantize_population(net: Network, pop: Population, dp: Datapath, sources: dict[str, _Source],
+                         opt: QuantOptions) -> LayerQuant:
+    shape, C, m = tuple(pop.shape), pop.channels, pop.neuron
+    is_if = isinstance(m, IF)
+    ref, folded = _reference(pop) if is_if else (1.0, False)
+    per_channel = np.ndim(ref) == 1
+    ref_rows = np.asarray(ref).reshape(C, 1) if per_channel else ref
+    ref_c = np.broadcast_to(np.asarray(ref, dtype=np.float64), (C,))
+    ref_full = expand_channel(np.asarray(ref, dtype=np.float64), shape)
+
+    incoming: list[_Incoming] = []
+    for proj in net.incoming(pop.name):
+        src = sources[proj.source]
+        rows, restore = _rows(proj, C, per_channel, shape)
+        norm = rows * src.unit / (ref_rows * 2.0 ** dp.act_shift)
+        incoming.append(_Incoming(proj, rows, norm, _weight_range(norm, opt.weight_percentile),
+                                  _l1(proj, C, shape) * src.max_abs, src, restore))
+
+    bias_n = expand_channel(np.asarray(m.bias, dtype=np.float64), shape) / ref_full
+    step_n = float(((sum(i.l1 for i in incoming) + np.abs(bias_n * ref_full).reshape(C, -1).max(axis=1)) / ref_c).max())
+
+    bounds: list[Bound] = []
+    for inc in incoming:
+        if inc.range.peak > 0:
+            bounds.append(Bound(weight_bound(inc.range, dp), f"weights of {inc.proj.name}",
+                                f"projection {inc.proj.name!r}: weight {inc.range.peak * 2 ** dp.act_shift:.4g} x reference "
+                                f"needs a mantissa above weight_max {dp.weight_max} at weight_exp_max {dp.weight_exp_max}"))
+    if np.abs(bias_n).max(initial=0) > 0:
+        bmax = float(np.abs(bias_n).max())
+        comp_room = len(incoming) * 2.0 ** (dp.act_shift - 1) if opt.compensate_floor else 0.0
+        bounds.append(Bound((dp.bias_max * 2.0 ** dp.bias_exp_max - comp_room) / bmax, "bias",
+                            f"bias {bmax:.4g} x reference exceeds bias_max {dp.bias_max} << bias_exp_max {dp.bias_exp_max}"))
+    state_fields = ("v_init", "neg_threshold", "neg_reset") if is_if else ("v_init",)
+    for name in state_fields:
+        val = getattr(m, name)
+        if val is not None and np.abs(np.asarray(val)).max(initial=0) > 0:
+            vmax = float(np.abs(expand_channel(np.asarray(val, dtype=np.float64), shape) / ref_full).max())
+            bounds.append(Bound(dp.state_max / vmax, name, f"{name} {vmax:.4g} x reference exceeds state_max {dp.state_max}"))
+    cur_max = 2 ** (dp.current_bits - 1) - 1
+    if is_if:
+        q = 2.0 ** dp.vth_shift
+        bounds.append(Bound(dp.threshold_max * q, "threshold bits", f"threshold mantissa above threshold_max {dp.threshold_max}"))
+        room = min(dp.state_max, cur_max) / 2.0 ** opt.headroom_bits
+        bounds.append(Bound(room, f"headroom {opt.headroom_bits} bits",
+                            f"threshold << {opt.headroom_bits} headroom bits exceeds the state/current range {min(dp.state_max, cur_max)}"))
+        gain, binding, top = choose_gain(bounds, [i.range for i in incoming], dp, quantum=q, ref=1.0)
+        if not gain >= q:
+            raise QuantizationError(f"layer {pop.name!r}: not representable on {dp.profile}: {binding.detail} even with threshold "
+                                    f"mantissa 1 (largest allowed threshold mantissa {binding.gain / q:.3g} < 1)")
+    else:
+        if step_n > 0:
+            bounds.append(Bound(dp.state_max / (opt.max_timesteps * step_n), f"saturation over {opt.max_timesteps} steps",
+                                f"worst-case current {step_n:.4g} x {opt.max_timesteps} steps exceeds state_max {dp.state_max}"))
+            bounds.append(Bound(cur_max / step_n, "current range", f"worst-case current {step_n:.4g} exceeds current range {cur_max}"))
+        if not bounds:
+            bounds.append(Bound(1.0, "no weights or bias", "nothing to represent"))
+        gain, binding, top = choose_gain(bounds, [i.range for i in incoming], dp, quantum=None, ref=step_n or 1.0)
+        if not (math.isfinite(gain) and gain > 0):
+            raise QuantizationError(f"layer {pop.name!r}: no positive state scale satisfies {binding.detail}")
+
+    s_c = ref_c / gain
+    s_rows = s_c.reshape(C, 1) if per_channel else float(ref) / gain
+    s_full = expand_channel(s_c, shape) if per_channel else np.full(shape, float(ref) / gain)
+    pop.state_scale = s_c.copy() if per_channel else np.array(float(ref) / gain)
+    limited_by = binding.what if gain >= top else f"weight fill (below {binding.what})"
+
+    projections = [_quantize_weights(inc, gain, s_rows, dp, pop.name) for inc in incoming]
+
+    floor_comp = sum(2.0 ** dp.act_shift * (1 - 2.0 ** pq.weight_exp) / 2 for pq in projections
+                     if pq.weight_exp < 0) if opt.compensate_floor else 0.0
+    b_exact = expand_channel(np.asarray(m.bias, dtype=np.float64), shape) / s_full + floor_comp
+    bias_int, bias_exp, bias_mant_max = _quantize_bias(b_exact, dp, pop.name)
+    nz = b_exact != 0
+    bias_rel = float((np.abs(bias_int[nz] - b_exact[nz]) / np.abs(b_exact[nz])).max(initial=0.0))
+    m.bias = _compact(bias_int, shape)
+    m.v_init = _compact(_state_int(expand_channel(np.asarray(m.v_init, dtype=np.float64), shape) / s_full, dp, pop.name, "v_init"), shape)
+
+    threshold_mant = threshold = None
+    th_rel = 0.0
+    leak_dv = None
+    if is_if:
+        threshold_mant = int(round(gain / 2.0 ** dp.vth_shift))
+        threshold = threshold_mant << dp.vth_shift
+        th_rel = float(np.abs(threshold * s_c - ref_c).max() / ref_c.min()) if C else 0.0
+        m.threshold = np.array(threshold, dtype=np.int64)
+        for name in ("neg_threshold", "neg_reset"):
+            val = getattr(m, name)
+            if val is not None:
+                setattr(m, name, _compact(_state_int(expand_channel(np.asarray(val, dtype=np.float64), shape) / s_full,
+                                                     dp, pop.name, name), shape))
+        leak_dv = int(_round(float(m.leak) * 2 ** dp.decay_bits))
+        if not 0 <= leak_dv <= 2 ** dp.decay_bits - 1:
+            raise QuantizationError(f"layer {pop.name!r}: leak {m.leak} -> dv {leak_dv} outside 0..{2 ** dp.decay_bits - 1} "
+                                    f"({dp.decay_bits}-bit decay)")
+        m.leak = leak_dv
+
+    worst = step_n * gain
+    if is_if:
+        steps = None
+        risks = []
+        if threshold + worst > dp.state_max:
+            risks.append("state may saturate")
+        if worst > cur_max:
+            risks.append(f"current may {dp.current_overflow}")
+        risk = ", ".join(risks) + f" under worst-case input ({worst / threshold:.1f}x threshold per step)" if risks else "none"
+    else:
+        v0 = float(np.abs(np.asarray(m.v_init)).max(initial=0))
+        steps = math.inf if worst == 0 else math.floor((dp.state_max - v0) / worst)
+        risk = "none" if steps >= opt.max_timesteps else f"state may saturate after {steps} steps of worst-case input"
+    return LayerQuant(
+        name=pop.name, neuron=type(m).__name__, shape=shape,
+        state_scale=s_c.tolist() if per_channel else float(ref) / gain, gain=float(gain),
+        threshold_mant=threshold_mant, threshold=threshold, threshold_rel_err=th_rel, threshold_folded=folded,
+        bias_exp=bias_exp, bias_mant_max=bias_mant_max, bias_max_rel_err=bias_rel, floor_comp=float(floor_comp), leak_dv=leak_dv,
+        limited_by=limited_by, worst_step_current=float(worst), steps_to_saturation=steps, saturation_risk=risk,
+        projections=projections,
+    )
+
+
+# ------------------------------------------------------------------------------------ the pass
+def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | None = None,
+             input_range: tuple[float, float] | dict | None = None, max_timesteps: int = 256,
+             headroom_bits: int = 2, weight_percentile: float = 100.0,
+             compensate_floor: bool = True) -> tuple[Network, QuantTable]:
+    """Lower a float network to ``profile``'s datapath; returns the quantised copy and its table.
+
+    ``input_range`` overrides ``net.meta["input_range"]`` (``[min, max]``, or a dict per input name).
+    The input network is never modified. Raises QuantizationError naming the layer, the parameter,
+    the value and the limit when something cannot be represented.
+    """
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    dp = replace(prof.datapath)
+    bits = dp.input_bits if input_bits is None else int(input_bits)
+    if not 1 <= bits <= 32 or (input_bits is not None and bits > max(dp.input_bits, dp.payload_bits)):
+        raise QuantizationError(f"input_bits = {bits} exceeds the profile's limit {max(dp.input_bits, dp.payload_bits)} "
+                                f"(input_bits / payload_bits of {prof.name})")
+    if max_timesteps < 1 or headroom_bits < 0 or not 0 < weight_percentile <= 100:
+        raise QuantizationError(f"options: max_timesteps = {max_timesteps} must be >= 1, headroom_bits = {headroom_bits} >= 0, "
+                                f"weight_percentile = {weight_percentile} in (0, 100]")
+    opt = QuantOptions(bits, max_timesteps, headroom_bits, weight_percentile, compensate_floor)
+    _check_network(net, dp)
+
+    qnet = net.copy()
+    table = QuantTable(profile=prof.name, options={"input_bits": bits, "max_timesteps": max_timesteps,
+                                                   "headroom_bits": headroom_bits, "weight_percentile": weight_percentile,
+                                                   "compensate_floor": compensate_floor})
+    sources: dict[str, _Source] = {}
+    for inp in qnet.inputs():
+        sources[inp.name], row = _quantize_input(qnet, inp, dp, bits, input_range)
+        table.inputs.append(row)
+    for pop in qnet.populations():
+        sources[pop.name] = _Source(1.0, pop.payload.max_abs)
+    for pop in qnet.populations():
+        table.layers.append(_quantize_population(qnet, pop, dp, sources, opt))
+
+    qnet.datapath = dp
+    qnet = schedule(qnet, dp.synapse_delay)
+    qnet.meta["quantization"] = {"profile": prof.name, "options": dict(table.options),
+                                 "clipped": sum(l.clipped for l in table.layers),
+                                 "zeroed": sum(l.zeroed for l in table.layers)}
+    try:
+        qnet.validate()
+    except IRError as e:  # a bug in this pass, never the user's input
+        raise QuantizationError(f"internal: the quantised network is invalid: {e}") from None
+    return qnet, table

@@ -1,0 +1,192 @@
+"""The time loop shared by the float and the bit-accurate simulator.
+
+A :class:`Plan` is built once per ``simulate`` call (projection kernels with their weights on the
+device and their arithmetic path chosen); :func:`run_batch` then steps one batch of samples through
+``T + latency`` steps. Sources (inputs, populations) are visited in topological order each step, so
+a delay-0 projection sees its source's emission of the same step; each source keeps a ring of its
+last ``max delay + 1`` emissions (None = nothing emitted).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..ir.graph import Network
+from ..ir.nodes import Input, Operator, Population
+from .emission import Emission
+from .neurons import NeuronKernel, kernel_class
+from .synapses import ProjectionKernel
+
+
+@dataclass
+class Plan:
+    """Static, batch-independent part of a simulation."""
+
+    net: Network
+    timesteps: int
+    steps: int
+    device: torch.device
+    order: list[str]
+    incoming: dict[str, list[tuple[ProjectionKernel, str, int]]]
+    ring: dict[str, int]
+    in_bound: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def quantized(self) -> bool:
+        return self.net.datapath is not None
+
+
+def source_max_abs(net: Network, name: str) -> float:
+    """Largest |value| a source can emit in one step (bounds for the exact-arithmetic proofs)."""
+    node = net[name]
+    if isinstance(node, Input):
+        if net.quantized:
+            return float(max(abs(node.payload.min_level), abs(node.payload.max_level) * 1.0,
+                             abs(node.payload.min_level) * abs(node.payload.neg_value)))
+        return float("inf")
+    return kernel_class(node, net.quantized).max_abs_value(node)
+
+
+def build_plan(net: Network, timesteps: int, device, path: str = "auto") -> Plan:
+    for op in net.operators():
+        raise NotImplementedError(f"operator node {op.name!r} (op {op.op!r}): the simulators do not run "
+                                  "Operator nodes yet")
+    net.validate("simulate")
+    if timesteps < 1:
+        raise ValueError(f"simulate: timesteps must be >= 1, got {timesteps}")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    order = [n.name for n in net.nodes() if isinstance(n, (Input, Population))]
+    incoming: dict[str, list] = {}
+    ring = {name: 1 for name in order}
+    in_bound: dict[str, int | None] = {}
+    for pop in net.populations():
+        entries = []
+        total = 0
+        for proj in net.incoming(pop.name):
+            src = net[proj.source]
+            if isinstance(src, Operator):
+                raise NotImplementedError(f"projection {proj.name!r} reads operator {src.name!r} (op {src.op!r}); "
+                                          "Operator nodes are not simulated yet")
+            pk = ProjectionKernel(proj, net.shape_of(proj.source), tuple(pop.shape),
+                                  source_max_abs(net, proj.source), net.quantized, device, path)
+            entries.append((pk, proj.source, int(proj.delay)))
+            ring[proj.source] = max(ring[proj.source], int(proj.delay) + 1)
+            if net.quantized:
+                total += pk.acc_bound
+        incoming[pop.name] = entries
+        in_bound[pop.name] = total if net.quantized else None
+        if net.quantized:
+            for pk, _, _ in entries:
+                pk.use_int32_if(total)
+    return Plan(net, timesteps, timesteps + net.latency(), device, order, incoming, ring, in_bound)
+
+
+def encode_input(node: Input, x: torch.Tensor, quantized: bool, timesteps: int) -> torch.Tensor:
+    """Per-sample input values, flattened: (B, n) for analog/once, (T, B, n) for spikes.
+
+    Spike data are checked (integers in quantised nets, within the payload levels) and kept in the
+    narrowest integer dtype, so per-step conversions for the first projection stay cheap.
+    """
+    batch = x.shape[0]
+    pl = node.payload
+    if node.coding == "spikes":
+        want = (batch, timesteps) + tuple(node.shape)
+        if tuple(x.shape) != want:
+            raise ValueError(f"input {node.name!r}: spike data has shape {tuple(x.shape)}, expected (N, T, *shape) = {want}")
+        flat = x.reshape(batch, timesteps, -1).transpose(0, 1)
+        if flat.is_floating_point() and (quantized or pl.kind != "analog"):
+            if not torch.equal(flat, torch.round(flat)):     # also rejects NaN
+                raise ValueError(f"input {node.name!r}: spike data must be integers (payload {pl.kind})")
+        elif flat.is_floating_point() and not torch.isfinite(flat).all():
+            raise ValueError(f"input {node.name!r}: data contains NaN or infinity")
+        if quantized or pl.kind != "analog":
+            lo, hi = (float(v) for v in torch.aminmax(flat))
+            if lo < pl.min_level or hi > pl.max_level:
+                raise ValueError(f"input {node.name!r}: spike values span [{lo}, {hi}], payload allows "
+                                 f"[{pl.min_level}, {pl.max_level}]")
+            top = max(abs(pl.min_level) * abs(pl.neg_value), abs(pl.max_level))
+            dtype = torch.int8 if top < 2 ** 7 else torch.int32 if top < 2 ** 31 else torch.int64
+            flat = flat.to(dtype)
+            if pl.neg_value != 1:
+                if not quantized:
+                    flat = flat.to(torch.float64)
+                elif pl.neg_value != round(pl.neg_value):
+                    raise ValueError(f"input {node.name!r}: quantised payload neg_value must be an integer, got {pl.neg_value}")
+                flat = flat + (flat < 0).to(flat.dtype) * (flat * (pl.neg_value - 1)).to(flat.dtype)
+        return flat.contiguous() if quantized else flat.to(torch.float64).contiguous()
+    want = (batch,) + tuple(node.shape)
+    if tuple(x.shape) != want:
+        raise ValueError(f"input {node.name!r}: data has shape {tuple(x.shape)}, expected (N, *shape) = {want}")
+    flat = x.reshape(batch, -1).to(torch.float64)
+    if not torch.isfinite(flat).all():
+        raise ValueError(f"input {node.name!r}: data contains NaN or infinity")
+    if not quantized:
+        return flat
+    # x_int = clip(floor(x / scale + 1/2), min_level, max_level): round half up, see docs/fixed_point.md
+    q = torch.floor(flat / float(node.scale) + 0.5)
+    return q.clamp(pl.min_level, pl.max_level).to(torch.int64)
+
+
+class BatchRun:
+    """Mutable per-batch state: neuron kernels, emission rings, optional spike records."""
+
+    def __init__(self, plan: Plan, xs: dict[str, torch.Tensor], record_spikes: bool):
+        self.plan = plan
+        net = plan.net
+        self.inputs = {name: encode_input(net[name], x, plan.quantized, plan.timesteps) for name, x in xs.items()}
+        self.batch = int(next(iter(xs.values())).shape[0])
+        self.kernels: dict[str, NeuronKernel] = {}
+        for pop in net.populations():
+            cls = kernel_class(pop, plan.quantized)
+            self.kernels[pop.name] = cls(pop, self.batch, plan.device, net.datapath, plan.in_bound.get(pop.name))
+        self.rings = {name: [None] * plan.ring[name] for name in plan.order}
+        self.constant = {name: Emission(v) for name, v in self.inputs.items() if net[name].coding == "analog"}
+        self.records = None
+        if record_spikes:
+            self.records = {p.name: torch.zeros((self.batch, plan.steps, p.size), dtype=torch.int8, device=plan.device)
+                            for p in net.populations() if self.kernels[p.name].spiking}
+
+    def input_emission(self, node: Input, t: int) -> Emission | None:
+        T = self.plan.timesteps
+        if node.coding == "analog":
+            return self.constant[node.name] if t < T else None
+        if node.coding == "once":
+            return Emission(self.inputs[node.name]) if t == 0 else None
+        return Emission(self.inputs[node.name][t]) if t < T else None
+
+    def run(self) -> None:
+        plan, net = self.plan, self.plan.net
+        T = plan.timesteps
+        nodes = [net[name] for name in plan.order]
+        for t in range(plan.steps):
+            for node in nodes:
+                name = node.name
+                if isinstance(node, Input):
+                    em = self.input_emission(node, t)
+                elif node.t_start <= t < node.t_start + T:
+                    em = self._step_population(node, t)
+                else:
+                    em = None
+                ring = self.rings[name]
+                ring[t % len(ring)] = em
+
+    def _step_population(self, pop: Population, t: int) -> Emission | None:
+        current = None
+        for pk, src, delay in self.plan.incoming[pop.name]:
+            if t - delay < 0:
+                continue
+            ring = self.rings[src]
+            em = ring[(t - delay) % len(ring)]
+            if em is None:
+                continue
+            c = pk(em)
+            current = c if current is None else current + c
+        kernel = self.kernels[pop.name]
+        spikes = kernel.step(current)
+        if spikes is None:
+            return None
+        if self.records is not None:
+            self.records[pop.name][:, t] = spikes
+        return Emission(kernel.value(spikes), spikes)

@@ -1,0 +1,381 @@
+"""Neuron kernels, one float and one fixed-point class per IR neuron model, in a dispatch table.
+
+A kernel owns the batched state of one population for one batch, advances it by one active step
+(:meth:`step`), counts events and decodes. Adding a neuron model (multi-spike, multi-threshold, ...)
+is one subclass per arithmetic plus :func:`register_kernel`. The fixed-point rules follow Lava
+0.10.0's ``AbstractPyLifModelFixed.subthr_dynamics``; docs/fixed_point.md cites each one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..ir.datapath import Datapath
+from ..ir.nodes import IF, NeuronModel, Population, Readout, expand_channel
+
+INT16_MIN, INT16_MAX = -(2 ** 15), 2 ** 15 - 1
+INT32_HALF = 2 ** 31
+
+
+def _param(pop: Population, value, dtype: torch.dtype, device, name: str, integer: bool) -> torch.Tensor:
+    """Expand a scalar / per-channel / per-neuron parameter to a flat (n,) tensor."""
+    arr = expand_channel(np.asarray(value, dtype=np.float64), tuple(pop.shape)).reshape(-1)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"population {pop.name!r}: {name} contains NaN or infinity")
+    if integer:
+        if not np.array_equal(arr, np.round(arr)):
+            bad = arr[arr != np.round(arr)][0]
+            raise ValueError(f"population {pop.name!r}: quantised {name} must be integers, found {bad}")
+        if np.any(np.abs(arr) >= 2 ** 62):
+            raise ValueError(f"population {pop.name!r}: quantised {name} exceeds the int64 range (|{name}| < 2^62)")
+        return torch.as_tensor(arr.astype(np.int64), device=device)
+    return torch.as_tensor(arr, dtype=dtype, device=device)
+
+
+def _zero(device) -> torch.Tensor:
+    return torch.zeros((), dtype=torch.int64, device=device)
+
+
+class NeuronKernel:
+    """Batched state and one-step update of a population; subclasses implement the model."""
+
+    spiking = True
+
+    def __init__(self, pop: Population, batch: int, device, dp: Datapath | None, in_bound: int | None):
+        self.pop = pop
+        self.n = pop.size
+        self.batch = batch
+        self.device = device
+        self.dp = dp
+        self.saturation = _zero(device)
+        self.wrap = _zero(device)
+        self.a16 = _zero(device)
+        self.int32 = _zero(device)
+
+    @staticmethod
+    def max_abs_value(pop: Population) -> float:
+        """Largest |payload value| one step can emit (for exactness bounds downstream)."""
+        return 1.0
+
+    def step(self, current: torch.Tensor | None) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def value(self, spikes: torch.Tensor) -> torch.Tensor:
+        return spikes
+
+    def spike_counts(self) -> torch.Tensor | None:
+        return None
+
+    def decode(self, timesteps: int, coding: str, quantized: bool) -> np.ndarray:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------- IF
+class _IFBase(NeuronKernel):
+    """Shared event counting and decoding of the IF family (+1 / -1 events)."""
+
+    def _init_counts(self) -> None:
+        self.pos = torch.zeros((self.batch, self.n), dtype=torch.int32, device=self.device)
+        self.neg = (torch.zeros((self.batch, self.n), dtype=torch.int32, device=self.device)
+                    if self.signed else None)
+
+    @staticmethod
+    def max_abs_value(pop: Population) -> float:
+        if pop.neuron.neg_threshold is None:
+            return 1.0
+        return max(1.0, abs(float(pop.payload.neg_value)))
+
+    def spike_counts(self) -> torch.Tensor:
+        return self.pos.long() if self.neg is None else (self.pos + self.neg).long()
+
+    def value(self, spikes: torch.Tensor) -> torch.Tensor:
+        if not self.signed or self.neg_value == 1:
+            return spikes
+        s = spikes.to(self.value_dtype)
+        return s + (s < 0).to(self.value_dtype) * (s * (self.neg_value - 1))
+
+    def _count(self, pos: torch.Tensor, neg: torch.Tensor | None) -> torch.Tensor:
+        """Accumulate event counts; return the event code (+1 / -1 / 0), any numeric dtype."""
+        self.pos += pos
+        if neg is None:
+            return pos
+        self.neg += neg
+        return pos - neg
+
+    def decode(self, timesteps: int, coding: str, quantized: bool) -> np.ndarray:
+        total = self.pos.double()
+        if self.neg is not None:
+            total = total - self.neg.double() * float(self.pop.payload.neg_value)
+        if coding == "C1":
+            total = total / timesteps
+        shape = tuple(self.pop.shape)
+        scale = expand_channel(np.asarray(self.pop.decode_scale, dtype=np.float64), shape).reshape(-1)
+        offset = expand_channel(np.asarray(self.pop.decode_offset, dtype=np.float64), shape).reshape(-1)
+        out = total.cpu().numpy() * scale + offset
+        return out.reshape((self.batch,) + shape)
+
+
+class FloatIF(_IFBase):
+    """Float IF (IR ``IF`` docstring): v <- v*(1-leak) + I + bias, fire, reset."""
+
+    value_dtype = torch.float64
+
+    def __init__(self, pop, batch, device, dp, in_bound):
+        super().__init__(pop, batch, device, dp, in_bound)
+        m: IF = pop.neuron
+        f64 = torch.float64
+        self.theta = _param(pop, m.threshold, f64, device, "threshold", False)
+        self.bias = _param(pop, m.bias, f64, device, "bias", False)
+        self.v = _param(pop, m.v_init, f64, device, "v_init", False).expand(batch, self.n).clone()
+        self.keep = 1.0 - float(m.leak)
+        self.signed = m.neg_threshold is not None
+        if self.signed:
+            self.neg_th = _param(pop, m.neg_threshold, f64, device, "neg_threshold", False)
+            self.neg_reset = _param(pop, m.neg_reset, f64, device, "neg_reset", False)
+        self.neg_value = float(pop.payload.neg_value)
+        self.strict = m.compare == ">"
+        self.zero_reset = m.reset == "zero"
+        self._init_counts()
+
+    def step(self, current):
+        v = self.v * self.keep if self.keep != 1.0 else self.v
+        if current is not None:
+            v = v + current
+        v = v + self.bias
+        pos_b = v > self.theta if self.strict else v >= self.theta
+        pos = pos_b.to(torch.int8)
+        neg = ((v < -self.neg_th) & ~pos_b).to(torch.int8) if self.signed else None
+        if self.zero_reset:
+            v = v * (1 - (pos if neg is None else pos + neg))
+        else:
+            v = v - pos * self.theta
+            if neg is not None:
+                v = v + neg * self.neg_reset
+        self.v = v
+        return self._count(pos, neg)
+
+
+class FixedIF(_IFBase):
+    """Bit-accurate IF on the integer datapath (docs/fixed_point.md, Lava PyLifModelBitAcc order).
+
+    u = wrap_once(wrap32(a_in << act_shift)); v = sat(decay(v) + u + bias); compare/fire/reset.
+    Counters that a static bound proves can never fire are skipped.
+    """
+
+    value_dtype = torch.int64
+
+    def __init__(self, pop, batch, device, dp, in_bound):
+        super().__init__(pop, batch, device, dp, in_bound)
+        m: IF = pop.neuron
+        i64 = torch.int64
+        self.theta = _param(pop, m.threshold, i64, device, "threshold", True)
+        self.bias = _param(pop, m.bias, i64, device, "bias", True)
+        self.v = _param(pop, m.v_init, i64, device, "v_init", True).expand(batch, self.n).clone()
+        leak = float(m.leak)
+        unity = 2 ** dp.decay_bits
+        if leak != round(leak) or not 0 <= leak <= unity:
+            raise ValueError(f"population {pop.name!r}: quantised leak (dv) must be an integer in [0, {unity}], got {m.leak}")
+        self.keep = unity - int(leak)       # v * (4096 - dv) >> 12
+        self.decay_shift = dp.decay_bits
+        self.signed = m.neg_threshold is not None
+        if self.signed:
+            self.neg_th = _param(pop, m.neg_threshold, i64, device, "neg_threshold", True)
+            self.neg_reset = _param(pop, m.neg_reset, i64, device, "neg_reset", True)
+            nv = float(pop.payload.neg_value)
+            if nv != round(nv):
+                raise ValueError(f"population {pop.name!r}: quantised payload neg_value must be an integer, got {nv}")
+        self.neg_value = int(round(float(pop.payload.neg_value)))
+        self.strict = m.compare == ">"
+        self.zero_reset = m.reset == "zero"
+        params = [self.theta, self.bias, self.v] + ([self.neg_th, self.neg_reset] if self.signed else [])
+        _setup_fixed_common(self, dp, in_bound, int(max(p.abs().max().item() for p in params)))
+        self.theta, self.bias, self.v = (t.to(self.dtype) for t in (self.theta, self.bias, self.v))
+        if self.signed:
+            self.neg_th, self.neg_reset = -self.neg_th.to(self.dtype), self.neg_reset.to(self.dtype)
+        self.has_bias = bool(self.bias.any())
+        self._init_counts()
+
+    def step(self, current):
+        v = _decay(self.v, self.keep, self.decay_shift)
+        if self.has_bias:
+            v = v + self.bias
+        if current is not None:
+            v = v + _current(self, current)
+        v = _saturate(self, v)
+        pos = (v > self.theta if self.strict else v >= self.theta).to(v.dtype)
+        if self.signed:
+            neg = (v < self.neg_th).to(v.dtype) * (1 - pos)     # neg_th holds -neg_threshold
+        else:
+            neg = None
+        if self.zero_reset:
+            v = v * (1 - (pos if neg is None else pos + neg))
+        else:
+            v = v - pos * self.theta
+            if neg is not None:
+                v = v + neg * self.neg_reset
+        self.v = v
+        return self._count(pos, neg)
+
+
+# ----------------------------------------------------------------------------------- Readout
+class FloatReadout(NeuronKernel):
+    """Non-spiking accumulator: v <- v + I + bias."""
+
+    spiking = False
+
+    def __init__(self, pop, batch, device, dp, in_bound):
+        super().__init__(pop, batch, device, dp, in_bound)
+        m: Readout = pop.neuron
+        self.bias = _param(pop, m.bias, torch.float64, device, "bias", False)
+        self.v = _param(pop, m.v_init, torch.float64, device, "v_init", False).expand(batch, self.n).clone()
+
+    def step(self, current):
+        self.v = self.v + self.bias if current is None else (self.v + current) + self.bias
+        return None
+
+    def decode(self, timesteps, coding, quantized):
+        out = self.v.cpu().numpy().astype(np.float64)
+        if coding == "C1":
+            out = out / timesteps
+        if quantized:
+            out = out * expand_channel(np.asarray(self.pop.state_scale, dtype=np.float64), tuple(self.pop.shape)).reshape(-1)
+        return out.reshape((self.batch,) + tuple(self.pop.shape))
+
+
+class FixedReadout(FloatReadout):
+    """Integer readout: v = sat(v + wrap_once(a_in << act_shift) + bias), never fires."""
+
+    def __init__(self, pop, batch, device, dp, in_bound):
+        NeuronKernel.__init__(self, pop, batch, device, dp, in_bound)
+        m: Readout = pop.neuron
+        self.bias = _param(pop, m.bias, torch.int64, device, "bias", True)
+        self.v = _param(pop, m.v_init, torch.int64, device, "v_init", True).expand(batch, self.n).clone()
+        _setup_fixed_common(self, dp, in_bound, int(max(self.bias.abs().max().item(), self.v.abs().max().item())))
+        self.bias, self.v = self.bias.to(self.dtype), self.v.to(self.dtype)
+
+    def step(self, current):
+        v = self.v + self.bias
+        if current is not None:
+            v = v + _current(self, current)
+        self.v = _saturate(self, v)
+        return None
+
+
+# ------------------------------------------------------------------- shared fixed-point rules
+def _setup_fixed_common(k: NeuronKernel, dp: Datapath, in_bound: int | None, param_max: int) -> None:
+    """Precompute datapath constants, skip overflow checks a static bound rules out, pick int32/int64.
+
+    ``in_bound`` bounds |sum of a| over every step (None: unknown), so e.g. the int16 counter is
+    skipped when a_in can never leave int16. The state runs in int32 (several times faster than
+    int64 on CPU) when every intermediate value provably fits in int32.
+    """
+    k.act_shift = dp.act_shift
+    k.cur_half = 2 ** (dp.current_bits - 1)
+    k.cur_wrap = dp.current_overflow == "wrap"
+    k.state_max = 2 ** (dp.state_bits - 1) - 1
+    k.state_wrap = dp.state_overflow == "wrap"
+    shifted = None if in_bound is None else _shift(in_bound, dp.act_shift)
+    k.check_a16 = in_bound is None or in_bound > INT16_MAX
+    k.check_int32 = shifted is None or shifted >= INT32_HALF
+    k.check_cur = shifted is None or shifted >= k.cur_half
+    k.dtype = fixed_state_dtype(dp, in_bound, param_max)
+    k.sync_free = torch.device(k.device).type != "cpu"
+
+
+def fixed_state_dtype(dp: Datapath, in_bound: int | None, param_max: int) -> torch.dtype:
+    """int32 when |v| + |u| + |params| (before saturation) and the shifted input fit in int32."""
+    if in_bound is None:
+        return torch.int64
+    u_max = _shift(in_bound, dp.act_shift)
+    v_max = max(2 ** (dp.state_bits - 1), param_max)
+    return torch.int32 if u_max < INT32_HALF and v_max + u_max + 3 * param_max < INT32_HALF else torch.int64
+
+
+def _shift(x: int, s: int) -> int:
+    return x << s if s >= 0 else x >> -s
+
+
+def _out_of(k, t: torch.Tensor, lo: int, hi: int) -> bool:
+    """Cheap pre-check on CPU (one aminmax pass); on GPUs always count (no host sync)."""
+    if k.sync_free:
+        return True
+    mn, mx = torch.aminmax(t)
+    return mn.item() < lo or mx.item() > hi
+
+
+def _current(k, a: torch.Tensor) -> torch.Tensor:
+    """u from this step's summed synaptic input a_in (Lava du = 4095: no current memory)."""
+    if k.check_a16 and _out_of(k, a, INT16_MIN, INT16_MAX):
+        k.a16 += ((a < INT16_MIN) | (a > INT16_MAX)).sum()
+    if k.check_int32:
+        # Lava's Python model holds a_in and u in int32: a_in << 6 wraps modulo 2^32.
+        a = a.to(torch.int64)
+        x = a << k.act_shift if k.act_shift >= 0 else a >> -k.act_shift
+        x32 = ((x + INT32_HALF) & (2 * INT32_HALF - 1)) - INT32_HALF
+        k.int32 += (x32 != x).sum()
+        x = x32
+    else:
+        a = a.to(k.dtype)
+        x = a << k.act_shift if k.act_shift >= 0 else a >> -k.act_shift
+    if not k.check_cur:
+        return x
+    h = k.cur_half
+    if not _out_of(k, x, -h + 1, h):
+        return x
+    if k.cur_wrap:
+        # Lava: u > 2^23 -> u - 2^24; u <= -2^23 -> u + 2^24 (once, asymmetric bounds).
+        hi, lo = (x > h).to(x.dtype), (x <= -h).to(x.dtype)
+        k.wrap += (hi + lo).sum()
+        return x - hi * (2 * h) + lo * (2 * h)
+    y = x.clamp(-h + 1, h - 1)
+    k.wrap += (y != x).sum()
+    return y
+
+
+def _saturate(k, v: torch.Tensor) -> torch.Tensor:
+    """v to the state range: clip to [-(2^(b-1)) + 1, 2^(b-1) - 1] (Lava) or two's-complement wrap."""
+    m = k.state_max
+    if k.state_wrap:
+        if not _out_of(k, v, -m - 1, m):
+            return v
+        w = ((v + m + 1) & (2 * m + 1)) - (m + 1)
+        k.saturation += (w != v).sum()
+        return w
+    if not _out_of(k, v, -m, m):
+        return v
+    c = v.clamp(-m, m)
+    k.saturation += (c != v).sum()
+    return c
+
+
+def _decay(v: torch.Tensor, keep: int, shift: int) -> torch.Tensor:
+    """Lava's decay: y = v * (4096 - dv); sign(y) * (|y| >> 12) (rounds toward zero)."""
+    if keep == 2 ** shift:
+        return v
+    y = v.to(torch.int64) * keep
+    return (torch.sign(y) * (y.abs() >> shift)).to(v.dtype)
+
+
+# -------------------------------------------------------------------------- dispatch table
+FLOAT_KERNELS: dict[type[NeuronModel], type[NeuronKernel]] = {IF: FloatIF, Readout: FloatReadout}
+FIXED_KERNELS: dict[type[NeuronModel], type[NeuronKernel]] = {IF: FixedIF, Readout: FixedReadout}
+
+
+def register_kernel(model: type[NeuronModel], float_kernel: type[NeuronKernel] | None = None,
+                    fixed_kernel: type[NeuronKernel] | None = None) -> None:
+    """Make the simulators run a neuron model (float and/or bit-accurate)."""
+    if float_kernel is not None:
+        FLOAT_KERNELS[model] = float_kernel
+    if fixed_kernel is not None:
+        FIXED_KERNELS[model] = fixed_kernel
+
+
+def kernel_class(pop: Population, quantized: bool) -> type[NeuronKernel]:
+    table = FIXED_KERNELS if quantized else FLOAT_KERNELS
+    cls = table.get(type(pop.neuron))
+    if cls is None:
+        kind = "bit-accurate" if quantized else "float"
+        raise NotImplementedError(f"population {pop.name!r}: the {kind} simulator has no kernel for neuron model "
+                                  f"{type(pop.neuron).__name__} (register one with simulator.register_kernel)")
+    return cls
+
