@@ -110,7 +110,7 @@ def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
     console.print(compiler.render_quant_table(table))
     console.print(f"quantised for [bold]{prof.name}[/] -> {out}")
     if json_out:
-        report.write_json({"profile": prof.name, "net": str(net_path), "out": str(out), **table.to_json()}, json_out)
+        report.write_json({"profile": prof.name, "net": str(net_path), "out": str(out), **table.as_dict()}, json_out)
 
 
 def _sim_summary(net, res, y, T: int) -> dict:

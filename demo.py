@@ -40,7 +40,6 @@ def run_demo(out: str | Path, timesteps: list[int], *, profile: str = "loihi2", 
     ir.save(net, out / "net.h5")
     prof = hw_profiles.load_profile(profile)
     qnet, table = compiler.quantize(net, prof)
-    qnet.meta["quantization"] = table.to_json()
     ir.save(qnet, out / "qnet.h5")
     console.print(compiler.render_quant_table(table))
 
@@ -57,7 +56,7 @@ def run_demo(out: str | Path, timesteps: list[int], *, profile: str = "loihi2", 
         "files": {"onnx": str(onnx_path), "net": str(out / "net.h5"), "qnet": str(out / "qnet.h5")},
         "ann_accuracy": acc_ann,
         "fidelity": fid,
-        "quantization": table.to_json(),
+        "quantization": table.as_dict(),
         "ir": net.summary(),
     }
     report.plot_accuracy_vs_timesteps(fid, out / "accuracy_vs_timesteps.png",

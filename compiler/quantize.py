@@ -407,9 +407,8 @@ def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | N
 
     qnet.datapath = dp
     qnet = schedule(qnet, dp.synapse_delay)
-    qnet.meta["quantization"] = {"profile": prof.name, "options": dict(table.options),
-                                 "clipped": sum(l.clipped for l in table.layers),
-                                 "zeroed": sum(l.zeroed for l in table.layers)}
+    # The quantised file carries its own table, so fidelity reports can say why a layer diverges.
+    qnet.meta["quantization"] = table.as_dict()
     try:
         qnet.validate()
     except IRError as e:  # a bug in this pass, never the user's input

@@ -77,7 +77,7 @@ def _rel_err(a: np.ndarray, ref: np.ndarray) -> float:
 
 def _quant_rows_by_layer(qnet: Network) -> dict[str, dict]:
     rows = qnet.meta.get("quantization", {}).get("layers", [])
-    return {r.get("layer"): r for r in rows if isinstance(r, dict)}
+    return {r.get("name"): r for r in rows if isinstance(r, dict)}
 
 
 def _cause(lf: dict) -> str:
@@ -122,9 +122,9 @@ def compare_runs(net: Network, qnet: Network, float_res, fixed_res, timesteps: i
             rate_fixed=float(np.mean(np.abs(cq))) / timesteps,
             saturation_events=int(stats_q.get("saturation_events", 0)),
             wrap_events=int(stats_q.get("wrap_events", 0)),
-            clipped_weights=int(qrow.get("clipped_weights", 0)),
-            zeroed_weights=int(qrow.get("zeroed_weights", 0)),
-            threshold_error=float(qrow.get("threshold_error", 0.0)),
+            clipped_weights=int(sum(p.get("clipped", 0) for p in qrow.get("projections", []))),
+            zeroed_weights=int(sum(p.get("zeroed", 0) for p in qrow.get("projections", []))),
+            threshold_error=float(qrow.get("threshold_rel_err", 0.0) or 0.0),
         )
         row["cause"] = _cause(row)
         layers.append(LayerFidelity(**row))
