@@ -72,7 +72,7 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
                                                               "with labels, the float SNN is evaluated at T)."),
             percentile: float = typer.Option(99.9, help="IF: activation percentile for thresholds (100 = max)."),
             reset: str = typer.Option("subtract", help="IF: reset rule, subtract or zero."),
-            v_init: str = typer.Option("zero", help="IF: initial membrane, zero or half (theta/2)."),
+            v_init: str = typer.Option("half", help="IF: initial membrane, half (theta/2) or zero."),
             json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON summary here.")):
     """Convert a trained ANN into a float SNN in spikeport's IR."""
     from . import convert as conv

@@ -13,6 +13,10 @@ import numpy as np
 DIGITS_MAX = 16.0  # sklearn digits pixels are integers 0..16
 
 
+class DataError(ValueError):
+    """A data file is missing, unreadable or malformed; the message names the file and key."""
+
+
 def load_digits_split(seed: int = 0, test_fraction: float = 0.25
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return ``(x_train, y_train, x_test, y_test)``: float32 (N, 1, 8, 8) in [0, 1], int64 labels.
@@ -35,38 +39,38 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.25
 def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Read DATA.npz: key ``x`` (floating, (N, ...)) and optional ``y`` (integer, (N,)).
 
-    Returns ``(x as float32, y as int64 or None)``. Any problem raises ValueError naming the file
+    Returns ``(x as float32, y as int64 or None)``. Any problem raises DataError naming the file
     and the key. Never unpickles (``allow_pickle=False``).
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such data file")
+        raise DataError(f"{path}: no such data file")
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
-        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
     if not hasattr(archive, "files"):
-        raise ValueError(f"{path}: expected an .npz archive with key 'x', got a single array")
+        raise DataError(f"{path}: expected an .npz archive with key 'x', got a single array")
     with archive:
         if "x" not in archive.files:
-            raise ValueError(f"{path}: missing key 'x' (keys present: {sorted(archive.files)})")
+            raise DataError(f"{path}: missing key 'x' (keys present: {sorted(archive.files)})")
         try:
             x = archive["x"]
             y = archive["y"] if "y" in archive.files else None
         except ValueError as e:
-            raise ValueError(f"{path}: cannot read array ({e}); object arrays are not allowed") from None
+            raise DataError(f"{path}: cannot read array ({e}); object arrays are not allowed") from None
     if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"{path}: key 'x' has dtype {x.dtype}, expected a floating dtype (float32)")
+        raise DataError(f"{path}: key 'x' has dtype {x.dtype}, expected a floating dtype (float32)")
     if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"{path}: key 'x' has shape {x.shape}, expected (N, ...) with N >= 1 samples")
+        raise DataError(f"{path}: key 'x' has shape {x.shape}, expected (N, ...) with N >= 1 samples")
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{path}: key 'x' contains NaN or infinity")
+        raise DataError(f"{path}: key 'x' contains NaN or infinity")
     if y is not None:
         if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"{path}: key 'y' has dtype {y.dtype}, expected an integer dtype")
+            raise DataError(f"{path}: key 'y' has dtype {y.dtype}, expected an integer dtype")
         if y.ndim != 1:
-            raise ValueError(f"{path}: key 'y' has shape {y.shape}, expected (N,)")
+            raise DataError(f"{path}: key 'y' has shape {y.shape}, expected (N,)")
         if len(y) != len(x):
-            raise ValueError(f"{path}: key 'y' has {len(y)} labels but key 'x' has {len(x)} samples")
+            raise DataError(f"{path}: key 'y' has {len(y)} labels but key 'x' has {len(x)} samples")
         y = y.astype(np.int64)
     return x.astype(np.float32), y

@@ -1,0 +1,89 @@
+"""``--method if``: integrate-and-fire with data-based normalisation (Diehl 2015, Rueckauer 2017).
+
+C1 coding, methods.md section 1. Per activation layer l, lambda_l is the p-th percentile (default
+99.9) of the layer's positive ANN activations on calibration data (or the max with
+``percentile=100``), per layer or per channel. We keep W and set theta_l = lambda_l with each spike
+carrying lambda_l: the membrane is in ANN units, downstream weights absorb the presynaptic lambda
+(W' = W * lambda_prev, done by the lowering through ``event_value``) and ``decode_scale`` = lambda_l.
+The bias is added every step. Soft reset (v -= theta) by default, ``reset="zero"`` optional;
+comparison ``>=`` or ``>``; v(0) = 0 or theta/2 (``v_init="half"``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import ir
+from ..frontend import AnnModel
+from ..frontend import ann_graph as G
+from .calibrate import ActivationStats, calibrate
+from .lower import ActivationContext, ConversionError, NeuronSpec
+from .registry import ConversionMethod, register_method
+
+V_INIT = ("zero", "half")
+
+
+@register_method("if")
+@dataclass
+class IFMethod(ConversionMethod):
+    """Options: percentile (100 = max), channelwise, reset, compare, v_init."""
+
+    percentile: float = 99.9
+    channelwise: bool = False
+    reset: str = "subtract"
+    compare: str = ">="
+    v_init: str = "half"
+    _stats: dict = field(default_factory=dict, repr=False)
+    _lambdas: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.percentile) <= 100.0:
+            raise ValueError(f"method 'if': percentile {self.percentile} must lie in (0, 100]")
+        if self.reset not in ("subtract", "zero"):
+            raise ValueError(f"method 'if': reset {self.reset!r} must be 'subtract' or 'zero'")
+        if self.compare not in (">=", ">"):
+            raise ValueError(f"method 'if': compare {self.compare!r} must be '>=' or '>'")
+        if self.v_init not in V_INIT:
+            raise ValueError(f"method 'if': v_init {self.v_init!r} must be one of {V_INIT}")
+
+    def prepare(self, ann: AnnModel, calib_x: np.ndarray) -> None:
+        self._stats = calibrate(ann, calib_x, percentile=min(float(self.percentile), 100.0))
+
+    def _lambda(self, stats: ActivationStats, channels: int) -> np.ndarray:
+        """Per-channel lambda (C,), using the layer figure where a channel never fired."""
+        layer = stats.scale(self.percentile)
+        if layer <= 0.0:
+            layer = 1.0  # dead layer: any positive threshold gives the same (zero) output
+        if not self.channelwise:
+            return np.full(channels, layer)
+        ch = stats.channel_max if self.percentile >= 100.0 else stats.channel_percentile
+        if ch.shape[0] != channels:
+            raise ConversionError(f"method 'if': layer {stats.name!r} has {ch.shape[0]} channels in calibration, "
+                                  f"{channels} in the population")
+        return np.where(ch > 0, ch, layer)
+
+    def activation(self, ctx: ActivationContext) -> NeuronSpec:
+        node = ctx.node
+        if isinstance(node, G.LeakyReLU):
+            raise ConversionError(f"method 'if': node {node.name!r} is LeakyReLU(slope={node.slope}); IF neurons emit only "
+                                  "positive spikes and cannot represent its negative part: use a signed-spike method")
+        if node.name not in self._stats:
+            raise ConversionError(f"method 'if': no calibration statistics for activation {node.name!r}")
+        c = ctx.shape[0]
+        lam = self._lambda(self._stats[node.name], c)
+        self._lambdas[node.name] = lam
+        theta = lam if self.channelwise else np.asarray(lam[0])
+        neuron = ir.IF(threshold=np.asarray(theta, np.float64), bias=ctx.bias.astype(np.float64),
+                       v_init=np.asarray(theta / 2.0 if self.v_init == "half" else np.zeros_like(theta), np.float64),
+                       reset=self.reset, compare=self.compare)
+        return NeuronSpec(neuron=neuron, payload=ir.SpikePayload(), decode_scale=np.asarray(theta, np.float64),
+                          event_value=lam, nonneg=True)
+
+    def calibration_summary(self) -> dict:
+        out = {}
+        for name, lam in self._lambdas.items():
+            s = self._stats[name]
+            out[name] = {"lambda": float(lam[0]) if not self.channelwise else [float(v) for v in lam],
+                         "max": s.max, f"p{s.p:g}": s.percentile, "positive_fraction": s.positive_fraction}
+        return out

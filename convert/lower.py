@@ -1,0 +1,439 @@
+"""Lowering of the normalised ANN graph to the spikeport IR, shared by every conversion method.
+
+The lowering does the structure; the method supplies the neuron of each activation node
+(:class:`NeuronSpec`). While walking the ANN graph every value is one of
+
+* :class:`SpikeValue` - carried by events of one or more IR sources (the input, or populations);
+  one event of source channel c stands for ANN value ``scale[c]``. It may be a flattened view
+  and may carry a pending average pooling that the next linear layer absorbs.
+* :class:`PreAct` - a pre-activation: a sum of linear terms (source, connectivity, weight) plus a
+  per-channel bias, not yet materialised. An activation turns it into an ``ir.Population``
+  whose incoming projections are the terms.
+
+Rules (all exact in real arithmetic):
+
+* BatchNorm ``a*z + b`` on a pre-activation scales every term's weight and the bias per output
+  channel (also after an Add: every term is scaled).
+* Add of pre-activations merges their terms; a spiking operand (residual skip) becomes an
+  ``ir.Identity`` term with per-channel weight ``scale``.
+* AvgPool with kernel == stride k, no padding, followed by Conv2d (optionally after Flatten by
+  Linear) folds into that layer: ``conv(avgpool_k(x), W, s, p) = conv(x, W (x) 1_kxk / k^2, s*k, p*k)``
+  (``(x)`` repeats each kernel tap over a k x k block) and ``W @ flatten(avgpool_k(x))`` =
+  ``W' @ flatten(x)`` with ``W'[o, c, h, w] = W[o, c, h // k, w // k] / k^2`` (rows and columns
+  that floor division drops get weight 0). GlobalAvgPool then Linear: ``W'[o, c, h, w] = W[o, c]/(H*W)``.
+  Any AvgPool followed by an activation becomes a depthwise ``ir.Conv2d`` (groups = C, weight 1/k^2).
+* Concat of spiking values followed by a linear op splits its weights along input channels, one
+  projection per source. Flatten (C order) feeding Linear gives an ``ir.Dense`` from the (C, H, W)
+  population.
+* The final linear layer becomes an ``ir.Readout`` population, the network output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .. import ir
+from ..frontend import AnnModel
+from ..frontend import ann_graph as G
+
+
+class ConversionError(ValueError):
+    """The ANN graph has a structure the lowering cannot express; the message names the nodes."""
+
+
+# ---------------------------------------------------------------------- values during lowering
+@dataclass
+class SpikeSource:
+    """One IR node emitting events: ``scale[c]`` is the ANN value of one event of channel c."""
+
+    node: str
+    shape: tuple[int, ...]
+    scale: np.ndarray
+    nonneg: bool
+
+    @property
+    def channels(self) -> int:
+        return int(self.shape[0])
+
+
+@dataclass
+class SpikeValue:
+    """An ANN value carried by events of ``parts`` (several after a channel Concat).
+
+    pool        pending AvgPool ``(kh, kw)`` or ``"global"``, absorbed by the next linear op
+    flat        the ANN sees it flattened; ``grid`` is the unflattened (pooled) ANN shape
+    """
+
+    parts: list[SpikeSource]
+    shape: tuple[int, ...]
+    origin: str
+    pool: tuple[int, int] | str | None = None
+    flat: bool = False
+    grid: tuple[int, ...] = ()
+
+    @property
+    def nonneg(self) -> bool:
+        return all(p.nonneg for p in self.parts)
+
+
+@dataclass
+class Term:
+    """A linear term ``op(source)`` of a pre-activation (becomes one IR projection)."""
+
+    source: str
+    kind: str  # "conv2d" | "dense" | "identity"
+    weight: np.ndarray
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def scaled(self, a: np.ndarray) -> "Term":
+        """This term with every output channel c multiplied by ``a[c]``."""
+        w = np.asarray(self.weight, dtype=np.float64)
+        if self.kind == "identity":
+            w = np.broadcast_to(w, a.shape) if w.ndim == 0 else w
+            a_full = a if w.ndim == 1 else a.reshape((-1,) + (1,) * (w.ndim - 1))
+            return replace(self, weight=w * a_full)
+        if self.kind == "conv2d":
+            return replace(self, weight=w * a[:, None, None, None])
+        return replace(self, weight=w * a[:, None])
+
+
+@dataclass
+class PreAct:
+    """``sum(terms) + bias`` (bias per output channel); ``shape`` is the IR target shape."""
+
+    terms: list[Term]
+    bias: np.ndarray
+    shape: tuple[int, ...]
+    ann_shape: tuple[int, ...]
+    origin: list[str] = field(default_factory=list)
+    flat: bool = False
+
+
+Value = SpikeValue | PreAct
+
+
+# ---------------------------------------------------------------------- method interface
+@dataclass
+class NeuronSpec:
+    """What a method chooses for one population: neuron model, payload, decode and event value.
+
+    event_value  ANN value of one +1 event per channel (downstream weights are multiplied by it)
+    """
+
+    neuron: ir.NeuronModel
+    payload: ir.SpikePayload
+    decode_scale: np.ndarray
+    event_value: np.ndarray
+    decode_offset: np.ndarray = field(default_factory=lambda: np.array(0.0))
+    nonneg: bool = True
+
+
+@dataclass
+class ActivationContext:
+    """What a method gets to choose a neuron: the ANN node, population shape and folded bias."""
+
+    node: G.AnnNode
+    shape: tuple[int, ...]
+    bias: np.ndarray
+    pre: PreAct
+
+
+class NeuronProvider(Protocol):
+    def activation(self, ctx: ActivationContext) -> NeuronSpec: ...
+
+    def readout(self, ctx: ActivationContext) -> NeuronSpec: ...
+
+
+def default_readout(ctx: ActivationContext) -> NeuronSpec:
+    """C1 readout: accumulate input + bias every step, decoded as v(T)/T (``ir.Readout``)."""
+    c = ctx.shape[0]
+    return NeuronSpec(neuron=ir.Readout(bias=ctx.bias.astype(np.float64)), payload=ir.SpikePayload(),
+                      decode_scale=np.ones(c), event_value=np.ones(c), nonneg=False)
+
+
+# ---------------------------------------------------------------------- the lowering
+def _node_list(names) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+class Lowering:
+    """Walks the ANN graph once, building the IR network (see module docstring)."""
+
+    def __init__(self, ann: AnnModel, method: NeuronProvider, input_nonneg: bool, input_coding: str = "analog"):
+        self.ann = ann
+        self.graph = ann.graph
+        self.method = method
+        self.net = ir.Network(coding="C1")
+        self.values: dict[str, Value] = {}
+        self.input_nonneg = input_nonneg
+        self.input_coding = input_coding
+        self.populations: dict[str, str] = {}  # ANN activation node -> IR population name
+
+    def err(self, node: G.AnnNode, msg: str) -> ConversionError:
+        return ConversionError(f"{self.ann.source}: node {node.name!r} ({node.op}): {msg}")
+
+    def run(self) -> ir.Network:
+        handlers: dict[type, Callable] = {
+            G.Input: self._input, G.Conv2d: self._conv, G.Linear: self._linear, G.BatchNorm: self._bn,
+            G.ReLU: self._activation, G.LeakyReLU: self._activation, G.AvgPool: self._avgpool,
+            G.GlobalAvgPool: self._gap, G.MaxPool: self._maxpool, G.Flatten: self._flatten, G.Add: self._add,
+            G.Concat: self._concat, G.Identity: self._identity, G.Output: self._output,
+        }
+        for node in self.graph:
+            handler = handlers.get(type(node))
+            if handler is None:
+                raise self.err(node, "no lowering rule for this op")
+            self.values[node.name] = handler(node)
+        return self.net
+
+    def val(self, node: G.AnnNode, i: int = 0) -> Value:
+        return self.values[node.inputs[i]]
+
+    # ------------------------------------------------------------------ simple ops
+    def _input(self, node: G.Input) -> Value:
+        shape = tuple(node.shape)
+        self.net.add(ir.Input(node.name, shape=shape, coding=self.input_coding))
+        src = SpikeSource(node.name, shape, np.ones(shape[0]), self.input_nonneg)
+        return SpikeValue([src], shape, node.name)
+
+    def _identity(self, node: G.AnnNode) -> Value:
+        return self.val(node)
+
+    def _maxpool(self, node: G.MaxPool) -> Value:
+        raise self.err(node, "MaxPool is not convertible to IF spikes without changing the network (the max "
+                       "of spike rates is not the rate of a max); the model should use AvgPool, or pass "
+                       "maxpool='avg' to replace every MaxPool by an AvgPool of the same window")
+
+    def _flatten(self, node: G.Flatten) -> Value:
+        v = self.val(node)
+        if isinstance(v, PreAct):
+            return replace(v, flat=True, ann_shape=tuple(node.shape), origin=v.origin + [node.name])
+        if v.flat or len(v.shape) == 1:
+            return replace(v, shape=tuple(node.shape))
+        return replace(v, flat=True, grid=tuple(v.shape), shape=tuple(node.shape))
+
+    # ------------------------------------------------------------------ linear ops
+    def _no_preact(self, node: G.AnnNode, v: Value) -> SpikeValue:
+        if isinstance(v, PreAct):
+            raise self.err(node, f"follows the linear layer(s) {_node_list(v.origin)} with no activation in between; "
+                           "two linear layers in a row cannot be converted (only an AvgPool with kernel == stride "
+                           "folds into the next layer)")
+        return v
+
+    def _channel_split(self, node: G.AnnNode, v: SpikeValue, channels: int) -> list[tuple[SpikeSource, int, int]]:
+        """``(part, first channel, last channel + 1)`` of each concat part along the input channels."""
+        total = sum(p.channels for p in v.parts)
+        if total != channels:
+            raise self.err(node, f"expects {channels} input channels but its input has {total}")
+        out, start = [], 0
+        for p in v.parts:
+            out.append((p, start, start + p.channels))
+            start += p.channels
+        return out
+
+    def _conv(self, node: G.Conv2d) -> Value:
+        v = self._no_preact(node, self.val(node))
+        if v.flat or v.pool == "global":
+            raise self.err(node, "a convolution after Flatten or global pooling is not supported")
+        w = node.weight.astype(np.float64)
+        stride, padding, dilation, groups = node.stride, node.padding, node.dilation, node.groups
+        if v.pool is not None:
+            kh, kw = v.pool
+            src_h, src_w = v.parts[0].shape[1:]
+            if dilation != (1, 1):
+                raise self.err(node, f"AvgPool {v.origin!r} cannot fold into a dilated convolution (dilation {dilation})")
+            if padding != (0, 0) and (src_h % kh or src_w % kw):
+                raise self.err(node, f"AvgPool {v.origin!r} with kernel {(kh, kw)} over {src_h}x{src_w} leaves a "
+                               "remainder; folding it into a padded convolution would not be exact")
+            w = np.repeat(np.repeat(w, kh, axis=2), kw, axis=3) / (kh * kw)
+            stride = (stride[0] * kh, stride[1] * kw)
+            padding = (padding[0] * kh, padding[1] * kw)
+        parts = self._channel_split(node, v, w.shape[1] * groups)
+        if groups != 1 and len(parts) > 1:
+            raise self.err(node, "a grouped convolution after Concat is not supported")
+        terms = []
+        out_ch, in_per_group = w.shape[0], w.shape[1]
+        for part, lo, hi in parts:
+            if groups == 1:
+                wp = w[:, lo:hi] * part.scale[None, :, None, None]
+            else:
+                group_of_out = np.arange(out_ch) // (out_ch // groups)
+                scale = part.scale.reshape(groups, in_per_group)[group_of_out]
+                wp = w * scale[:, :, None, None]
+            terms.append(Term(part.node, "conv2d", wp, tuple(stride), tuple(padding), tuple(dilation), groups))
+            conv = ir.Conv2d("_check", weight=wp, stride=tuple(stride), padding=tuple(padding),
+                             dilation=tuple(dilation), groups=groups)
+            if conv.out_shape(part.shape) != tuple(node.shape):
+                raise self.err(node, f"lowered convolution gives {conv.out_shape(part.shape)}, the ANN gives {tuple(node.shape)}")
+        bias = node.bias.astype(np.float64) if node.bias is not None else np.zeros(out_ch)
+        return PreAct(terms, bias, tuple(node.shape), tuple(node.shape), [node.name])
+
+    def _linear(self, node: G.Linear) -> Value:
+        v = self._no_preact(node, self.val(node))
+        w = node.weight.astype(np.float64)
+        out = w.shape[0]
+        terms = []
+        if not v.flat:
+            if len(v.shape) != 1 or v.pool is not None:
+                raise self.err(node, f"Linear on an unflattened value of shape {v.shape}; flatten it first")
+            for part, lo, hi in self._channel_split(node, v, w.shape[1]):
+                terms.append(Term(part.node, "dense", w[:, lo:hi] * part.scale[None, :]))
+        else:
+            grid = v.grid
+            if int(np.prod(grid)) != w.shape[1]:
+                raise self.err(node, f"weight has {w.shape[1]} inputs, the flattened input has {int(np.prod(grid))}")
+            w4 = w.reshape((out,) + tuple(grid))
+            for part, lo, hi in self._channel_split(node, v, grid[0]):
+                wp = w4[:, lo:hi]
+                if len(part.shape) == 3 and v.pool is not None:
+                    h, wd = part.shape[1:]
+                    if v.pool == "global":
+                        wp = np.broadcast_to(wp, wp.shape[:2] + (h, wd)) / (h * wd)
+                    else:
+                        kh, kw = v.pool
+                        exp = np.repeat(np.repeat(wp, kh, axis=2), kw, axis=3) / (kh * kw)
+                        wp = np.zeros(wp.shape[:2] + (h, wd))
+                        wp[:, :, :exp.shape[2], :exp.shape[3]] = exp  # floor-dropped rows/cols keep weight 0
+                scale = part.scale.reshape((1, -1) + (1,) * (wp.ndim - 2))
+                terms.append(Term(part.node, "dense", (wp * scale).reshape(out, -1)))
+        bias = node.bias.astype(np.float64) if node.bias is not None else np.zeros(out)
+        return PreAct(terms, bias, (out,), tuple(node.shape), [node.name])
+
+    def _bn(self, node: G.BatchNorm) -> Value:
+        v = self.val(node)
+        if not isinstance(v, PreAct):
+            raise self.err(node, "BatchNorm must follow a Conv2d/Linear/Add (before the activation) to be folded; "
+                           f"here it follows {v.origin!r}, whose output is already spiking")
+        if v.flat:
+            raise self.err(node, "BatchNorm on a flattened convolution output cannot be folded per channel")
+        a, b = node.scale_shift()
+        if a.shape[0] != v.shape[0]:
+            raise self.err(node, f"has {a.shape[0]} channels, its input {v.shape[0]}")
+        return PreAct([t.scaled(a) for t in v.terms], a * v.bias + b, v.shape, tuple(node.shape), v.origin + [node.name])
+
+    # ------------------------------------------------------------------ pooling
+    def _avgpool(self, node: G.AvgPool) -> Value:
+        v = self.val(node)
+        if isinstance(v, PreAct):
+            raise self.err(node, f"AvgPool on the pre-activation of {_node_list(v.origin)}; put the pooling after the activation")
+        if v.flat or v.pool is not None:
+            raise self.err(node, "AvgPool after Flatten or after another pooling is not supported")
+        if node.kernel == node.stride and node.padding == (0, 0) and not node.ceil_mode:
+            return replace(v, pool=tuple(node.kernel), shape=tuple(node.shape), origin=node.name)
+        if node.ceil_mode or (node.padding != (0, 0) and not node.count_include_pad):
+            raise self.err(node, "AvgPool with ceil_mode or count_include_pad=False is not supported")
+        return self._depthwise(node, v, tuple(node.kernel), tuple(node.stride), tuple(node.padding))
+
+    def _gap(self, node: G.GlobalAvgPool) -> Value:
+        v = self.val(node)
+        if isinstance(v, PreAct):
+            raise self.err(node, f"global pooling of the pre-activation of {_node_list(v.origin)}; pool after the activation")
+        if v.flat or v.pool is not None or len(v.shape) != 3:
+            raise self.err(node, f"global pooling of a value of shape {v.shape} (after Flatten or pooling)")
+        c = v.shape[0]
+        return replace(v, pool="global", shape=tuple(node.shape), origin=node.name,
+                       flat=not node.keepdim, grid=(c, 1, 1) if not node.keepdim else ())
+
+    def _depthwise(self, node: G.AnnNode, v: SpikeValue, kernel, stride, padding) -> PreAct:
+        """Average pooling as a depthwise convolution (groups = C, weight = scale / (kh*kw))."""
+        if len(v.parts) != 1:
+            raise self.err(node, "pooling a Concat before an activation is not supported")
+        part = v.parts[0]
+        c = part.channels
+        w = np.ones((c, 1) + tuple(kernel)) / float(np.prod(kernel)) * part.scale[:, None, None, None]
+        term = Term(part.node, "conv2d", w, tuple(stride), tuple(padding), (1, 1), c)
+        out = ir.Conv2d("_check", weight=w, stride=tuple(stride), padding=tuple(padding), groups=c).out_shape(part.shape)
+        return PreAct([term], np.zeros(c), out, tuple(node.shape) if len(node.shape) == 3 else out, [node.name])
+
+    def _materialise(self, node: G.AnnNode, v: SpikeValue) -> PreAct:
+        """Turn a spiking value that cannot be passed on as is into a pre-activation."""
+        if v.pool == "global":
+            h, w = v.parts[0].shape[1:]
+            pre = self._depthwise(node, v, (h, w), (h, w), (0, 0))
+            return replace(pre, flat=v.flat)
+        if v.pool is not None:
+            return self._depthwise(node, v, v.pool, v.pool, (0, 0))
+        if len(v.parts) != 1:
+            raise self.err(node, "a Concat must feed a linear layer or a ReLU (here it would need a population)")
+        part = v.parts[0]
+        return PreAct([Term(part.node, "identity", part.scale.copy())], np.zeros(part.channels), part.shape,
+                      tuple(v.shape), [v.origin], flat=v.flat)
+
+    # ------------------------------------------------------------------ add / concat
+    def _add(self, node: G.Add) -> Value:
+        a, b = self.val(node, 0), self.val(node, 1)
+        pa = a if isinstance(a, PreAct) else self._skip(node, a)
+        pb = b if isinstance(b, PreAct) else self._skip(node, b)
+        if pa.shape != pb.shape or pa.flat != pb.flat:
+            raise self.err(node, f"adds values of shapes {pa.shape} and {pb.shape}")
+        return PreAct(pa.terms + pb.terms, pa.bias + pb.bias, pa.shape, tuple(node.shape), pa.origin + pb.origin + [node.name], pa.flat)
+
+    def _skip(self, node: G.AnnNode, v: SpikeValue) -> PreAct:
+        if v.pool is not None or len(v.parts) != 1:
+            raise self.err(node, f"a residual from {v.origin!r} (pooled or concatenated) cannot be added directly")
+        return self._materialise(node, v)
+
+    def _concat(self, node: G.Concat) -> Value:
+        vals = [self.values[i] for i in node.inputs]
+        for i, v in zip(node.inputs, vals):
+            if isinstance(v, PreAct):
+                raise self.err(node, f"input {i!r} is a pre-activation (of {_node_list(v.origin)}); apply the activation before Concat")
+            if v.pool is not None or v.flat:
+                raise self.err(node, f"input {i!r} is pooled or flattened; concatenate before pooling/flatten")
+        if node.axis != 0:
+            raise self.err(node, f"concatenation along axis {node.axis + 1} (only channels, axis 1, is supported)")
+        parts = [p for v in vals for p in v.parts]
+        return SpikeValue(parts, tuple(node.shape), node.name)
+
+    # ------------------------------------------------------------------ neurons
+    def _activation(self, node: G.AnnNode) -> Value:
+        v = self.val(node)
+        if isinstance(v, SpikeValue):
+            if v.pool is None and v.nonneg:
+                return replace(v, origin=node.name)  # ReLU / LeakyReLU of a non-negative value is the identity
+            v = self._materialise(node, v)
+        return self._population(node, v, self.method.activation)
+
+    def _population(self, node: G.AnnNode, pre: PreAct, choose) -> SpikeValue:
+        shape = tuple(pre.shape)
+        spec: NeuronSpec = choose(ActivationContext(node=node, shape=shape, bias=pre.bias.copy(), pre=pre))
+        pop = ir.Population(node.name, shape=shape, neuron=spec.neuron, payload=spec.payload,
+                            decode_scale=np.asarray(spec.decode_scale, dtype=np.float64),
+                            decode_offset=np.asarray(spec.decode_offset, dtype=np.float64), source=node.name)
+        self.net.add(pop)
+        self.populations[node.name] = pop.name
+        for i, t in enumerate(pre.terms):
+            name = f"{pop.name}.in{i}"
+            if t.kind == "conv2d":
+                proj = ir.Conv2d(name, source=t.source, target=pop.name, weight=t.weight, stride=t.stride,
+                                 padding=t.padding, dilation=t.dilation, groups=t.groups)
+            elif t.kind == "dense":
+                proj = ir.Dense(name, source=t.source, target=pop.name, weight=t.weight)
+            else:
+                proj = ir.Identity(name, source=t.source, target=pop.name, weight=np.asarray(t.weight, dtype=np.float64))
+            self.net.add(proj)
+        src = SpikeSource(pop.name, shape, np.asarray(spec.event_value, dtype=np.float64).reshape(-1) *
+                          np.ones(shape[0]), spec.nonneg)
+        return SpikeValue([src], tuple(node.shape), node.name, flat=pre.flat, grid=shape if pre.flat else ())
+
+    def _output(self, node: G.Output) -> Value:
+        v = self.val(node)
+        if not isinstance(v, PreAct):
+            raise self.err(node, f"the network output comes from {v.origin!r}, which is spiking; spikeport needs the "
+                           "logits of a final linear layer (no activation after it) to build the readout")
+        last = self.graph[v.origin[-1]] if v.origin[-1] in self.graph.nodes else node
+        out = self._population(last, v, self.method.readout)
+        self.net.outputs = [out.parts[0].node]
+        return out
+
+
+def lower(ann: AnnModel, method: NeuronProvider, input_nonneg: bool, input_coding: str = "analog") -> tuple[ir.Network, dict[str, str]]:
+    """Lower ``ann`` to an IR network; returns it and the map ANN activation node -> population."""
+    low = Lowering(ann, method, input_nonneg, input_coding)
+    net = low.run()
+    return net, low.populations

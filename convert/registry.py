@@ -1,0 +1,108 @@
+"""The conversion-method registry and the ``convert`` entry point.
+
+A method is one module defining a class decorated with ``@register_method("name")``. The class is
+a dataclass whose fields are the method's options; it calibrates (``prepare``) and then chooses the
+neuron of each activation (``activation``) and of the readout (``readout``) while the shared
+lowering (``convert.lower``) builds the structure.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Callable
+
+import numpy as np
+
+from .. import ir
+from ..frontend import AnnModel, replace_maxpool
+from .calibrate import check_calibration_data
+from .lower import ActivationContext, NeuronSpec, default_readout, lower
+
+METHODS: dict[str, type] = {}
+MAXPOOL_CHOICES = ("error", "avg")
+
+
+def register_method(name: str) -> Callable[[type], type]:
+    """Class decorator: make a conversion method available as ``convert(..., method=name)``."""
+    def deco(cls: type) -> type:
+        if name in METHODS and METHODS[name] is not cls:
+            raise ValueError(f"conversion method {name!r} is registered twice ({METHODS[name].__name__}, {cls.__name__})")
+        cls.method_name = name
+        METHODS[name] = cls
+        return cls
+    return deco
+
+
+class ConversionMethod:
+    """Base class of methods (subclasses are dataclasses of their options).
+
+    coding        'C1' or 'C2', recorded on the network
+    input_coding  coding of the ``ir.Input`` ('analog' for C1)
+    """
+
+    method_name = "?"
+    coding = "C1"
+    input_coding = "analog"
+
+    def prepare(self, ann: AnnModel, calib_x: np.ndarray) -> None:
+        """Calibrate on ``calib_x`` (float32, checked) before lowering."""
+
+    def activation(self, ctx: ActivationContext) -> NeuronSpec:
+        raise NotImplementedError
+
+    def readout(self, ctx: ActivationContext) -> NeuronSpec:
+        return default_readout(ctx)
+
+    def calibration_summary(self) -> dict:
+        """Per-layer figures recorded in ``net.meta['calibration']``."""
+        return {}
+
+
+def _make_method(method: str, options: dict) -> ConversionMethod:
+    if method not in METHODS:
+        raise ValueError(f"unknown conversion method {method!r}; available: {sorted(METHODS)}")
+    cls = METHODS[method]
+    known = {f.name for f in fields(cls) if not f.name.startswith("_")}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"method {method!r}: unknown option(s) {unknown}; options are {sorted(known)}")
+    return cls(**options)
+
+
+def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str = "error",
+            timesteps: int | None = None, **options) -> ir.Network:
+    """Convert ``ann`` to a float IR network with ``method``, calibrating on ``calib_x``.
+
+    maxpool  'error' (default): a MaxPool stops the conversion with an explanation; 'avg': each
+             MaxPool is replaced by an AvgPool first (recorded in ``net.meta['replaced']``).
+    timesteps the target T; passed to methods that have a ``timesteps`` option, recorded in
+              ``net.meta['timesteps']`` either way.
+    options  the method's own options (see ``METHODS[method]``).
+    """
+    if maxpool not in MAXPOOL_CHOICES:
+        raise ValueError(f"maxpool={maxpool!r} must be one of {MAXPOOL_CHOICES}")
+    if timesteps is not None and (int(timesteps) != timesteps or timesteps < 1):
+        raise ValueError(f"timesteps {timesteps!r} must be a positive integer")
+    if timesteps is not None and method in METHODS and "timesteps" in {f.name for f in fields(METHODS[method])}:
+        options = {**options, "timesteps": int(timesteps)}
+    m = _make_method(method, options)
+    if maxpool == "avg":
+        ann = replace_maxpool(ann)
+    x = check_calibration_data(ann, calib_x)
+    m.prepare(ann, x)
+    x_min, x_max = float(x.min()), float(x.max())
+    net, populations = lower(ann, m, input_nonneg=x_min >= 0.0, input_coding=m.input_coding)
+    net.coding = m.coding
+    net.meta.update({
+        "method": method,
+        "options": {f.name: getattr(m, f.name) for f in fields(m) if not f.name.startswith("_")},
+        "calibration": m.calibration_summary(),
+        "calibration_samples": int(len(x)),
+        "input_range": [x_min, x_max],
+        "input_shape": [int(s) for s in ann.input_shape],
+        "ann_source": ann.source,
+        "populations": populations,
+        "replaced": list(ann.replaced),
+        "timesteps": timesteps,
+    })
+    net.validate(f"converted {ann.source}")
+    return net

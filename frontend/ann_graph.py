@@ -1,0 +1,224 @@
+"""The normalised ANN layer graph: one typed node per tensor operation of the model.
+
+Every frontend (ONNX, ``.pt2``, ``nn.Module``) produces this same graph, so conversion methods and
+the lowering never see framework-specific ops. Each node keeps the name of the ``torch.fx`` node
+it came from (so ANN activations can be recorded under that name), the names of its data inputs
+and its output shape without the batch axis. Parameters are float32 numpy arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Iterator
+
+import numpy as np
+
+SUPPORTED_OPS = (
+    "Conv2d (stride, padding, dilation, groups)", "Linear/Gemm/MatMul with constant weights",
+    "BatchNorm (inference)", "ReLU", "LeakyReLU", "AvgPool", "GlobalAvgPool (mean over H, W)",
+    "MaxPool (replaced by AvgPool only with maxpool='avg')", "Flatten/Reshape (only as a flatten)",
+    "residual Add", "Concat", "Identity/Dropout/Clone",
+)
+
+
+class FrontendError(ValueError):
+    """A model file or module cannot be loaded; the message names the file and the problem."""
+
+
+class UnsupportedOpError(FrontendError):
+    """The model holds an op spikeport cannot convert; the message names the node and the op."""
+
+
+def unsupported(node: str, op: str, why: str = "") -> UnsupportedOpError:
+    """Build the standard error: node name, op, optional reason, and the supported list."""
+    reason = f" ({why})" if why else ""
+    return UnsupportedOpError(f"node {node!r}: op {op} is not supported{reason}. "
+                              f"Supported ops: {', '.join(SUPPORTED_OPS)}")
+
+
+@dataclass
+class AnnNode:
+    """Base of all ANN ops. ``name`` is the fx node name, ``shape`` the output shape (no batch)."""
+
+    name: str
+    inputs: tuple[str, ...] = ()
+    shape: tuple[int, ...] = ()
+
+    op: ClassVar[str] = "node"
+
+
+@dataclass
+class Input(AnnNode):
+    op: ClassVar[str] = "Input"
+
+
+@dataclass
+class Conv2d(AnnNode):
+    """PyTorch Conv2d semantics, weight (C_out, C_in/groups, kH, kW), bias (C_out,) or None."""
+
+    weight: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0), np.float32))
+    bias: np.ndarray | None = None
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    op: ClassVar[str] = "Conv2d"
+
+
+@dataclass
+class Linear(AnnNode):
+    """``y = x @ weight.T + bias`` over the last axis; weight (out, in)."""
+
+    weight: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    bias: np.ndarray | None = None
+
+    op: ClassVar[str] = "Linear"
+
+
+@dataclass
+class BatchNorm(AnnNode):
+    """Inference BatchNorm over axis 1 (channels): ``(x - mean) / sqrt(var + eps) * weight + bias``."""
+
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    var: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
+    weight: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
+    bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    eps: float = 1e-5
+
+    op: ClassVar[str] = "BatchNorm"
+
+    def scale_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(a, b)`` with ``bn(x) = a * x + b`` per channel (float64 for exact folding)."""
+        a = self.weight.astype(np.float64) / np.sqrt(self.var.astype(np.float64) + self.eps)
+        return a, self.bias.astype(np.float64) - a * self.mean.astype(np.float64)
+
+
+@dataclass
+class ReLU(AnnNode):
+    op: ClassVar[str] = "ReLU"
+
+
+@dataclass
+class LeakyReLU(AnnNode):
+    slope: float = 0.01
+
+    op: ClassVar[str] = "LeakyReLU"
+
+
+@dataclass
+class AvgPool(AnnNode):
+    """2-D average pooling; ``count_include_pad`` as in PyTorch (zero padding counted)."""
+
+    kernel: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    padding: tuple[int, int] = (0, 0)
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+    replaced: str = ""  # "MaxPool" when this node stands for a replaced max pooling
+
+    op: ClassVar[str] = "AvgPool"
+
+
+@dataclass
+class GlobalAvgPool(AnnNode):
+    """Mean over H and W; output (C, 1, 1) if ``keepdim`` else (C,)."""
+
+    keepdim: bool = True
+
+    op: ClassVar[str] = "GlobalAvgPool"
+
+
+@dataclass
+class MaxPool(AnnNode):
+    kernel: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    ceil_mode: bool = False
+
+    op: ClassVar[str] = "MaxPool"
+
+
+@dataclass
+class Flatten(AnnNode):
+    """Flatten of all non-batch axes in C order (PyTorch's ``flatten(1)``)."""
+
+    op: ClassVar[str] = "Flatten"
+
+
+@dataclass
+class Add(AnnNode):
+    op: ClassVar[str] = "Add"
+
+
+@dataclass
+class Concat(AnnNode):
+    """Concatenation along ``axis`` of the sample (no batch axis: 0 is channels)."""
+
+    axis: int = 0
+
+    op: ClassVar[str] = "Concat"
+
+
+@dataclass
+class Identity(AnnNode):
+    """Identity, Dropout in inference, clone/contiguous: value passes through."""
+
+    op: ClassVar[str] = "Identity"
+
+
+@dataclass
+class Output(AnnNode):
+    op: ClassVar[str] = "Output"
+
+
+ACTIVATION_OPS = (ReLU, LeakyReLU)
+LINEAR_OPS = (Conv2d, Linear)
+
+
+@dataclass
+class AnnGraph:
+    """Nodes in topological order (dict insertion order); one Input and one Output."""
+
+    nodes: dict[str, AnnNode] = field(default_factory=dict)
+
+    def add(self, node: AnnNode) -> AnnNode:
+        if node.name in self.nodes:
+            raise ValueError(f"ANN graph: node name {node.name!r} used twice")
+        for src in node.inputs:
+            if src not in self.nodes:
+                raise ValueError(f"ANN graph: node {node.name!r} reads unknown node {src!r}")
+        self.nodes[node.name] = node
+        return node
+
+    def __getitem__(self, name: str) -> AnnNode:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise KeyError(f"no node named {name!r} in the ANN graph") from None
+
+    def __iter__(self) -> Iterator[AnnNode]:
+        return iter(self.nodes.values())
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def input(self) -> Input:
+        return next(n for n in self if isinstance(n, Input))
+
+    @property
+    def output(self) -> Output:
+        return next(n for n in self if isinstance(n, Output))
+
+    def users(self, name: str) -> list[AnnNode]:
+        """Nodes that read ``name``, in graph order."""
+        return [n for n in self if name in n.inputs]
+
+    def activations(self) -> list[AnnNode]:
+        """ReLU / LeakyReLU nodes: the places where spiking neurons go."""
+        return [n for n in self if isinstance(n, ACTIVATION_OPS)]
+
+    def summary(self) -> list[dict]:
+        """One row per node: name, op, inputs, shape (for printing and reports)."""
+        return [{"name": n.name, "op": n.op, "inputs": list(n.inputs), "shape": list(n.shape)} for n in self]

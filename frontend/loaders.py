@@ -1,0 +1,206 @@
+"""Load ONNX files, ``torch.export`` ``.pt2`` files and ``nn.Module`` objects as an :class:`AnnModel`.
+
+All three end as a ``torch.fx.GraphModule`` in eval mode, float32, normalised by
+:func:`normalise.normalise`. Loading never unpickles: ONNX is protobuf and ``torch.export.load``
+reads a serialized graph plus tensors.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from .ann_graph import FrontendError, UnsupportedOpError
+from .ann_model import AnnModel
+from .maxpool import replace_maxpool
+from .normalise import normalise
+from .onnx_import import import_onnx2torch, inline_constant_identities
+
+ONNX2TORCH_MAX_OPSET = 17  # onnx2torch 1.5.15 lacks converters for several ops at opsets 18+
+PROBE_SEED = 1234
+MAXPOOL_CHOICES = ("keep", "avg")
+
+
+def _probe_input(input_shape: tuple[int, ...], batch: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(PROBE_SEED)
+    return torch.rand((batch,) + tuple(input_shape), generator=gen)
+
+
+def _check_shape(shape, where: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise FrontendError(f"{where}: input_shape {shape!r} must be a tuple of positive ints (no batch axis)") from None
+    if not out or any(s <= 0 for s in out):
+        raise FrontendError(f"{where}: input_shape {out} must be non-empty and positive (no batch axis)")
+    return out
+
+
+# ---------------------------------------------------------------------- ONNX
+def _onnx_input_shape(model, path: Path, input_shape) -> tuple[tuple[int, ...], int | None]:
+    """Return (sample shape, fixed batch or None) from the ONNX graph input, or from ``input_shape``."""
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise UnsupportedOpError(f"{path}: the model has {len(inputs)} inputs ({[i.name for i in inputs]}); spikeport supports exactly one")
+    dims = inputs[0].type.tensor_type.shape.dim
+    sizes = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
+    batch = sizes[0] if sizes else None
+    if input_shape is not None:
+        shape = _check_shape(input_shape, str(path))
+        if sizes and len(sizes) - 1 != len(shape):
+            raise FrontendError(f"{path}: input_shape {shape} has {len(shape)} axes but the ONNX input "
+                             f"{inputs[0].name!r} has {len(sizes) - 1} besides the batch axis")
+        for i, (given, declared) in enumerate(zip(shape, sizes[1:])):
+            if declared is not None and given != declared:
+                raise FrontendError(f"{path}: input_shape {shape} differs from the ONNX input {inputs[0].name!r} "
+                                 f"at axis {i + 1} ({given} vs {declared})")
+        return shape, batch
+    if not sizes or any(s is None for s in sizes[1:]):
+        raise FrontendError(f"{path}: input {inputs[0].name!r} has dynamic or missing dimensions "
+                         f"{[d.dim_param or d.dim_value for d in dims]}; pass input_shape=(C, H, W) (no batch axis)")
+    return tuple(sizes[1:]), batch
+
+
+def _onnx_to_fx(model, path: Path) -> fx.GraphModule:
+    onnx2torch = import_onnx2torch()
+    from onnx import version_converter
+
+    model = inline_constant_identities(model)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    try:
+        return onnx2torch.convert(model)
+    except NotImplementedError as first:
+        if opset <= ONNX2TORCH_MAX_OPSET:
+            raise UnsupportedOpError(f"{path}: {first}") from None
+        try:
+            older = version_converter.convert_version(model, ONNX2TORCH_MAX_OPSET)
+            return onnx2torch.convert(older)
+        except Exception as second:  # noqa: BLE001 - report both attempts
+            raise UnsupportedOpError(f"{path}: onnx2torch cannot convert opset {opset} ({first}), and converting "
+                                     f"to opset {ONNX2TORCH_MAX_OPSET} failed ({second})") from None
+
+
+def load_onnx(path: Path, input_shape=None) -> tuple[fx.GraphModule, tuple[int, ...], int | None]:
+    import onnx
+
+    if not path.is_file():
+        raise FrontendError(f"{path}: no such file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # noqa: BLE001 - protobuf raises several types
+        raise FrontendError(f"{path}: not an ONNX model ({type(e).__name__}: {e})") from None
+    if len(model.graph.node) == 0:
+        raise FrontendError(f"{path}: not an ONNX model (the graph has no nodes)")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        raise FrontendError(f"{path}: invalid ONNX model ({str(e).splitlines()[0]})") from None
+    shape, batch = _onnx_input_shape(model, path, input_shape)
+    return _onnx_to_fx(model, path), shape, batch
+
+
+# ---------------------------------------------------------------------- torch.export
+def load_pt2(path: Path, input_shape=None) -> tuple[fx.GraphModule, tuple[int, ...], int | None]:
+    if not path.is_file():
+        raise FrontendError(f"{path}: no such file")
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as e:  # noqa: BLE001 - zip/format errors come in several types
+        raise FrontendError(f"{path}: not a torch.export program ({type(e).__name__}: {e})") from None
+    gm = ep.module()
+    if not isinstance(gm, fx.GraphModule):
+        raise FrontendError(f"{path}: torch.export module is {type(gm).__name__}, not a GraphModule")
+    user_inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(user_inputs) != 1:
+        raise UnsupportedOpError(f"{path}: the program has {len(user_inputs)} inputs; spikeport supports exactly one")
+    val = user_inputs[0].meta.get("val")
+    dims = list(val.shape) if val is not None else None
+    static = [int(d) if isinstance(d, int) else None for d in dims] if dims is not None else None
+    batch = static[0] if static else None
+    if input_shape is not None:
+        shape = _check_shape(input_shape, str(path))
+        if static is not None and [s for s in static[1:]] != list(shape) and all(s is not None for s in static[1:]):
+            raise FrontendError(f"{path}: input_shape {shape} differs from the exported input shape {tuple(static[1:])}")
+    else:
+        if static is None or any(s is None for s in static[1:]):
+            raise FrontendError(f"{path}: exported input has dynamic or unknown dimensions {dims}; pass input_shape (no batch axis)")
+        shape = tuple(static[1:])
+    return gm, shape, batch
+
+
+# ---------------------------------------------------------------------- nn.Module
+def trace_module(module: nn.Module, input_shape) -> fx.GraphModule:
+    """``symbolic_trace`` a copy of the module; fall back to ``torch.export`` when tracing fails."""
+    module = copy.deepcopy(module).eval().float()
+    if isinstance(module, fx.GraphModule):
+        return module
+    try:
+        return fx.symbolic_trace(module)
+    except Exception as trace_error:  # noqa: BLE001 - any trace failure: try export instead
+        example = _probe_input(input_shape, 2).to(next(module.parameters(), torch.zeros(0)).device)
+        batch = torch.export.Dim("batch", min=1)
+        try:
+            ep = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+        except Exception as export_error:  # noqa: BLE001
+            raise FrontendError(f"<module>: cannot capture the model: torch.fx.symbolic_trace failed ({trace_error}); "
+                             f"torch.export failed ({export_error})") from None
+        return ep.module()
+
+
+# ---------------------------------------------------------------------- entry point
+def _eval_float(gm: fx.GraphModule) -> fx.GraphModule:
+    """Put ``gm`` in eval mode and float32. Modules from ``torch.export`` refuse ``eval()``: they are
+    already fixed to the mode they were exported in (training-mode BatchNorm is refused later)."""
+    try:
+        gm.eval()
+    except NotImplementedError:
+        pass
+    return gm.float()
+
+
+def load_model(source, input_shape=None, maxpool: str = "keep") -> AnnModel:
+    """Load ``source`` (``.onnx`` path, ``.pt2`` path or ``nn.Module``) as an :class:`AnnModel`.
+
+    input_shape  one sample's shape without batch axis; required for modules and for files whose
+                 input has dynamic dimensions.
+    maxpool      ``"keep"``: MaxPool stays (conversion then refuses it); ``"avg"``: each MaxPool is
+                 replaced by an AvgPool of the same window in both the module and the graph, and
+                 noted in ``AnnModel.replaced``.
+    """
+    if maxpool not in MAXPOOL_CHOICES:
+        raise FrontendError(f"maxpool={maxpool!r} must be one of {MAXPOOL_CHOICES}")
+    if isinstance(source, nn.Module):
+        if input_shape is None:
+            raise FrontendError("<module>: input_shape (no batch axis) is required to load an nn.Module")
+        shape = _check_shape(input_shape, "<module>")
+        gm, batch, name = trace_module(source, shape), None, "<module>"
+    else:
+        path = Path(source)
+        suffix = path.suffix.lower()
+        if suffix == ".onnx":
+            gm, shape, batch = load_onnx(path, input_shape)
+        elif suffix == ".pt2":
+            gm, shape, batch = load_pt2(path, input_shape)
+        else:
+            raise FrontendError(f"{path}: unknown model file type {suffix!r}; expected .onnx or .pt2 "
+                             "(or pass an nn.Module)")
+        name = str(path)
+    gm = _eval_float(gm)
+    probe = _probe_input(shape, batch or 2).to(next(iter(gm.parameters()), torch.zeros(0)).device)
+    try:
+        graph = normalise(gm, probe)
+    except UnsupportedOpError as e:
+        raise UnsupportedOpError(f"{name}: {e}") from None
+    ann = AnnModel(module=gm, graph=graph, input_shape=shape, source=name, fixed_batch=batch)
+    if maxpool == "avg":
+        ann = replace_maxpool(ann)
+    return ann
+
+
+def sample_input(ann: AnnModel, n: int = 2) -> np.ndarray:
+    """A reproducible random input batch of the model's shape (tests, smoke runs)."""
+    return _probe_input(ann.input_shape, n).numpy()

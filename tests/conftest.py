@@ -1,0 +1,66 @@
+"""Shared fixtures: the digits data, a small trained digits ResNet and its ONNX / .pt2 files.
+
+Everything is built once per test session (training takes ~2 s on one thread).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from spikeport.datasets import load_digits_split
+from spikeport.frontend import export_onnx as export_onnx_file
+from spikeport.frontend import export_pt2 as export_pt2_file
+from spikeport.models import DigitsResNet, train_digits_model
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """``(x_train, y_train, x_test, y_test)`` of the 8x8 digits, split seed 0."""
+    return load_digits_split(seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits):
+    """A trained DigitsResNet (conv-BN-ReLU, residual block, AvgPool, 2 FC), eval mode."""
+    torch.set_num_threads(1)
+    x_train, y_train, _, _ = digits
+    return train_digits_model(DigitsResNet(), x_train, y_train, epochs=20, seed=0)
+
+
+def export_onnx(model: torch.nn.Module, path, input_shape=(1, 8, 8), keep_batchnorm: bool = True,
+                opset: int = 17, dynamic_axes: dict | None = None) -> str:
+    """``frontend.export_onnx`` (dynamic batch); with ``dynamic_axes`` a raw TorchScript export."""
+    example = torch.rand((1,) + tuple(input_shape)).numpy()
+    if dynamic_axes is None:
+        return str(export_onnx_file(model, path, example, keep_batchnorm=keep_batchnorm, opset=opset))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.as_tensor(example),), str(path), dynamo=False, opset_version=opset,
+                          input_names=["x"], output_names=["y"], dynamic_axes=dynamic_axes)
+    return str(path)
+
+
+def export_pt2(model: torch.nn.Module, path, input_shape=(1, 8, 8), dynamic_batch: bool = True) -> str:
+    """``frontend.export_pt2`` with a batch-2 example (dynamic batch axis by default)."""
+    return str(export_pt2_file(model, path, torch.rand((2,) + tuple(input_shape)).numpy(), dynamic_batch=dynamic_batch))
+
+
+@pytest.fixture(scope="session")
+def digits_onnx(digits_model, tmp_path_factory) -> str:
+    """ONNX file (opset 17, BatchNormalization kept) of the trained digits model."""
+    return export_onnx(digits_model, tmp_path_factory.mktemp("onnx") / "digits.onnx")
+
+
+@pytest.fixture(scope="session")
+def digits_pt2(digits_model, tmp_path_factory) -> str:
+    """``torch.export`` ``.pt2`` file (dynamic batch) of the trained digits model."""
+    return export_pt2(digits_model, tmp_path_factory.mktemp("pt2") / "digits.pt2")
+
+
+@pytest.fixture(scope="session")
+def calib_x(digits) -> np.ndarray:
+    """500 training images for calibration."""
+    return digits[0][:500]
