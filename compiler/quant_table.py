@@ -154,31 +154,29 @@ def render_quant_table(table: QuantTable):
     from rich.table import Table
 
     t = Table(title=f"quantisation to {table.profile}", show_lines=False)
-    for col in ("layer", "state scale", "vth mant", "vth err", "bias exp", "bias err", "projection",
-                "w exp", "|w| max", "clipped", "zeroed", "max |dw|", "limited by", "saturation"):
-        t.add_column(col, justify="left" if col in ("layer", "projection", "limited by", "saturation") else "right")
+    for col in ("layer", "state scale", "vth mant", "vth err", "bias exp", "from", "w exp", "clip", "zero",
+                "max |dw|", "limited by"):
+        t.add_column(col, justify="left" if col in ("layer", "from", "limited by") else "right", overflow="fold")
     for layer in table.layers:
         projs = layer.projections or [None]
         for k, p in enumerate(projs):
             first = k == 0
             vth = "-" if layer.threshold_mant is None else str(layer.threshold_mant)
-            vth += " (folded)" if first and layer.threshold_folded else ""
+            vth += "*" if first and layer.threshold_folded else ""
             t.add_row(
                 layer.name if first else "",
                 _fmt_scale(layer.state_scale) if first else "",
                 vth if first else "",
-                f"{layer.threshold_rel_err:.1e}" if first and layer.threshold_mant is not None else "",
+                f"{layer.threshold_rel_err:.0e}" if first and layer.threshold_mant is not None else "",
                 str(layer.bias_exp) if first else "",
-                f"{layer.bias_max_rel_err:.1e}" if first else "",
-                "" if p is None else f"{p.name} ({p.connectivity} from {p.source})",
+                "" if p is None else f"{p.source} ({p.connectivity})",
                 "" if p is None else str(p.weight_exp),
-                "" if p is None else str(p.max_mantissa),
                 "" if p is None else (f"[red]{p.clipped}[/red]" if p.clipped else "0"),
                 "" if p is None else (f"[yellow]{p.zeroed}[/yellow]" if p.zeroed else "0"),
-                "" if p is None else f"{p.max_abs_err:.2e}",
+                "" if p is None else f"{p.max_abs_err:.1e}",
                 layer.limited_by if first else "",
-                layer.saturation_risk if first else "",
             )
+    t.caption = "* per-channel thresholds folded into the weights; saturation risk per layer is in --json"
     for inp in table.inputs:
         t.caption = (t.caption + "; " if t.caption else "") + (
             f"input {inp.name}: {'s' if inp.signed else 'u'}{inp.bits} levels [{inp.min_level}, {inp.max_level}], scale {inp.scale:.4g}")

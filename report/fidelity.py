@@ -29,7 +29,8 @@ class LayerFidelity:
     decode_error_ann: float | None  # mean |a_float - a_ann| / (max |a_ann| or 1), when the ANN node is known
     rate_float: float
     rate_fixed: float
-    saturation_events: int
+    saturation_events: int         # neuron-steps clipped at the top of the state range (lost charge)
+    floor_events: int              # neuron-steps clipped at the bottom (bounds negative v; mostly benign)
     wrap_events: int
     clipped_weights: int
     zeroed_weights: int
@@ -81,20 +82,23 @@ def _quant_rows_by_layer(qnet: Network) -> dict[str, dict]:
 
 
 def _cause(lf: dict) -> str:
-    """Name the largest contributor to a layer's divergence, in the order a user would check."""
+    """Name the largest contributor to a layer's divergence, in the order a user would check.
+
+    Event counts matter only above 0.1% of neuron-steps, zeroed weights above 1% of the layer's
+    weights; otherwise the difference is plain rounding of weights, biases and inputs."""
     if lf["count_mismatch"] == 0 and lf["decode_error_fixed"] == 0:
         return "identical"
-    if lf["saturation_events"] > 0:
-        return "membrane saturation"
-    if lf["wrap_events"] > 0:
-        return "current wrap-around"
+    if lf["saturation_events"] > 1e-3 * lf["neuron_steps"]:
+        return "saturation"
+    if lf["wrap_events"] > 1e-3 * lf["neuron_steps"]:
+        return "current wrap"
     if lf["clipped_weights"] > 0:
         return "weight clipping"
-    if lf["zeroed_weights"] > 0:
-        return "weights rounded to zero"
+    if lf["zeroed_weights"] > 0.01 * lf["weights"]:
+        return "weights zeroed"
     if lf["threshold_error"] > 1e-3:
-        return "threshold rounding"
-    return "weight/bias rounding (propagated)"
+        return "vth rounding"
+    return "rounding"
 
 
 def compare_runs(net: Network, qnet: Network, float_res, fixed_res, timesteps: int,
@@ -114,19 +118,21 @@ def compare_runs(net: Network, qnet: Network, float_res, fixed_res, timesteps: i
             ann = _rel_err(af, ref)
         stats_q = fixed_res.layers.get(pop.name, {})
         qrow = qrows.get(pop.name, {})
+        n_weights = sum(p.get("n_weights", 0) for p in qrow.get("projections", []))
         row = dict(
             layer=pop.name, source=pop.source, neurons=pop.size,
             count_mismatch=float(np.mean(cf != cq)),
             decode_error_fixed=_rel_err(aq, af), decode_error_ann=ann,
             rate_float=float(np.mean(np.abs(cf))) / timesteps,
             rate_fixed=float(np.mean(np.abs(cq))) / timesteps,
-            saturation_events=int(stats_q.get("saturation_events", 0)),
+            saturation_events=int(stats_q.get("saturation_high", 0)),
+            floor_events=int(stats_q.get("saturation_events", 0)) - int(stats_q.get("saturation_high", 0)),
             wrap_events=int(stats_q.get("wrap_events", 0)),
             clipped_weights=int(sum(p.get("clipped", 0) for p in qrow.get("projections", []))),
             zeroed_weights=int(sum(p.get("zeroed", 0) for p in qrow.get("projections", []))),
             threshold_error=float(qrow.get("threshold_rel_err", 0.0) or 0.0),
         )
-        row["cause"] = _cause(row)
+        row["cause"] = _cause({**row, "weights": n_weights, "neuron_steps": cf.size * timesteps})
         layers.append(LayerFidelity(**row))
     return layers
 

@@ -22,15 +22,16 @@ def accuracy_table(report: dict, title: str = "accuracy vs timesteps") -> Table:
 def layer_fidelity_table(point: dict) -> Table:
     """Per-layer divergence between the float and the fixed-point SNN at one T."""
     t = Table(title=f"per-layer fidelity at T={point['timesteps']} (float SNN vs fixed-point SNN)")
-    cols = ("layer", "neurons", "counts differ %", "decode err vs float", "decode err vs ANN",
-            "rate float", "rate fixed", "saturations", "clipped w", "zeroed w", "likely cause")
+    cols = ("layer", "counts differ %", "err vs float", "err vs ANN", "rate f/q", "sat", "clip", "zero", "likely cause")
     for c in cols:
-        t.add_column(c, justify="left" if c in ("layer", "likely cause") else "right")
+        t.add_column(c, justify="left" if c in ("layer", "likely cause") else "right", overflow="fold")
     for lf in point["layers"]:
         ann = "-" if lf["decode_error_ann"] is None else f"{lf['decode_error_ann']:.4f}"
-        t.add_row(lf["layer"], str(lf["neurons"]), f"{100 * lf['count_mismatch']:.2f}",
-                  f"{lf['decode_error_fixed']:.4f}", ann, f"{lf['rate_float']:.3f}", f"{lf['rate_fixed']:.3f}",
-                  str(lf["saturation_events"]), str(lf["clipped_weights"]), str(lf["zeroed_weights"]), lf["cause"])
+        t.add_row(lf["layer"], f"{100 * lf['count_mismatch']:.1f}", f"{lf['decode_error_fixed']:.4f}", ann,
+                  f"{lf['rate_float']:.3f}/{lf['rate_fixed']:.3f}", str(lf["saturation_events"]),
+                  str(lf["clipped_weights"]), str(lf["zeroed_weights"]), lf["cause"])
+    t.caption = ("err: mean |decoded activation difference| / max |reference|; sat: neuron-steps clipped at the "
+                 "top of the membrane range; clip/zero: weights clipped / rounded to zero by the quantiser")
     return t
 
 

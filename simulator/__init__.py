@@ -86,7 +86,8 @@ def _collect(run: BatchRun, record_states: bool) -> dict:
         if counts is not None:
             out["counts"][pop.name] = counts.cpu().numpy().reshape(shape)
         out["stats"][pop.name] = {
-            "saturation_events": int(k.saturation.item()), "wrap_events": int(k.wrap.item()),
+            "saturation_events": int(k.saturation.item()), "saturation_high": int(k.saturation_high.item()),
+            "wrap_events": int(k.wrap.item()),
             "a_in_16bit_events": int(k.a16.item()), "int32_events": int(k.int32.item()),
         }
         if record_states or (plan.quantized and pop.name in net.outputs):

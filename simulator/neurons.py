@@ -48,6 +48,7 @@ class NeuronKernel:
         self.device = device
         self.dp = dp
         self.saturation = _zero(device)
+        self.saturation_high = _zero(device)   # clipped at the top: lost positive charge (harmful)
         self.wrap = _zero(device)
         self.a16 = _zero(device)
         self.int32 = _zero(device)
@@ -345,6 +346,7 @@ def _saturate(k, v: torch.Tensor) -> torch.Tensor:
         return v
     c = v.clamp(-m, m)
     k.saturation += (c != v).sum()
+    k.saturation_high += (v > m).sum()
     return c
 
 

@@ -13,6 +13,8 @@ class LayerStats:
     spikes              events emitted (|s| > 0), all samples
     rate                spikes / (samples * neurons * T)  (events per neuron per step)
     saturation_events   neuron-steps where v was clipped to the state range (quantised only)
+    saturation_high     of those, clipped at the top (lost positive charge: changes spike counts);
+                        clipping at the bottom only bounds how negative v gets
     wrap_events         neuron-steps where the current u wrapped (quantised only)
     a_in_16bit_events   neuron-steps where the summed synaptic input a_in left int16 (Lava's a_in
                         port declares int16 precision 16 but its Python model never truncates)
@@ -23,6 +25,7 @@ class LayerStats:
     spikes: int = 0
     rate: float = 0.0
     saturation_events: int = 0
+    saturation_high: int = 0
     wrap_events: int = 0
     a_in_16bit_events: int = 0
     int32_events: int = 0
