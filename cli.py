@@ -164,12 +164,13 @@ def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
     from . import datasets, frontend, ir, report
     from .report.tables import accuracy_table, layer_fidelity_table
     from .simulator import simulate as sim
+    ts = _timesteps(timesteps)
     net, qnet = _run(ir.load, net_path), _run(ir.load, qnet_path)
     x, y = _run(datasets.load_npz, data)
     ann = _run(frontend.load_model, model)
     acc_ann = ann.evaluate(x, y)["accuracy"] if y is not None else None
     acts = ann.record_activations(x, [p.source for p in net.populations() if p.source])
-    rep = _run(report.fidelity, net, qnet, x, y, _timesteps(timesteps), simulate=sim, ann_accuracy=acc_ann,
+    rep = _run(report.fidelity, net, qnet, x, y, ts, simulate=sim, ann_accuracy=acc_ann,
                ann_acts=acts, batch_size=batch_size, device=device, progress=True).to_json()
     console.print(accuracy_table(rep))
     console.print(layer_fidelity_table(rep["points"][-1]))

@@ -15,7 +15,7 @@ import numpy as np
 from .. import ir
 from ..frontend import AnnModel, replace_maxpool
 from .calibrate import check_calibration_data
-from .lower import ActivationContext, NeuronSpec, default_readout, lower
+from .lower import ActivationContext, ConversionError, NeuronSpec, default_readout, lower
 
 METHODS: dict[str, type] = {}
 MAXPOOL_CHOICES = ("error", "avg")
@@ -59,7 +59,7 @@ class ConversionMethod:
 
 def _make_method(method: str, options: dict) -> ConversionMethod:
     if method not in METHODS:
-        raise ValueError(f"unknown conversion method {method!r}; available: {sorted(METHODS)}")
+        raise ConversionError(f"unknown conversion method {method!r}; available: {sorted(METHODS)}")
     cls = METHODS[method]
     known = {f.name for f in fields(cls) if not f.name.startswith("_")}
     unknown = sorted(set(options) - known)
