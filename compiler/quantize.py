@@ -15,6 +15,14 @@ Convention (docs/hw_profiles.md "Fixed-point quantisation"; the bit-accurate sim
 * Per-channel thresholds are folded into per-channel state scales (so into the incoming weights and
   biases): the integer threshold is one value per population, as Loihi's ``vth``.
 * The gain (state units per threshold) is chosen by :mod:`spikeport.compiler.gain`.
+* Threshold models other than IF (``MultiSpikeIF``: they declare ``state_fields`` and
+  ``state_span``) are quantised like IF; the headroom rule reserves ``state_span`` thresholds.
+* A signed population whose ``neg_value`` (NegSpike's beta) is not an integer needs a ``graded``
+  payload: beta is approximated by Nq / P with the smallest P (P, Nq integers, both within the
+  payload's ``bits``) whose relative error is <= ``neg_value_rtol`` (else the best P in range), the
+  population becomes a ``GradedSignedIF`` whose +1 / -1 events carry P / -Nq, one payload unit is
+  worth 1/P of a +1 spike downstream, and ``decode_scale`` is divided by P. The choice and its error
+  are recorded in ``qnet.meta["graded_negative_events"]``.
 * Then :func:`~spikeport.compiler.schedule.schedule` sets delays for the profile's synapse_delay.
 """
 from __future__ import annotations
@@ -52,6 +60,7 @@ class QuantOptions:
     headroom_bits: int = 2
     weight_percentile: float = 100.0
     compensate_floor: bool = True
+    neg_value_rtol: float = 1.0 / 128
 
 
 @dataclass
@@ -93,7 +102,7 @@ def _check_network(net: Network, dp: Datapath) -> None:
         if not isinstance(proj, (Dense, Conv2d, Identity)):
             raise QuantizationError(f"projection {proj.name!r}: type {type(proj).__name__} has no quantisation rule")
     for pop in net.populations():
-        if not isinstance(pop.neuron, (IF, Readout)):
+        if not (isinstance(pop.neuron, Readout) or _threshold_model(pop.neuron)):
             raise QuantizationError(f"layer {pop.name!r}: neuron model {type(pop.neuron).__name__} has no quantisation rule")
         pl = pop.payload
         if pl.kind == "analog":
@@ -102,8 +111,65 @@ def _check_network(net: Network, dp: Datapath) -> None:
             raise QuantizationError(f"layer {pop.name!r}: payload bits = {pl.bits} exceed the profile's payload_bits = "
                                     f"{dp.payload_bits} ({dp.profile})")
         if pl.min_level < 0 and float(pl.neg_value) != round(float(pl.neg_value)):
-            raise QuantizationError(f"layer {pop.name!r}: payload neg_value = {pl.neg_value} must be an integer on an "
-                                    "integer datapath (use a symmetric negative spike, e.g. NegSpike's IBT case beta = 1)")
+            if pl.kind != "graded" or not isinstance(pop.neuron, IF) or pl.min_level != -1 or pl.max_level != 1:
+                raise QuantizationError(f"layer {pop.name!r}: payload neg_value = {pl.neg_value} must be an integer on an "
+                                        "integer datapath for a binary/signed payload (use a symmetric negative spike, e.g. "
+                                        "NegSpike's IBT case beta = 1, or declare a graded payload of levels [-1, 1] on an "
+                                        "IF to carry the rounded ratio)")
+            if not float(pl.neg_value) > 0 or pl.bits < 3:
+                raise QuantizationError(f"layer {pop.name!r}: graded payload neg_value = {pl.neg_value} must be > 0 and "
+                                        f"bits = {pl.bits} >= 3 to carry it as integer levels")
+
+
+def _threshold_model(m) -> bool:
+    """IF, or an extra model that declares its quantisation hooks (``state_fields``, ``state_span``)."""
+    return isinstance(m, IF) or (hasattr(type(m), "state_fields") and hasattr(m, "threshold"))
+
+
+@dataclass(frozen=True)
+class _GradedNeg:
+    """NegSpike's beta as integer event levels: +1 carries ``pos``, -1 carries ``-neg`` (beta ~ neg/pos)."""
+
+    beta: float
+    pos: int
+    neg: int
+
+    @property
+    def rel_err(self) -> float:
+        return abs(self.neg / self.pos - self.beta) / self.beta
+
+
+def _graded_neg(pop: Population, rtol: float) -> _GradedNeg | None:
+    """Smallest P with |round(beta P)/P - beta| <= rtol * beta and P, round(beta P) < 2^(bits-1)."""
+    pl = pop.payload
+    beta = float(pl.neg_value)
+    if pl.min_level >= 0 or beta == round(beta):
+        return None
+    top = 2 ** (pl.bits - 1) - 1
+    best = None
+    for p in range(1, top + 1):
+        q = int(_round(beta * p))
+        if q < 1 or q > top:
+            continue
+        cand = _GradedNeg(beta, p, q)
+        if best is None or cand.rel_err < best.rel_err:
+            best = cand
+        if cand.rel_err <= rtol:
+            return cand
+    if best is None:
+        raise QuantizationError(f"layer {pop.name!r}: neg_value = {beta} cannot be carried by {pl.bits}-bit graded levels")
+    return best
+
+
+def _to_graded_signed(pop: Population, g: _GradedNeg) -> None:
+    """Rewrite a quantised signed IF with a non-integer neg_value into a GradedSignedIF (see module doc)."""
+    from ..ir.neurons_extra import GradedSignedIF  # extra IR models: imported where used
+
+    m = pop.neuron
+    pop.neuron = GradedSignedIF(threshold=m.threshold, bias=m.bias, v_init=m.v_init, reset=m.reset, compare=m.compare,
+                                leak=m.leak, neg_threshold=m.neg_threshold, neg_reset=m.neg_reset)
+    pop.payload = SpikePayload(kind="graded", bits=pop.payload.bits, min_level=-g.neg, max_level=g.pos, neg_value=1.0)
+    pop.decode_scale = np.asarray(pop.decode_scale, dtype=np.float64) / g.pos
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -253,7 +319,7 @@ def _state_int(x: np.ndarray, dp: Datapath, where: str, name: str) -> np.ndarray
 def _quantize_population(net: Network, pop: Population, dp: Datapath, sources: dict[str, _Source],
                          opt: QuantOptions) -> LayerQuant:
     shape, C, m = tuple(pop.shape), pop.channels, pop.neuron
-    is_if = isinstance(m, IF)
+    is_if = _threshold_model(m)
     ref, folded = _reference(pop) if is_if else (1.0, False)
     per_channel = np.ndim(ref) == 1
     ref_rows = np.asarray(ref).reshape(C, 1) if per_channel else ref
@@ -282,7 +348,8 @@ def _quantize_population(net: Network, pop: Population, dp: Datapath, sources: d
         comp_room = len(incoming) * 2.0 ** (dp.act_shift - 1) if opt.compensate_floor else 0.0
         bounds.append(Bound((dp.bias_max * 2.0 ** dp.bias_exp_max - comp_room) / bmax, "bias",
                             f"bias {bmax:.4g} x reference exceeds bias_max {dp.bias_max} << bias_exp_max {dp.bias_exp_max}"))
-    state_fields = ("v_init", "neg_threshold", "neg_reset") if is_if else ("v_init",)
+    state_fields = (("v_init", "neg_threshold", "neg_reset") if isinstance(m, IF)
+                    else tuple(getattr(type(m), "state_fields", ("v_init",))))
     for name in state_fields:
         val = getattr(m, name)
         if val is not None and np.abs(np.asarray(val)).max(initial=0) > 0:
@@ -292,9 +359,11 @@ def _quantize_population(net: Network, pop: Population, dp: Datapath, sources: d
     if is_if:
         q = 2.0 ** dp.vth_shift
         bounds.append(Bound(dp.threshold_max * q, "threshold bits", f"threshold mantissa above threshold_max {dp.threshold_max}"))
-        room = min(dp.state_max, cur_max) / 2.0 ** opt.headroom_bits
-        bounds.append(Bound(room, f"headroom {opt.headroom_bits} bits",
-                            f"threshold << {opt.headroom_bits} headroom bits exceeds the state/current range {min(dp.state_max, cur_max)}"))
+        span = int(getattr(m, "state_span", 1))
+        room = min(dp.state_max, cur_max) / 2.0 ** opt.headroom_bits / span
+        bounds.append(Bound(room, f"headroom {opt.headroom_bits} bits" + (f" x {span} thresholds" if span > 1 else ""),
+                            f"threshold x {span} << {opt.headroom_bits} headroom bits exceeds the state/current range "
+                            f"{min(dp.state_max, cur_max)}"))
         gain, binding, top = choose_gain(bounds, [i.range for i in incoming], dp, quantum=q, ref=1.0)
         if not gain >= q:
             raise QuantizationError(f"layer {pop.name!r}: not representable on {dp.profile}: {binding.detail} even with threshold "
@@ -336,15 +405,16 @@ def _quantize_population(net: Network, pop: Population, dp: Datapath, sources: d
         th_rel = float(np.abs(threshold * s_c - ref_c).max() / ref_c.min()) if C else 0.0
         m.threshold = np.array(threshold, dtype=np.int64)
         for name in ("neg_threshold", "neg_reset"):
-            val = getattr(m, name)
+            val = getattr(m, name, None)
             if val is not None:
                 setattr(m, name, _compact(_state_int(expand_channel(np.asarray(val, dtype=np.float64), shape) / s_full,
                                                      dp, pop.name, name), shape))
-        leak_dv = int(_round(float(m.leak) * 2 ** dp.decay_bits))
-        if not 0 <= leak_dv <= 2 ** dp.decay_bits - 1:
-            raise QuantizationError(f"layer {pop.name!r}: leak {m.leak} -> dv {leak_dv} outside 0..{2 ** dp.decay_bits - 1} "
-                                    f"({dp.decay_bits}-bit decay)")
-        m.leak = leak_dv
+        if hasattr(m, "leak"):
+            leak_dv = int(_round(float(m.leak) * 2 ** dp.decay_bits))
+            if not 0 <= leak_dv <= 2 ** dp.decay_bits - 1:
+                raise QuantizationError(f"layer {pop.name!r}: leak {m.leak} -> dv {leak_dv} outside 0..{2 ** dp.decay_bits - 1} "
+                                        f"({dp.decay_bits}-bit decay)")
+            m.leak = leak_dv
 
     worst = step_n * gain
     if is_if:
@@ -373,11 +443,12 @@ def _quantize_population(net: Network, pop: Population, dp: Datapath, sources: d
 def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | None = None,
              input_range: tuple[float, float] | dict | None = None, max_timesteps: int = 256,
              headroom_bits: int = 2, weight_percentile: float = 100.0,
-             compensate_floor: bool = True) -> tuple[Network, QuantTable]:
+             compensate_floor: bool = True, neg_value_rtol: float = 1.0 / 128) -> tuple[Network, QuantTable]:
     """Lower a float network to ``profile``'s datapath; returns the quantised copy and its table.
 
     ``input_range`` overrides ``net.meta["input_range"]`` (``[min, max]``, or a dict per input name).
-    The input network is never modified. Raises QuantizationError naming the layer, the parameter,
+    ``neg_value_rtol``: relative error allowed when a non-integer neg_value on a graded payload is
+    carried as integer levels (module docstring). The input network is never modified. Raises QuantizationError naming the layer, the parameter,
     the value and the limit when something cannot be represented.
     """
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -386,24 +457,38 @@ def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | N
     if not 1 <= bits <= 32 or (input_bits is not None and bits > max(dp.input_bits, dp.payload_bits)):
         raise QuantizationError(f"input_bits = {bits} exceeds the profile's limit {max(dp.input_bits, dp.payload_bits)} "
                                 f"(input_bits / payload_bits of {prof.name})")
+    if not 0 < neg_value_rtol < 1:
+        raise QuantizationError(f"options: neg_value_rtol = {neg_value_rtol} must lie in (0, 1)")
     if max_timesteps < 1 or headroom_bits < 0 or not 0 < weight_percentile <= 100:
         raise QuantizationError(f"options: max_timesteps = {max_timesteps} must be >= 1, headroom_bits = {headroom_bits} >= 0, "
                                 f"weight_percentile = {weight_percentile} in (0, 100]")
-    opt = QuantOptions(bits, max_timesteps, headroom_bits, weight_percentile, compensate_floor)
+    opt = QuantOptions(bits, max_timesteps, headroom_bits, weight_percentile, compensate_floor, neg_value_rtol)
     _check_network(net, dp)
 
     qnet = net.copy()
     table = QuantTable(profile=prof.name, options={"input_bits": bits, "max_timesteps": max_timesteps,
                                                    "headroom_bits": headroom_bits, "weight_percentile": weight_percentile,
-                                                   "compensate_floor": compensate_floor})
+                                                   "compensate_floor": compensate_floor, "neg_value_rtol": neg_value_rtol})
     sources: dict[str, _Source] = {}
     for inp in qnet.inputs():
         sources[inp.name], row = _quantize_input(qnet, inp, dp, bits, input_range)
         table.inputs.append(row)
+    graded: dict[str, _GradedNeg] = {}
     for pop in qnet.populations():
-        sources[pop.name] = _Source(1.0, pop.payload.max_abs)
+        g = _graded_neg(pop, opt.neg_value_rtol)
+        if g is None:
+            sources[pop.name] = _Source(1.0, pop.payload.max_abs)
+        else:  # one payload unit is 1/P of a +1 spike; the largest event carries max(P, Nq) units
+            graded[pop.name] = g
+            sources[pop.name] = _Source(1.0 / g.pos, max(g.pos, g.neg) / g.pos)
     for pop in qnet.populations():
         table.layers.append(_quantize_population(qnet, pop, dp, sources, opt))
+    for name, g in graded.items():
+        _to_graded_signed(qnet[name], g)
+    if graded:
+        qnet.meta["graded_negative_events"] = {name: {"beta": g.beta, "pos_level": g.pos, "neg_level": g.neg,
+                                                      "beta_realised": g.neg / g.pos, "rel_err": g.rel_err}
+                                               for name, g in graded.items()}
 
     qnet.datapath = dp
     qnet = schedule(qnet, dp.synapse_delay)

@@ -180,7 +180,8 @@ class Lowering:
     def run(self) -> ir.Network:
         handlers: dict[type, Callable] = {
             G.Input: self._input, G.Conv2d: self._conv, G.Linear: self._linear, G.BatchNorm: self._bn,
-            G.ReLU: self._activation, G.LeakyReLU: self._activation, G.AvgPool: self._avgpool,
+            G.ReLU: self._activation, G.LeakyReLU: self._activation, G.QuantAct: self._activation,
+            G.AvgPool: self._avgpool,
             G.GlobalAvgPool: self._gap, G.MaxPool: self._maxpool, G.Flatten: self._flatten, G.Add: self._add,
             G.Concat: self._concat, G.Identity: self._identity, G.Output: self._output,
         }
@@ -394,8 +395,9 @@ class Lowering:
     def _activation(self, node: G.AnnNode) -> Value:
         v = self.val(node)
         if isinstance(v, SpikeValue):
-            if v.pool is None and v.nonneg:
+            if v.pool is None and v.nonneg and not isinstance(node, G.QuantAct):
                 return replace(v, origin=node.name)  # ReLU / LeakyReLU of a non-negative value is the identity
+            # (a quantised activation is never the identity: it rounds to its levels)
             v = self._materialise(node, v)
         return self._population(node, v, self.method.activation)
 

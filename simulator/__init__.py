@@ -14,6 +14,7 @@ from .engine import BatchRun, Plan, build_plan
 from .neurons import FIXED_KERNELS, FLOAT_KERNELS, NeuronKernel, register_kernel
 from .result import LayerStats, SimResult
 from .synapses import PATHS, exact_float_context
+from . import kernels_extra  # noqa: F401,E402  (kernels of MultiSpikeIF, GradedSignedIF)
 
 __all__ = ["simulate", "SimResult", "LayerStats", "register_kernel", "NeuronKernel", "FLOAT_KERNELS",
            "FIXED_KERNELS", "PATHS"]
