@@ -33,7 +33,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .ir import IRError
     errors: list[type[BaseException]] = [IRError, FileNotFoundError]
     for mod, name in (("frontend", "FrontendError"), ("frontend", "UnsupportedOpError"),
-                      ("hw_profiles", "ProfileError"), ("compiler", "QuantizationError"),
+                      ("hw_profiles", "ProfileError"), ("compiler", "QuantizationError"), ("compiler", "ResourceError"),
                       ("convert", "ConversionError"), ("datasets", "DataError")):
         try:
             module = __import__(f"spikeport.{mod}", fromlist=[name])
@@ -178,6 +178,91 @@ def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
         report.write_json(rep, json_out)
     if plot:
         report.plot_accuracy_vs_timesteps(rep, plot)
+
+
+@app.command()
+def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
+           data: Path = typer.Option(..., "--data", help="DATA.npz with x (and optional y)."),
+           timesteps: int = typer.Option(..., min=1, help="Timesteps T."),
+           profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path) for the chip estimate."),
+           model: Optional[Path] = typer.Option(None, "--model", help="The ANN (ONNX or .pt2) for the MAC baseline; "
+                                                                       "default: MACs of the IR's projections."),
+           convention: str = typer.Option("fp32", help="Horowitz figures: fp32 (E_AC 0.9, E_MAC 4.6 pJ), int8 or int32."),
+           graded_as: str = typer.Option("ac", help="Graded events: ac (one event, spikeport) or mac (NeuroBench)."),
+           timestep_ms: float = typer.Option(1.0, "--timestep-ms", help="Duration of one step for average power."),
+           json_out: Optional[Path] = typer.Option(None, "--json"),
+           plot: Optional[Path] = typer.Option(None, "--plot", help="PNG bar chart of energy per layer."),
+           batch_size: int = typer.Option(256, min=1),
+           device: Optional[str] = typer.Option(None)):
+    """Operation counts and energy per layer: compute-only, with memory, the chip's estimate, ANN ratio."""
+    from . import datasets, ir, report
+    from .compiler.partition import ResourceError
+    from .report.energy import energy_report
+    from .simulator.opcount import ann_equivalent_macs
+    net = _run(ir.load, qnet_path)
+    x, _ = _run(datasets.load_npz, data)
+    if model is not None:
+        from . import frontend
+        from .frontend.macs import count_macs
+        ann_macs = count_macs(_run(frontend.load_model, model))
+    else:
+        ann_macs = ann_equivalent_macs(net)
+    try:
+        rep = _run(energy_report, net, x, timesteps, profile, ann_macs=ann_macs, convention=convention,
+                   graded_as=graded_as, timestep_s=timestep_ms * 1e-3, batch_size=batch_size, device=device)
+    except (ValueError, ResourceError) as e:
+        _fail(str(e))
+    for table in rep.tables():
+        console.print(table)
+    if json_out:
+        report.write_json(rep.to_json(), json_out)
+    if plot:
+        rep.plot(plot)
+
+
+@app.command()
+def resources(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
+              profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path)."),
+              json_out: Optional[Path] = typer.Option(None, "--json")):
+    """Partition every layer onto cores and chips under the profile's limits; binding limit per layer."""
+    from . import ir, report
+    from .compiler.partition import ResourceError
+    from .report.resources import resources_report
+    net = _run(ir.load, qnet_path)
+    try:
+        rep = _run(resources_report, net, profile)
+    except ResourceError as e:
+        _fail(str(e))
+    console.print(rep.table())
+    if json_out:
+        report.write_json(rep.to_json(), json_out)
+
+
+@app.command()
+def finetune(model: Path = typer.Argument(..., help="The trained ANN (ONNX or .pt2)."),
+             method: str = typer.Option("qcfs", help="Method whose activation is swapped in (qcfs, ...)."),
+             train: Path = typer.Option(..., "--train", help="DATA.npz with x (float32) and labels y."),
+             epochs: int = typer.Option(..., min=0, help="Fine-tuning epochs."),
+             out: Path = typer.Option(..., "--out", help="Fine-tuned model, a torch.export program (.pt2)."),
+             levels: Optional[int] = typer.Option(None, min=1, help="Quantisation levels L (default per method)."),
+             lr: float = typer.Option(1e-3, help="Adam learning rate."),
+             batch_size: int = typer.Option(64, min=1),
+             seed: int = typer.Option(0),
+             device: Optional[str] = typer.Option(None)):
+    """Swap the ANN's ReLUs for a method's quantised activation, fine-tune, and write MODEL_Q.pt2 to convert."""
+    from . import datasets
+    from .convert.finetune import finetune_file
+    x, y = _run(datasets.load_npz, train)
+    if y is None:
+        _fail(f"{train}: fine-tuning needs labels (key 'y')")
+    try:
+        s = _run(finetune_file, model, method, x, y, epochs, out, levels=levels, lr=lr, batch_size=batch_size,
+                 seed=seed, device=device)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"fine-tuned [bold]{model}[/] for [bold]{method}[/] (L={s.levels}, {s.epochs} epochs): training "
+                  f"accuracy {100 * s.accuracy_before:.2f}% (ReLU) -> {100 * s.accuracy_after:.2f}% (quantised) -> {s.out}")
+    console.print(f"next: spikeport convert {s.out} --calib DATA.npz --method {method}")
 
 
 @app.command()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 
 from . import compiler, datasets, frontend, hw_profiles, ir, report
@@ -22,7 +21,7 @@ CALIBRATION_SAMPLES = 512
 
 def run_demo(out: str | Path, timesteps: list[int], *, profile: str = "loihi2", device: str | None = None,
              retrain: bool = False, console: Console | None = None) -> dict:
-    """Run the demo and write ``out``/{model.onnx, net.h5, qnet.h5, report.json, accuracy_vs_timesteps.png}."""
+    """Run the demo; ``out`` gets model.onnx, net.h5, qnet.h5, report.json and two PNG plots."""
     console = console or Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,6 +48,15 @@ def run_demo(out: str | Path, timesteps: list[int], *, profile: str = "loihi2", 
     console.print(accuracy_table(fid, title=f"digits CNN, IF conversion, {prof.name} fixed point"))
     console.print(layer_fidelity_table(fid["points"][-1]))
 
+    energy_t = 32 if 32 in timesteps else max(timesteps)
+    energy = report.energy_report(qnet, x_test, energy_t, prof, ann_macs=frontend.count_macs(ann), device=device)
+    for t in energy.tables():
+        console.print(t)
+    energy.plot(out / "energy_per_layer.png")
+    resources = report.resources_report(qnet, prof)
+    for t in resources.tables():
+        console.print(t)
+
     result = {
         "model": "digits_resnet",
         "method": "if",
@@ -58,14 +66,16 @@ def run_demo(out: str | Path, timesteps: list[int], *, profile: str = "loihi2", 
         "fidelity": fid,
         "quantization": table.as_dict(),
         "ir": net.summary(),
+        "energy": energy.to_json(),
+        "resources": resources.to_json(),
     }
     report.plot_accuracy_vs_timesteps(fid, out / "accuracy_vs_timesteps.png",
                                       title=f"digits CNN: ANN vs float vs {prof.name} fixed-point SNN")
     result["seconds"] = round(time.perf_counter() - t0, 1)
     report.write_json(result, out / "report.json")
-    console.print(f"wrote {out / 'report.json'}, {out / 'accuracy_vs_timesteps.png'} and the IR files "
-                  f"in {result['seconds']} s")
+    console.print(f"wrote {out / 'report.json'}, accuracy_vs_timesteps.png, energy_per_layer.png and the IR "
+                  f"files to {out} in {result['seconds']} s")
     return result
 
 
-__all__ = ["run_demo", "np"]
+__all__ = ["run_demo"]

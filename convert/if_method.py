@@ -68,6 +68,10 @@ class IFMethod(ConversionMethod):
         if isinstance(node, G.LeakyReLU):
             raise ConversionError(f"method 'if': node {node.name!r} is LeakyReLU(slope={node.slope}); IF neurons emit only "
                                   "positive spikes and cannot represent its negative part: use a signed-spike method")
+        if isinstance(node, G.QuantAct) and node.min_level < 0:
+            raise ConversionError(f"method 'if': node {node.name!r} is a signed quantised activation (levels "
+                                  f"{node.min_level}..{node.max_level}); IF neurons cannot represent negative levels: "
+                                  "use --method pmsm")
         if node.name not in self._stats:
             raise ConversionError(f"method 'if': no calibration statistics for activation {node.name!r}")
         c = ctx.shape[0]

@@ -68,18 +68,22 @@ def _make_method(method: str, options: dict) -> ConversionMethod:
     return cls(**options)
 
 
-def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str = "error",
+def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str | None = None,
             timesteps: int | None = None, **options) -> ir.Network:
     """Convert ``ann`` to a float IR network with ``method``, calibrating on ``calib_x``.
 
     maxpool  'error' (default): a MaxPool stops the conversion with an explanation; 'avg': each
-             MaxPool is replaced by an AvgPool first (recorded in ``net.meta['replaced']``).
+             MaxPool is replaced by an AvgPool first (recorded in ``net.meta['replaced']``). The
+             replacement changes the network, so it is never implicit: QCFS prescribes it before
+             fine-tuning (``spikeport finetune``), not at conversion.
     timesteps the target T; passed to methods that have a ``timesteps`` option, recorded in
               ``net.meta['timesteps']`` either way.
     options  the method's own options (see ``METHODS[method]``).
     """
+    if maxpool is None:
+        maxpool = "error"
     if maxpool not in MAXPOOL_CHOICES:
-        raise ValueError(f"maxpool={maxpool!r} must be one of {MAXPOOL_CHOICES}")
+        raise ConversionError(f"maxpool={maxpool!r} must be one of {MAXPOOL_CHOICES}")
     if timesteps is not None and (int(timesteps) != timesteps or timesteps < 1):
         raise ValueError(f"timesteps {timesteps!r} must be a positive integer")
     if timesteps is not None and method in METHODS and "timesteps" in {f.name for f in fields(METHODS[method])}:

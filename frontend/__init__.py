@@ -8,7 +8,8 @@ from .ann_graph import SUPPORTED_OPS, AnnGraph, AnnNode, FrontendError, Unsuppor
 from .ann_model import AnnModel
 from .export import export_onnx, export_pt2
 from .loaders import load_model, sample_input
+from .macs import MacCount, count_macs
 from .maxpool import replace_maxpool
 
 __all__ = ["AnnGraph", "AnnModel", "AnnNode", "FrontendError", "SUPPORTED_OPS", "UnsupportedOpError", "ann_graph",
-           "export_onnx", "export_pt2", "load_model", "replace_maxpool", "sample_input"]
+           "export_onnx", "export_pt2", "MacCount", "count_macs", "load_model", "replace_maxpool", "sample_input"]

@@ -14,7 +14,9 @@ import numpy as np
 
 SUPPORTED_OPS = (
     "Conv2d (stride, padding, dilation, groups)", "Linear/Gemm/MatMul with constant weights",
-    "BatchNorm (inference)", "ReLU", "LeakyReLU", "AvgPool", "GlobalAvgPool (mean over H, W)",
+    "BatchNorm (inference)", "ReLU", "LeakyReLU",
+    "QuantAct (step * clamp(floor(x / step + 1/2), lo, hi), as written by QCFS/PQA fine-tuning)",
+    "AvgPool", "GlobalAvgPool (mean over H, W)",
     "MaxPool (replaced by AvgPool only with maxpool='avg')", "Flatten/Reshape (only as a flatten)",
     "residual Add", "Concat", "Identity/Dropout/Clone",
 )
@@ -106,6 +108,27 @@ class LeakyReLU(AnnNode):
 
 
 @dataclass
+class QuantAct(AnnNode):
+    """Quantised clip-floor activation ``y = step * clamp(floor(x / step + 1/2), min_level, max_level)``.
+
+    Written by conversion-aware fine-tuning (QCFS: levels 0..L with step = lambda/L; PMSM's PQA:
+    alpha*L..beta*L). The frontend recognises the exported op sequence mul -> add 0.5 -> floor ->
+    clamp -> mul as one node; the lowering treats it as an activation carrying its levels.
+    """
+
+    step: float = 1.0
+    min_level: int = 0
+    max_level: int = 1
+
+    op: ClassVar[str] = "QuantAct"
+
+    @property
+    def lam(self) -> float:
+        """The clip value lambda = step * max_level (QCFS's trainable lambda when max_level = L)."""
+        return self.step * self.max_level
+
+
+@dataclass
 class AvgPool(AnnNode):
     """2-D average pooling; ``count_include_pad`` as in PyTorch (zero padding counted)."""
 
@@ -172,7 +195,7 @@ class Output(AnnNode):
     op: ClassVar[str] = "Output"
 
 
-ACTIVATION_OPS = (ReLU, LeakyReLU)
+ACTIVATION_OPS = (ReLU, LeakyReLU, QuantAct)
 LINEAR_OPS = (Conv2d, Linear)
 
 
@@ -216,7 +239,7 @@ class AnnGraph:
         return [n for n in self if name in n.inputs]
 
     def activations(self) -> list[AnnNode]:
-        """ReLU / LeakyReLU nodes: the places where spiking neurons go."""
+        """ReLU / LeakyReLU / QuantAct nodes: the places where spiking neurons go."""
         return [n for n in self if isinstance(n, ACTIVATION_OPS)]
 
     def summary(self) -> list[dict]:

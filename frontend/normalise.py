@@ -74,6 +74,7 @@ class Normaliser:
         self.graph = G.AnnGraph()
         self.alias: dict[fx.Node, str] = {}  # fx node -> ANN node name carrying its value
         self.tuple_ops: dict[fx.Node, tuple[str, dict]] = {}
+        self.quant_acts, self.quant_inner = _find_quant_acts(self)
 
     # ------------------------------------------------------------------ helpers
     def is_tensor_value(self, n: fx.Node) -> bool:
@@ -120,8 +121,11 @@ class Normaliser:
                 self.alias[n] = n.name
             elif n.op == "output":
                 self._output(n)
-            elif not self.depends[n] or n.op == "get_attr":
-                continue  # constant: read when used
+            elif not self.depends[n] or n.op == "get_attr" or n in self.quant_inner:
+                continue  # constant (read when used) or inside a recognised QuantAct pattern
+            elif n in self.quant_acts:
+                x, step, lo, hi = self.quant_acts[n]
+                self._add(n, G.QuantAct, (self.data(x, n.name, "QuantAct"),), step=step, min_level=lo, max_level=hi)
             elif n.op == "call_function" and n.target is operator.getitem and n.args[0] in self.tuple_ops:
                 self._tuple_item(n)
             elif not self.is_tensor_value(n):
@@ -199,6 +203,8 @@ class Normaliser:
 
     def _module_handler(self, n: fx.Node) -> Callable | None:
         mod = self.gm.get_submodule(n.target)
+        if callable(getattr(mod, "quant_act_spec", None)):
+            return _mod_quant_act
         for cls, handler in _MODULES:
             if isinstance(mod, cls):
                 return handler
@@ -566,6 +572,148 @@ _ONNX2TORCH_MODULES: dict[str, Callable] = {
     "OnnxGlobalAveragePool": _mod_gap, "OnnxGlobalAveragePoolWithKnownInputShape": _mod_gap,
     "OnnxCopyIdentity": _identity_fn,
 }
+
+
+# ---------------------------------------------------------------------- quantised activations
+def _mod_quant_act(s: Normaliser, n: fx.Node) -> None:
+    """A leaf module exposing ``quant_act_spec() -> (step, lo, hi)`` (convert.activations.QuantClipFloor)."""
+    step, lo, hi = _m(s, n).quant_act_spec()
+    _check_levels(n.name, float(step), lo, hi)
+    s._add(n, G.QuantAct, (s.data(n.args[0], n.name, "QuantAct"),), step=float(step), min_level=int(lo), max_level=int(hi))
+
+
+_MUL = {aten.mul.Tensor, aten.mul.Scalar, torch.mul, operator.mul}
+_DIV = {aten.div.Tensor, aten.div.Scalar, torch.div, operator.truediv}
+_ADD = {aten.add.Tensor, aten.add.Scalar, torch.add, operator.add}
+_FLOOR = {aten.floor.default, torch.floor}
+_CLAMP = {aten.clamp.default, aten.clamp.Tensor, aten.clip.default, aten.clip.Tensor, torch.clamp, torch.clip}
+_METHOD_KIND = {"mul": "mul", "__mul__": "mul", "__rmul__": "mul", "div": "div", "__truediv__": "div",
+                "add": "add", "__add__": "add", "__radd__": "add", "floor": "floor", "clamp": "clamp", "clip": "clamp"}
+_QUANT_REL_TOL = 1e-5  # |in_scale * out_scale - 1| allowed between the two multipliers (float32 rounding)
+
+
+def _elementary(s: Normaliser, n: fx.Node) -> tuple[str, tuple] | None:
+    """Classify ``n`` as one of mul/div/add/floor/clamp with its operands, or None.
+
+    mul/div/add: (a, b); floor: (x,); clamp: (x, lo, hi). Covers aten ops (torch.export), torch
+    functions and methods (symbolic_trace) and onnx2torch modules (Mul/Div/Add, Floor, Clip; a Clip
+    to [0, 6] arrives as nn.ReLU6).
+    """
+    t, a = n.target, n.args
+    if n.op == "call_function":
+        if t in _MUL or t in _DIV or t in _ADD:
+            if len(a) != 2 or n.kwargs.get("rounding_mode") is not None or n.kwargs.get("alpha", 1) != 1:
+                return None
+            return ("mul" if t in _MUL else "div" if t in _DIV else "add"), (a[0], a[1])
+        if t in _FLOOR and len(a) == 1:
+            return "floor", (a[0],)
+        if t in _CLAMP:
+            return "clamp", (a[0], s.arg(n, 1, "min"), s.arg(n, 2, "max"))
+        return None
+    if n.op == "call_method":
+        kind = _METHOD_KIND.get(t)
+        if kind in ("mul", "div", "add") and len(a) == 2 and not n.kwargs:
+            return kind, (a[0], a[1])
+        if kind == "floor" and len(a) == 1:
+            return kind, (a[0],)
+        if kind == "clamp":
+            return kind, (a[0], s.arg(n, 1, "min"), s.arg(n, 2, "max"))
+        return None
+    if n.op == "call_module":
+        mod = s.gm.get_submodule(t)
+        name = type(mod).__name__
+        if name == "OnnxBinaryMathOperation" and mod.broadcast != 1 and len(a) == 2:
+            kind = {torch.mul: "mul", torch.div: "div", torch.add: "add"}.get(mod.math_op_function)
+            return (kind, (a[0], a[1])) if kind else None
+        if name == "OnnxRound" and mod.round_function is torch.floor:
+            return "floor", (a[0],)
+        if name == "OnnxClip":
+            return "clamp", (a[0], mod.min_val, mod.max_val)
+        if isinstance(mod, nn.Hardtanh):
+            return "clamp", (a[0], mod.min_val, mod.max_val)
+    return None
+
+
+def _scalar(s: Normaliser, v) -> float | None:
+    """``v`` as a Python float if it is a constant with one element, else None."""
+    if isinstance(v, fx.Node):
+        if s.depends.get(v, True):
+            return None
+        v = s.values.get(v)
+    if isinstance(v, torch.Tensor):
+        return float(v.detach().reshape(-1)[0]) if v.numel() == 1 else None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    return None
+
+
+def _data_and_scale(s: Normaliser, n: fx.Node, kind: str, ops: tuple) -> tuple[fx.Node, float] | None:
+    """For mul/div of an input-dependent node by a scalar constant: (data node, multiplier)."""
+    a, b = ops
+    if kind == "mul" and isinstance(b, fx.Node) and s.depends.get(b) and _scalar(s, a) is not None:
+        a, b = b, a
+    if not (isinstance(a, fx.Node) and s.depends.get(a)):
+        return None
+    c = _scalar(s, b)
+    if c is None or c == 0.0:
+        return None
+    return a, (c if kind == "mul" else 1.0 / c)
+
+
+def _check_levels(where: str, step: float, lo, hi) -> None:
+    if not step > 0 or not np.isfinite(step):
+        raise unsupported(where, "QuantAct", f"step {step} must be a positive finite number")
+    if float(lo) != int(lo) or float(hi) != int(hi) or int(lo) >= int(hi):
+        raise unsupported(where, "QuantAct", f"clamp levels [{lo}, {hi}] must be integers with lo < hi")
+
+
+def _only_user(n: fx.Node) -> fx.Node | None:
+    users = list(n.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _find_quant_acts(s: Normaliser) -> tuple[dict[fx.Node, tuple], set[fx.Node]]:
+    """Find ``y = clamp(floor(x * k + 1/2), lo, hi) * step`` with ``k * step = 1`` (within float32
+    rounding; multipliers may also be written as divisions). Returns {last node: (x, step, lo, hi)}
+    and the set of inner nodes. Every inner value must feed only the next op of the pattern."""
+    found: dict[fx.Node, tuple] = {}
+    inner: set[fx.Node] = set()
+    for fl in s.gm.graph.nodes:
+        if not s.depends.get(fl) or fl in inner:
+            continue
+        e = _elementary(s, fl)
+        if e is None or e[0] != "floor":
+            continue
+        add = e[1][0]
+        ea = _elementary(s, add) if isinstance(add, fx.Node) and _only_user(add) is fl else None
+        if ea is None or ea[0] != "add":
+            continue
+        p, q = ea[1]
+        if _scalar(s, q) != 0.5:
+            p, q = q, p
+        if _scalar(s, q) != 0.5 or not isinstance(p, fx.Node) or _only_user(p) is not add:
+            continue
+        em = _elementary(s, p)
+        first = _data_and_scale(s, p, em[0], em[1]) if em and em[0] in ("mul", "div") else None
+        cl = _only_user(fl)
+        ec = _elementary(s, cl) if cl is not None else None
+        if first is None or ec is None or ec[0] != "clamp":
+            continue
+        lo, hi = _scalar(s, ec[1][1]), _scalar(s, ec[1][2])
+        last = _only_user(cl)
+        el = _elementary(s, last) if last is not None else None
+        second = _data_and_scale(s, last, el[0], el[1]) if el and el[0] in ("mul", "div") else None
+        if lo is None or hi is None or second is None or second[0] is not cl:
+            continue
+        x, k = first
+        step = second[1]
+        if abs(k * step - 1.0) > _QUANT_REL_TOL:
+            raise unsupported(last.name, "QuantAct", f"the input multiplier {k:.9g} and the output step {step:.9g} "
+                              "are not reciprocal, so this is not step * clamp(floor(x / step + 1/2), lo, hi)")
+        _check_levels(last.name, step, lo, hi)
+        found[last] = (x, float(step), int(lo), int(hi))
+        inner.update((p, add, fl, cl))
+    return found, inner
 
 
 def normalise(gm: fx.GraphModule, probe_input: torch.Tensor) -> G.AnnGraph:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..ir import Datapath
-from .profile import PROFILE_KINDS, Energy, Limits, Profile, ProfileError
+from .profile import CONV_WEIGHT_FORMATS, PROFILE_KINDS, Energy, Limits, Profile, ProfileError
 
 PROFILE_DIR = Path(__file__).resolve().parent
 SECTIONS = ("profile", "datapath", "limits", "energy", "sources")
@@ -64,6 +64,7 @@ DATAPATH_RULES: dict[str, Rule] = {
 LIMIT_RULES: dict[str, Rule] = {
     f.name: (_INT_NONNEG if f.name == "max_delay_steps" else _INT_POS) for f in fields(Limits)
 }
+LIMIT_RULES["conv_weights"] = ((str,), lambda v: v in CONV_WEIGHT_FORMATS, f"one of {CONV_WEIGHT_FORMATS}")
 ENERGY_RULES: dict[str, Rule] = {f.name: _ENERGY for f in fields(Energy)}
 
 

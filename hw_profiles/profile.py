@@ -35,6 +35,9 @@ class Limits:
     max_synapses_per_chip     synapses one chip can hold (datasheet figure)
     router_entries            routing table entries per chip router
     router_entries_usable     entries left to the application (SpiNNaker 1: one is reserved)
+    axon_entry_bytes          bytes of the core's input-axon table per distinct source neuron (None: not modelled)
+    conv_weights              how conv projections are stored: 'expanded' (every target neuron keeps its own
+                              synapse list, like a sparse matrix) or 'shared' (one kernel copy per core)
     """
 
     neurons_per_core: int
@@ -51,6 +54,11 @@ class Limits:
     max_synapses_per_chip: int | None = None
     router_entries: int | None = None
     router_entries_usable: int | None = None
+    axon_entry_bytes: int | None = None
+    conv_weights: str = "expanded"
+
+
+CONV_WEIGHT_FORMATS = ("expanded", "shared")
 
 
 @dataclass(frozen=True)

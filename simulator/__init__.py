@@ -15,6 +15,7 @@ from .neurons import FIXED_KERNELS, FLOAT_KERNELS, NeuronKernel, register_kernel
 from .result import LayerStats, SimResult
 from .synapses import PATHS, exact_float_context
 from . import kernels_extra  # noqa: F401,E402  (kernels of MultiSpikeIF, GradedSignedIF)
+from .opcount import OpCounts, count_ops  # noqa: E402
 
 __all__ = ["simulate", "SimResult", "LayerStats", "register_kernel", "NeuronKernel", "FLOAT_KERNELS",
            "FIXED_KERNELS", "PATHS"]
@@ -81,8 +82,7 @@ def _collect(run: BatchRun, record_states: bool) -> dict:
     for pop in net.populations():
         k = run.kernels[pop.name]
         shape = (run.batch,) + tuple(pop.shape)
-        if pop.name in net.outputs:
-            out["decoded"][pop.name] = k.decode(plan.timesteps, net.coding, plan.quantized)
+        out["decoded"][pop.name] = k.decode(plan.timesteps, net.coding, plan.quantized)
         counts = k.spike_counts()
         if counts is not None:
             out["counts"][pop.name] = counts.cpu().numpy().reshape(shape)
@@ -124,4 +124,5 @@ def _merge(plan: Plan, chunks: list[dict], record_states: bool, record_spikes: b
         states=states if record_states else None,
         output_states={o: states[o] for o in net.outputs if o in states} if plan.quantized else {},
         spikes={name: cat("spikes", name) for name in chunks[0]["spikes"]} if record_spikes else None,
+        activations={name: cat("decoded", name) for name in chunks[0]["decoded"]},
     )

@@ -41,6 +41,8 @@ class SimResult:
 
     outputs        decoded values of ``net.outputs[0]``, float64 (N, *shape)
     all_outputs    decoded values of every output population
+    activations    decoded activation of every population (N, *shape): the mean event value times
+                   decode_scale plus decode_offset, i.e. what the SNN computes in place of the ANN
     predictions    argmax of the flattened ``outputs`` per sample (N,)
     spike_counts   events per neuron over the active window, int64 (N, *shape), spiking pops only
     layers         per population: ``LayerStats.as_dict()``
@@ -62,6 +64,7 @@ class SimResult:
     states: dict[str, np.ndarray] | None = None
     output_states: dict[str, np.ndarray] = field(default_factory=dict)
     spikes: dict[str, np.ndarray] | None = None
+    activations: dict[str, np.ndarray] = field(default_factory=dict)
 
     def accuracy(self, y) -> float:
         """Fraction of samples whose prediction equals the label ``y`` (N,)."""

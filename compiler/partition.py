@@ -1,0 +1,435 @@
+"""Partitioning pass: place every population onto neuro cores and chips under a profile's limits.
+
+A plain function ``partition(net, profile) -> Placement`` (IR in, placement out; the network is not
+changed). Each population is cut into slices of ``n`` consecutive neurons (flattened C order), one
+slice per core; ``n`` is the largest size (found by bisection from ``neurons_per_core`` down) for
+which every slice fits every per-core limit. The memory model (docs/energy.md, "Resources"):
+
+* neuron state: ``neurons * neuron_state_bytes``
+* synapse words (``synapse_word_bits`` each): dense projections store the full weight matrix rows
+  of the slice (``neurons * N_in`` words, zeros included); identity one word per neuron; conv
+  ``expanded`` the true (padding-free) fan-in of every neuron, conv ``shared`` one kernel per
+  output channel the slice touches (``C_in/groups * kH * kW`` words each)
+* input-axon table: ``axon_entry_bytes`` per distinct source neuron reaching the slice (fan-in)
+* where synapses live: a dedicated pool when ``synapse_memory_per_core_bytes`` is set (Loihi 1; the
+  rest of ``memory_per_core_bytes`` then holds state and axons, if any is left, else those are
+  bounded by ``neurons_per_core`` alone); chip SDRAM when ``sdram_per_chip_bytes`` is set (SpiNNaker
+  1; shared conv kernels stay in the core's DTCM); otherwise one pool of ``memory_per_core_bytes``.
+
+Fan-in per core (distinct source neurons) is checked against ``fan_in_per_core`` and fan-out per
+core (sum over its neurons of the number of target cores each reaches) against ``fan_out_per_core``
+when the profile sets them; a source population whose cores drive too many output axons is split
+further. Cores are then packed onto chips in order (``cores_per_chip``, ``max_neurons_per_chip``,
+``max_synapses_per_chip``, ``sdram_per_chip_bytes``). A layer that does not fit even one neuron per
+core raises :class:`ResourceError` naming the layer, the resource, the required amount and the limit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..ir import Conv2d, Dense, Identity, Network, Population, Projection
+
+
+class ResourceError(ValueError):
+    """A layer cannot be mapped at all: names the layer, the resource, the required amount and the limit."""
+
+    def __init__(self, layer: str, resource: str, required: int, limit: int, profile: str = "", detail: str = ""):
+        self.layer, self.resource, self.required, self.limit = layer, resource, int(required), int(limit)
+        on = f" on {profile}" if profile else ""
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"layer {layer!r} cannot be mapped{on}: {resource} requires {int(required)}, "
+                         f"limit is {int(limit)}{extra}")
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass
+class CoreUse:
+    """One core: the neurons [start, stop) of ``layer`` and what they occupy."""
+
+    layer: str
+    start: int
+    stop: int
+    chip: int = 0
+    synapses: int = 0              # stored synapse words (dense zeros included)
+    synapse_bytes: int = 0
+    state_bytes: int = 0
+    axon_bytes: int = 0
+    core_memory_bytes: int = 0     # bytes in the pool checked against memory_per_core_bytes
+    synapse_pool_bytes: int = 0    # bytes in the dedicated synapse pool (Loihi 1), else 0
+    sdram_bytes: int = 0           # synapse bytes held in chip SDRAM (SpiNNaker 1), else 0
+    fan_in: int = 0
+    fan_out: int = 0
+
+    @property
+    def neurons(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class LayerPlacement:
+    """How one population was split: ``neurons_per_core`` per slice, the limit that stopped a larger
+    slice (``binding``), and per resource the largest per-core use and its limit."""
+
+    name: str
+    neurons: int
+    neurons_per_core: int
+    binding: str
+    cores: list[CoreUse] = field(default_factory=list)
+    usage: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+
+    @property
+    def n_cores(self) -> int:
+        return len(self.cores)
+
+    def utilisation(self) -> dict[str, float | None]:
+        """Largest per-core use / limit for every resource (None: the profile sets no limit)."""
+        return {k: (used / lim if lim else None) for k, (used, lim) in self.usage.items()}
+
+    def to_json(self) -> dict:
+        return {"layer": self.name, "neurons": self.neurons, "cores": self.n_cores,
+                "neurons_per_core": self.neurons_per_core, "binding": self.binding,
+                "max_per_core": {k: {"used": u, "limit": lim} for k, (u, lim) in self.usage.items()},
+                "utilisation": self.utilisation(),
+                "synapses": sum(c.synapses for c in self.cores),
+                "chips": sorted({c.chip for c in self.cores})}
+
+
+@dataclass
+class Placement:
+    """Cores and chips of a whole network on one profile."""
+
+    profile: str
+    layers: dict[str, LayerPlacement]
+    chips: int
+    chip_binding: str
+    router_entries_max: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cores(self) -> int:
+        return sum(lp.n_cores for lp in self.layers.values())
+
+    def to_json(self) -> dict:
+        return {"profile": self.profile, "cores": self.cores, "chips": self.chips, "chip_binding": self.chip_binding,
+                "router_entries_max_per_chip": self.router_entries_max, "notes": list(self.notes),
+                "layers": [lp.to_json() for lp in self.layers.values()]}
+
+
+# ------------------------------------------------------------------------------ per-slice usage
+def _slices(size: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.arange(0, size, n, dtype=np.int64)
+    return starts, np.minimum(starts + n, size)
+
+
+def _conv_true_fan_in(proj: Conv2d, src_shape, dst_shape) -> np.ndarray:
+    ones = torch.ones((1,) + tuple(src_shape), dtype=torch.float64)
+    w = torch.ones(np.asarray(proj.weight).shape, dtype=torch.float64)
+    out = F.conv2d(ones, w, stride=proj.stride, padding=proj.padding, dilation=proj.dilation, groups=proj.groups)
+    return out.reshape(-1).round().long().numpy()
+
+
+def _receptive_union(pix: torch.Tensor, proj: Conv2d, in_hw: tuple[int, int], k_hw: tuple[int, int]) -> torch.Tensor:
+    """(..., H_out, W_out) bool target pixels -> (..., H, W) bool input pixels in their receptive fields.
+
+    One strided copy per kernel tap (a transposed convolution with a ones kernel, done as boolean
+    OR): output pixel y reads input row ``y*stride - padding + i*dilation``; rows off the input are padding.
+    """
+    h, w = in_hw
+    ho, wo = pix.shape[-2:]
+    out = torch.zeros(pix.shape[:-2] + (h, w), dtype=torch.bool)
+    axes = []
+    for n_out, n_in, k, s, p, d in ((ho, h, k_hw[0], proj.stride[0], proj.padding[0], proj.dilation[0]),
+                                    (wo, w, k_hw[1], proj.stride[1], proj.padding[1], proj.dilation[1])):
+        taps = []
+        for i in range(k):
+            src = torch.arange(n_out)
+            dst = src * s - p + i * d
+            ok = (dst >= 0) & (dst < n_in)
+            taps.append((src[ok], dst[ok]))
+        axes.append(taps)
+    for ys, yd in axes[0]:
+        for xs, xd in axes[1]:
+            if len(ys) and len(xs):
+                out[..., yd[:, None], xd[None, :]] |= pix[..., ys[:, None], xs[None, :]]
+    return out
+
+
+def _conv_reach(proj: Conv2d, src_shape, dst_shape, starts, stops, per_source: bool = False):
+    """Distinct source neurons reaching each target slice and, optionally, for every source neuron
+    the number of slices it reaches.
+
+    Every synapse is stored (structural), so a source (c, y, x) of group g reaches a slice exactly
+    when (y, x) lies in the receptive field of a slice pixel whose channel is in group g: one
+    per-group pixel map of each slice is spread over its receptive fields (:func:`_receptive_union`)
+    and ``C_in / groups`` channels share the result.
+    """
+    cin, h, w = src_shape
+    co, ho, wo = dst_shape
+    g = proj.groups
+    kh, kw = np.asarray(proj.weight).shape[2:]
+    per_group_out, per_group_in = co // g, cin // g
+    fan = np.zeros(len(starts), dtype=np.int64)
+    reach = np.zeros((g, h * w), dtype=np.int64) if per_source else None
+    chunk = max(1, 2_000_000 // (g * (h * w + ho * wo)))
+    for a in range(0, len(starts), chunk):
+        st, sp = starts[a:a + chunk], stops[a:a + chunk]
+        flat = torch.arange(int(st[0]), int(sp[-1]))
+        slice_id = torch.as_tensor(np.searchsorted(st, flat.numpy(), side="right") - 1)
+        ind = torch.zeros((len(st), g, ho * wo), dtype=torch.float32)
+        ind[slice_id, (flat // (ho * wo)) // per_group_out, flat % (ho * wo)] = 1
+        hit = _receptive_union(ind.reshape(len(st), g, ho, wo) > 0, proj, (h, w), (kh, kw)).reshape(len(st), g, h * w)
+        fan[a:a + len(st)] = hit.sum(dim=(1, 2)).numpy() * per_group_in
+        if per_source:
+            reach += hit.sum(dim=0).numpy()
+    if per_source:
+        reach = np.repeat(reach, per_group_in, axis=0).reshape(-1)    # (C_in, H*W) in C order
+    return fan, reach
+
+
+class _LayerModel:
+    """Per-slice resource use of one population for any slice size."""
+
+    def __init__(self, net: Network, pop: Population, profile):
+        self.net, self.pop, self.lim = net, pop, profile.limits
+        self.size = pop.size
+        self.incoming: list[tuple[Projection, tuple, tuple]] = []
+        self.true_fan_in: dict[str, np.ndarray] = {}
+        for proj in net.incoming(pop.name):
+            src_shape, dst_shape = net.shape_of(proj.source), tuple(pop.shape)
+            if not isinstance(proj, (Dense, Conv2d, Identity)):
+                raise NotImplementedError(f"projection {proj.name!r}: no partition rule for {type(proj).__name__}")
+            self.incoming.append((proj, src_shape, dst_shape))
+            if isinstance(proj, Conv2d):
+                self.true_fan_in[proj.name] = np.concatenate([[0], np.cumsum(_conv_true_fan_in(proj, src_shape, dst_shape))])
+
+    def usage(self, n: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Slices of size ``n`` and, per resource, the amount each slice needs."""
+        lim = self.lim
+        starts, stops = _slices(self.size, n)
+        neurons = stops - starts
+        syn_words = np.zeros(len(starts), dtype=np.int64)     # dense / identity / expanded conv
+        kern_words = np.zeros(len(starts), dtype=np.int64)    # shared conv kernels
+        fan = np.zeros(len(starts), dtype=np.int64)
+        for proj, src_shape, dst_shape in self.incoming:
+            n_src = int(np.prod(src_shape))
+            if isinstance(proj, Dense):
+                syn_words += neurons * n_src
+                fan += n_src
+            elif isinstance(proj, Identity):
+                syn_words += neurons
+                fan += neurons
+            else:
+                w = np.asarray(proj.weight).shape
+                if lim.conv_weights == "shared":
+                    hw = dst_shape[1] * dst_shape[2]
+                    channels = (stops - 1) // hw - starts // hw + 1
+                    kern_words += channels * int(w[1] * w[2] * w[3])
+                else:
+                    cum = self.true_fan_in[proj.name]
+                    syn_words += cum[stops] - cum[starts]
+                fan += _conv_reach(proj, src_shape, dst_shape, starts, stops)[0]
+        bits = lim.synapse_word_bits
+        syn_bytes = -(-syn_words * bits // 8)
+        kern_bytes = -(-kern_words * bits // 8)
+        state = neurons * lim.neuron_state_bytes
+        axon = fan * (lim.axon_entry_bytes or 0)
+        use: dict[str, np.ndarray] = {"neurons_per_core": neurons, "synapses": syn_words + kern_words,
+                                      "synapse_bytes": syn_bytes + kern_bytes, "state_bytes": state,
+                                      "axon_bytes": axon, "fan_in_per_core": fan}
+        if lim.synapse_memory_per_core_bytes:
+            use["synapse_memory_per_core_bytes"] = syn_bytes + kern_bytes
+            use["memory_per_core_bytes"] = state + axon
+        elif lim.sdram_per_chip_bytes:
+            use["sdram_per_chip_bytes"] = syn_bytes
+            use["memory_per_core_bytes"] = state + axon + kern_bytes
+        else:
+            use["memory_per_core_bytes"] = state + axon + syn_bytes + kern_bytes
+        return starts, stops, use
+
+    def limits(self) -> dict[str, int | None]:
+        lim = self.lim
+        rest = None
+        if lim.synapse_memory_per_core_bytes:
+            left = lim.memory_per_core_bytes - lim.synapse_memory_per_core_bytes
+            rest = left if left > 0 else None
+        return {"neurons_per_core": lim.neurons_per_core,
+                "memory_per_core_bytes": rest if lim.synapse_memory_per_core_bytes else lim.memory_per_core_bytes,
+                "synapse_memory_per_core_bytes": lim.synapse_memory_per_core_bytes,
+                "sdram_per_chip_bytes": lim.sdram_per_chip_bytes,
+                "fan_in_per_core": lim.fan_in_per_core}
+
+    def violations(self, n: int) -> list[tuple[str, int, int]]:
+        """(resource, largest need, limit) for every limit some slice of size ``n`` exceeds."""
+        _, _, use = self.usage(n)
+        out = []
+        for name, limit in self.limits().items():
+            if limit is not None and name in use and use[name].size and int(use[name].max()) > limit:
+                out.append((name, int(use[name].max()), int(limit)))
+        return out
+
+
+def _largest_fit(model: _LayerModel, profile_name: str) -> tuple[int, str]:
+    """Largest slice size found by bisection and the limit that stops a larger one."""
+    top = min(model.lim.neurons_per_core, model.size)
+    bad = model.violations(top)
+    if not bad:
+        return top, ("neurons_per_core" if top < model.size else "none (whole layer on one core)")
+    lo, hi = 0, top           # hi does not fit; lo fits (0: none found yet)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        v = model.violations(mid)
+        if v:
+            hi, bad = mid, v
+        else:
+            lo = mid
+    if lo == 0:               # even one neuron per core breaks a limit: bad holds violations(1)
+        name, need, limit = bad[0]
+        raise ResourceError(model.pop.name, name, need, limit, profile_name, "even one neuron per core does not fit")
+    return lo, ", ".join(sorted({b[0] for b in bad}))
+
+
+# ------------------------------------------------------------------------------ the pass
+def _cores_reached(net: Network, proj: Projection, target: LayerPlacement) -> np.ndarray:
+    """For every source neuron of ``proj``, how many cores of the target layer it sends to."""
+    src_shape, dst_shape = net.shape_of(proj.source), net.shape_of(proj.target)
+    n_src = int(np.prod(src_shape))
+    starts = np.array([c.start for c in target.cores], dtype=np.int64)
+    stops = np.array([c.stop for c in target.cores], dtype=np.int64)
+    if isinstance(proj, Dense):
+        return np.full(n_src, len(starts), dtype=np.int64)
+    if isinstance(proj, Identity):
+        return np.ones(n_src, dtype=np.int64)
+    return _conv_reach(proj, src_shape, dst_shape, starts, stops, per_source=True)[1]
+
+
+def _cut(name: str, starts, stops) -> list[CoreUse]:
+    return [CoreUse(name, int(a), int(b)) for a, b in zip(starts, stops)]
+
+
+def partition(net: Network, profile) -> Placement:
+    """Place every population of ``net`` on cores and chips of ``profile`` (a hw_profiles.Profile).
+
+    Raises ResourceError when a layer cannot be mapped (even one neuron per core exceeds a limit, a
+    programmed delay (projection delay minus the quantised datapath's ``synapse_delay``, the latency
+    the pipeline adds by itself) exceeds ``max_delay_steps``, or one neuron drives more output axons than ``fan_out_per_core``).
+    """
+    lim = profile.limits
+    latency = net.datapath.synapse_delay if net.quantized else 0
+    for proj in net.projections():
+        programmed = proj.delay - latency      # the pipeline's own latency needs no programmed delay
+        if programmed > lim.max_delay_steps:
+            raise ResourceError(proj.target, "max_delay_steps", programmed, lim.max_delay_steps, profile.name,
+                                f"projection {proj.name!r}: delay {proj.delay} minus the datapath latency {latency}")
+    models: dict[str, _LayerModel] = {}
+    sizes: dict[str, int] = {}
+    binding: dict[str, str] = {}
+    for pop in net.populations():
+        models[pop.name] = m = _LayerModel(net, pop, profile)
+        sizes[pop.name], binding[pop.name] = _largest_fit(m, profile.name)
+    layers = {name: LayerPlacement(name, m.size, sizes[name], binding[name], _cut(name, *_slices(m.size, sizes[name])))
+              for name, m in models.items()}
+    # fan-out: output axons of a source core = sum over its neurons of target cores reached
+    reach: dict[str, np.ndarray] = {name: np.zeros(m.size, dtype=np.int64) for name, m in models.items()}
+    for proj in net.projections():
+        if proj.source in reach:
+            reach[proj.source] += _cores_reached(net, proj, layers[proj.target])
+    for name, lp in layers.items():
+        cum = np.concatenate([[0], np.cumsum(reach[name])])
+        limit = lim.fan_out_per_core
+        if limit is not None:
+            if int(reach[name].max(initial=0)) > limit:
+                raise ResourceError(name, "fan_out_per_core", int(reach[name].max()), limit, profile.name,
+                                    "one neuron reaches more target cores than a core has output axons")
+            def drives(k: int) -> int:
+                starts, stops = _slices(lp.neurons, k)
+                return int(np.max(cum[stops] - cum[starts]))
+            n = lp.neurons_per_core
+            if drives(n) > limit:          # bisection: lo fits (one neuron always does, checked above)
+                lo, hi = 1, n
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    lo, hi = (mid, hi) if drives(mid) <= limit else (lo, mid)
+                n = lo
+            if n != lp.neurons_per_core:
+                lp.neurons_per_core, lp.binding = n, "fan_out_per_core"
+                lp.cores = _cut(name, *_slices(lp.neurons, n))
+        _fill(models[name], lp, cum)
+    chips, chip_binding = _pack_chips(layers, lim)
+    placement = Placement(profile.name, layers, chips, chip_binding)
+    _routing(net, placement, lim)
+    return placement
+
+
+def _fill(model: _LayerModel, lp: LayerPlacement, reach_cum: np.ndarray) -> None:
+    """Per-core figures of the final cut and the largest use of each resource."""
+    starts, stops, use = model.usage(lp.neurons_per_core)
+    limits = model.limits()
+    limits["fan_out_per_core"] = model.lim.fan_out_per_core
+    use["fan_out_per_core"] = reach_cum[stops] - reach_cum[starts]
+    for k, core in enumerate(lp.cores):
+        core.synapses = int(use["synapses"][k])
+        core.synapse_bytes = int(use["synapse_bytes"][k])
+        core.state_bytes = int(use["state_bytes"][k])
+        core.axon_bytes = int(use["axon_bytes"][k])
+        core.core_memory_bytes = int(use["memory_per_core_bytes"][k])
+        core.synapse_pool_bytes = int(use.get("synapse_memory_per_core_bytes", np.zeros(len(starts)))[k])
+        core.sdram_bytes = int(use.get("sdram_per_chip_bytes", np.zeros(len(starts)))[k])
+        core.fan_in = int(use["fan_in_per_core"][k])
+        core.fan_out = int(use["fan_out_per_core"][k])
+    for name in ("neurons_per_core", "memory_per_core_bytes", "synapse_memory_per_core_bytes",
+                 "sdram_per_chip_bytes", "fan_in_per_core", "fan_out_per_core"):
+        if name in use:
+            lp.usage[name] = (int(use[name].max()), limits.get(name))
+
+
+def _pack_chips(layers: dict[str, LayerPlacement], lim) -> tuple[int, str]:
+    """Greedy in-order packing of cores onto chips; returns the chip count and the limit that closed chips."""
+    caps = {"cores_per_chip": lim.cores_per_chip, "max_neurons_per_chip": lim.max_neurons_per_chip,
+            "max_synapses_per_chip": lim.max_synapses_per_chip, "sdram_per_chip_bytes": lim.sdram_per_chip_bytes}
+    chip, used = 0, {k: 0 for k in caps}
+    closed: dict[str, int] = {}
+    any_core = False
+    for lp in layers.values():
+        for core in lp.cores:
+            need = {"cores_per_chip": 1, "max_neurons_per_chip": core.neurons,
+                    "max_synapses_per_chip": core.synapses, "sdram_per_chip_bytes": core.sdram_bytes}
+            for k, cap in caps.items():
+                if cap is not None and need[k] > cap:
+                    raise ResourceError(lp.name, k, need[k], cap, "", "one core's share exceeds a whole chip")
+            full = [k for k, cap in caps.items() if cap is not None and used[k] + need[k] > cap]
+            if full and any_core:
+                chip += 1
+                used = {k: 0 for k in caps}
+                for k in full:
+                    closed[k] = closed.get(k, 0) + 1
+            for k in caps:
+                used[k] += need[k]
+            core.chip = chip
+            any_core = True
+    chips = chip + 1 if any_core else 0
+    binding = max(closed, key=closed.get) if closed else "none (one chip)"
+    return chips, binding
+
+
+def _routing(net: Network, placement: Placement, lim) -> None:
+    """Upper-bound estimate of router entries per chip: one per source core on every chip it sends to
+    (its own and those of its targets), without merging keys under masks."""
+    if lim.router_entries is None:
+        return
+    per_chip = np.zeros(placement.chips, dtype=np.int64)
+    for name, lp in placement.layers.items():
+        target_chips = set()
+        for proj in net.outgoing(name):
+            target_chips |= {c.chip for c in placement.layers[proj.target].cores}
+        for core in lp.cores:
+            for c in target_chips | {core.chip}:
+                per_chip[c] += 1
+    placement.router_entries_max = int(per_chip.max(initial=0))
+    usable = lim.router_entries_usable or lim.router_entries
+    if placement.router_entries_max > usable:
+        placement.notes.append(f"router entries: up to {placement.router_entries_max} per chip exceed the "
+                               f"{usable} usable; key merging under masks would be needed")

@@ -1,0 +1,403 @@
+"""Operation counts of a simulated SNN, per layer and per timestep (definitions: docs/energy.md).
+
+Counted from the spike trains the simulator records, so counts are exact for the run, not estimates:
+
+* a spike (any non-zero event) of source neuron j delivered through a projection costs one
+  synaptic operation per synapse of j in that projection (its true fan-out: conv padding and
+  stride are taken into account exactly). Binary and signed events are accumulates (ACs); a graded
+  event is one event and, by spikeport's convention, also ACs (``graded_as="ac"``); NeuroBench
+  counts graded payloads as MACs (``graded_as="mac"``).
+* an analog source (an input with ``analog``/``once`` coding, i.e. the C1 first layer, or a
+  non-spiking ``Operator``) costs one MAC per synapse of the projection for every step it delivers
+  (true fan-in of every target neuron, zero padding excluded).
+* every neuron of a population updates once per step of its active window; an update is *active*
+  when the neuron received at least one synaptic operation that step.
+* memory: one synapse-word read and one read-modify-write of the target's input accumulator per
+  synaptic operation, one state read and one state write per neuron update.
+* events: non-zero emissions of a population or a spike input, one per neuron and step whatever the
+  payload; ``payload_bits`` adds ``SpikePayload.bits`` per signed/graded event (0 for binary ones).
+
+Operations are counted at the step they happen: synaptic operations at delivery (emission step +
+delay, only while the target is active, as the simulator does), events at emission.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..ir.graph import Network
+from ..ir.nodes import Conv2d, Dense, Identity, Input, Operator, Population, Projection, expand_channel
+
+GRADED_AS = ("ac", "mac")
+LAYER_FIELDS = ("acs", "macs", "neuron_updates", "active_updates", "events", "payload_bits")
+
+
+# ------------------------------------------------------------------------------ connectivity
+def synapse_mask(proj: Projection, dst_shape: tuple[int, ...], count_zero_weights: bool = True) -> np.ndarray:
+    """Weight-shaped 0/1 array of the synapses that exist (all stored ones, or only non-zero weights)."""
+    w = np.asarray(proj.weight, dtype=np.float64)
+    if isinstance(proj, Identity):
+        w = expand_channel(w, tuple(dst_shape)).reshape(-1)
+    elif not isinstance(proj, (Dense, Conv2d)):
+        raise NotImplementedError(f"projection {proj.name!r}: no operation-count rule for {type(proj).__name__}")
+    return np.ones_like(w) if count_zero_weights else (w != 0).astype(np.float64)
+
+
+def fan_out(proj: Projection, src_shape: tuple[int, ...], dst_shape: tuple[int, ...],
+            count_zero_weights: bool = True) -> np.ndarray:
+    """Synapses of every source neuron in ``proj`` (flattened source order), int64.
+
+    Conv: a transposed convolution of an all-ones target map with the synapse mask, so border
+    neurons (padding) and neurons skipped by the stride get their true, smaller fan-out.
+    """
+    mask = synapse_mask(proj, dst_shape, count_zero_weights)
+    if isinstance(proj, Dense):
+        return mask.sum(axis=0).astype(np.int64)
+    if isinstance(proj, Identity):
+        return mask.astype(np.int64)
+    c, h, w = src_shape
+    co, ho, wo = dst_shape
+    kh, kw = mask.shape[2:]
+    pad = []
+    for size, out, k, s, p, d in ((h, ho, kh, proj.stride[0], proj.padding[0], proj.dilation[0]),
+                                  (w, wo, kw, proj.stride[1], proj.padding[1], proj.dilation[1])):
+        pad.append(size - ((out - 1) * s - 2 * p + d * (k - 1) + 1))
+    ones = torch.ones((1, co, ho, wo), dtype=torch.float64)
+    fo = F.conv_transpose2d(ones, torch.as_tensor(mask), stride=proj.stride, padding=proj.padding,
+                            output_padding=tuple(pad), groups=proj.groups, dilation=proj.dilation)
+    return fo.reshape(-1).round().long().numpy()
+
+
+def fan_in(proj: Projection, src_shape: tuple[int, ...], dst_shape: tuple[int, ...],
+           count_zero_weights: bool = True) -> np.ndarray:
+    """Synapses onto every target neuron (flattened target order), int64; conv excludes padding."""
+    mask = synapse_mask(proj, dst_shape, count_zero_weights)
+    if isinstance(proj, Dense):
+        return mask.sum(axis=1).astype(np.int64)
+    if isinstance(proj, Identity):
+        return mask.astype(np.int64)
+    ones = torch.ones((1,) + tuple(src_shape), dtype=torch.float64)
+    fi = F.conv2d(ones, torch.as_tensor(mask), stride=proj.stride, padding=proj.padding,
+                  dilation=proj.dilation, groups=proj.groups)
+    return fi.reshape(-1).round().long().numpy()
+
+
+def _reached(proj: Projection, mask: torch.Tensor, events: torch.Tensor, src_shape, dst_shape) -> torch.Tensor:
+    """Boolean (rows, n_dst): which targets receive at least one synaptic op from ``events`` (rows, n_src)."""
+    x = events.to(mask.dtype)
+    if isinstance(proj, Dense):
+        out = x @ mask.T
+    elif isinstance(proj, Identity):
+        out = x * mask
+    else:
+        out = F.conv2d(x.reshape((-1,) + tuple(src_shape)), mask, stride=proj.stride, padding=proj.padding,
+                       dilation=proj.dilation, groups=proj.groups).reshape(x.shape[0], -1)
+    return out > 0
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass
+class LayerOps:
+    """Counts of one input or population, each an int64 array over the steps run (summed over samples).
+
+    acs / macs          synaptic operations of the projections *into* this layer
+    neuron_updates      neuron-steps of the active window; active_updates: those that received input
+    events              non-zero emissions of this layer; payload_bits: payload bits they carried
+    """
+
+    name: str
+    kind: str                 # "input" | "population"
+    neurons: int
+    payload: str
+    bits_per_event: int
+    acs: np.ndarray
+    macs: np.ndarray
+    neuron_updates: np.ndarray
+    active_updates: np.ndarray
+    events: np.ndarray
+    payload_bits: np.ndarray
+
+    def total(self, name: str) -> int:
+        """Sum over steps of one counter, including the derived memory counters."""
+        return int(np.sum(getattr(self, name)))
+
+    @property
+    def synops(self) -> np.ndarray:
+        return self.acs + self.macs
+
+    # memory accesses (docs/energy.md): derived so they can never disagree with the op counts
+    @property
+    def weight_reads(self) -> np.ndarray:
+        return self.synops
+
+    @property
+    def accumulator_rmw(self) -> np.ndarray:
+        return self.synops
+
+    @property
+    def state_reads(self) -> np.ndarray:
+        return self.neuron_updates
+
+    @property
+    def state_writes(self) -> np.ndarray:
+        return self.neuron_updates
+
+    def to_json(self, samples: int) -> dict:
+        keys = LAYER_FIELDS + ("weight_reads", "accumulator_rmw", "state_reads", "state_writes")
+        return {"name": self.name, "kind": self.kind, "neurons": self.neurons, "payload": self.payload,
+                "bits_per_event": self.bits_per_event,
+                "total": {k: self.total(k) for k in keys},
+                "per_sample": {k: self.total(k) / samples for k in keys},
+                "per_step": {k: np.asarray(getattr(self, k)).tolist() for k in LAYER_FIELDS}}
+
+
+@dataclass
+class ProjectionOps:
+    """Synaptic operations of one projection per step (summed over samples); ``op`` is 'ac' or 'mac'."""
+
+    name: str
+    source: str
+    target: str
+    connectivity: str
+    op: str
+    synapses: int
+    synops: np.ndarray
+
+    def to_json(self, samples: int) -> dict:
+        total = int(self.synops.sum())
+        return {"name": self.name, "source": self.source, "target": self.target, "connectivity": self.connectivity,
+                "op": self.op, "synapses": self.synapses, "total": total, "per_sample": total / samples}
+
+
+@dataclass
+class OpCounts:
+    """Operation counts of one simulation of ``samples`` samples for ``timesteps`` steps."""
+
+    samples: int
+    timesteps: int
+    steps_run: int
+    graded_as: str
+    count_zero_weights: bool
+    layers: dict[str, LayerOps] = field(default_factory=dict)
+    projections: dict[str, ProjectionOps] = field(default_factory=dict)
+
+    def total(self, name: str) -> int:
+        """Network total (all samples) of a LayerOps counter, e.g. ``total("acs")``."""
+        return sum(layer.total(name) for layer in self.layers.values())
+
+    def per_sample(self, name: str) -> float:
+        return self.total(name) / self.samples
+
+    def to_json(self) -> dict:
+        keys = LAYER_FIELDS + ("weight_reads", "accumulator_rmw", "state_reads", "state_writes")
+        return {"samples": self.samples, "timesteps": self.timesteps, "steps_run": self.steps_run,
+                "conventions": {"graded_as": self.graded_as, "count_zero_weights": self.count_zero_weights,
+                                "mac_flops": "1 MAC = 2 FLOPs; counts are MACs and ACs, not FLOPs"},
+                "total": {k: self.total(k) for k in keys},
+                "per_sample": {k: self.per_sample(k) for k in keys},
+                "layers": [layer.to_json(self.samples) for layer in self.layers.values()],
+                "projections": [p.to_json(self.samples) for p in self.projections.values()]}
+
+
+# ------------------------------------------------------------------------------ counting
+def _input_dict(net: Network, x) -> dict[str, np.ndarray]:
+    names = [i.name for i in net.inputs()]
+    if isinstance(x, dict):
+        if set(x) != set(names):
+            raise ValueError(f"count_ops: input data given for {sorted(x)}, network inputs are {sorted(names)}")
+        return {k: (v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in x.items()}
+    if len(names) != 1:
+        raise ValueError(f"count_ops: the network has {len(names)} inputs {names}; pass a dict")
+    return {names[0]: x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)}
+
+
+@dataclass
+class _Source:
+    """What one source emits in a chunk: spike-like events (B, steps, n) or analog delivery steps."""
+
+    analog: bool
+    graded: bool = False
+    nonzero: torch.Tensor | None = None      # bool (B, steps, n)
+    steps: np.ndarray | None = None          # bool (steps,) analog: steps with a value
+
+
+def _input_source(node: Input, data: np.ndarray, T: int, steps: int, quantized: bool) -> _Source:
+    if node.coding == "spikes":
+        nz = torch.zeros((data.shape[0], steps, int(np.prod(node.shape))), dtype=torch.bool)
+        nz[:, :T] = torch.as_tensor(data.reshape(data.shape[0], T, -1) != 0)
+        return _Source(analog=False, graded=node.payload.kind == "graded", nonzero=nz)
+    on = np.zeros(steps, dtype=bool)
+    on[:T if node.coding == "analog" else 1] = True
+    b, n = data.shape[0], int(np.prod(node.shape))
+    flat = torch.as_tensor(data.reshape(b, n), dtype=torch.float64)
+    if quantized:   # the simulator's rounding: an integer level of 0 sends nothing
+        flat = torch.floor(flat / float(node.scale) + 0.5).clamp(node.payload.min_level, node.payload.max_level)
+    nz = torch.zeros((b, steps, n), dtype=torch.bool)
+    nz[:, torch.as_tensor(on)] = (flat != 0).unsqueeze(1)
+    return _Source(analog=True, nonzero=nz, steps=on)
+
+
+def _active(t_start: int, T: int, steps: int) -> np.ndarray:
+    act = np.zeros(steps, dtype=bool)
+    act[t_start:t_start + T] = True
+    return act
+
+
+def _shift(arr: np.ndarray, delay: int) -> np.ndarray:
+    out = np.zeros_like(arr)
+    if delay < len(arr):
+        out[delay:] = arr[:len(arr) - delay]
+    return out
+
+
+class _Counter:
+    """Accumulates counts over chunks of samples."""
+
+    def __init__(self, net: Network, T: int, steps: int, graded_as: str, count_zero_weights: bool):
+        self.net, self.T, self.steps = net, T, steps
+        self.graded_as, self.czw = graded_as, count_zero_weights
+        z = lambda: np.zeros(steps, dtype=np.int64)  # noqa: E731
+        self.layers: dict[str, LayerOps] = {}
+        for node in net.nodes():
+            if isinstance(node, (Input, Population)):
+                pl = node.payload
+                bits = 0 if pl.kind == "binary" else int(pl.bits)
+                self.layers[node.name] = LayerOps(node.name, "input" if isinstance(node, Input) else "population",
+                                                  int(np.prod(node.shape)), pl.kind, bits, z(), z(), z(), z(), z(), z())
+        self.projections: dict[str, ProjectionOps] = {}
+        self.static: dict[str, tuple] = {}
+        for proj in net.projections():
+            src_shape, dst_shape = net.shape_of(proj.source), net.shape_of(proj.target)
+            fo = fan_out(proj, src_shape, dst_shape, count_zero_weights)
+            fi = fan_in(proj, src_shape, dst_shape, count_zero_weights)
+            mask = torch.as_tensor(synapse_mask(proj, dst_shape, count_zero_weights), dtype=torch.float32)
+            self.static[proj.name] = (fo, fi, mask, src_shape, dst_shape)
+            self.projections[proj.name] = ProjectionOps(proj.name, proj.source, proj.target, proj.connectivity,
+                                                        self._op_kind(proj), int(fo.sum()), z())
+
+    def _op_kind(self, proj: Projection) -> str:
+        src = self.net[proj.source]
+        if isinstance(src, Operator) or (isinstance(src, Input) and src.coding != "spikes"):
+            return "mac"
+        kind = src.payload.kind
+        if kind == "analog" or (kind == "graded" and self.graded_as == "mac"):
+            return "mac"
+        return "ac"
+
+    def add_chunk(self, inputs: dict[str, np.ndarray], spikes: dict[str, np.ndarray]) -> None:
+        net, T, steps = self.net, self.T, self.steps
+        batch = next(iter(inputs.values())).shape[0]
+        sources: dict[str, _Source] = {}
+        for node in net.nodes():
+            if isinstance(node, Input):
+                src = _input_source(node, inputs[node.name], T, steps, net.quantized)
+            elif isinstance(node, Population) and node.neuron.spiking:
+                s = spikes[node.name].reshape(batch, steps, -1)
+                src = _Source(analog=False, graded=node.payload.kind == "graded", nonzero=torch.as_tensor(s != 0))
+            else:
+                continue
+            sources[node.name] = src
+            layer = self.layers[node.name]
+            ev = src.nonzero.sum(dim=(0, 2)).numpy().astype(np.int64)
+            layer.events += ev
+            layer.payload_bits += ev * layer.bits_per_event
+        for pop in net.populations():
+            layer = self.layers[pop.name]
+            act = _active(pop.t_start, T, steps)
+            layer.neuron_updates += act.astype(np.int64) * batch * pop.size
+            reached = torch.zeros((batch, steps, pop.size), dtype=torch.bool)
+            for proj in net.incoming(pop.name):
+                ops, got = self._deliver(proj, sources.get(proj.source), batch, act)
+                self.projections[proj.name].synops += ops
+                target = layer.macs if self.projections[proj.name].op == "mac" else layer.acs
+                target += ops
+                reached |= got
+            layer.active_updates += (reached & torch.as_tensor(act)[None, :, None]).sum(dim=(0, 2)).numpy()
+
+    def _deliver(self, proj: Projection, src: _Source | None, batch: int, act: np.ndarray):
+        """Synaptic ops per delivery step and the (B, steps, n_dst) mask of targets reached."""
+        fo, fi, mask, src_shape, dst_shape = self.static[proj.name]
+        steps, d = self.steps, int(proj.delay)
+        n_dst = int(np.prod(dst_shape))
+        reached = torch.zeros((batch, steps, n_dst), dtype=torch.bool)
+        if src is None and not isinstance(self.net[proj.source], Operator):
+            return np.zeros(steps, dtype=np.int64), reached          # a non-spiking population emits nothing
+        if src is None or src.analog:      # operator or analog input: every synapse, every delivered step
+            on = np.ones(steps, dtype=bool) if src is None else _shift(src.steps, d)
+            on &= act
+            reached[:, torch.as_tensor(on)] = torch.as_tensor(fi > 0)
+            return on.astype(np.int64) * batch * int(fi.sum()), reached
+        nz = src.nonzero
+        per_emit = (nz.to(torch.float64).sum(dim=0) @ torch.as_tensor(fo, dtype=torch.float64)).round().long().numpy()
+        ops = _shift(per_emit, d) * act
+        if d < steps:
+            hit = _reached(proj, mask, nz[:, :steps - d].reshape(-1, nz.shape[-1]), src_shape, dst_shape)
+            reached[:, d:] = hit.reshape(batch, steps - d, n_dst)
+        return ops.astype(np.int64), reached
+
+    def result(self, samples: int) -> OpCounts:
+        return OpCounts(samples, self.T, self.steps, self.graded_as, self.czw, self.layers, self.projections)
+
+
+def count_ops(net: Network, x, timesteps: int, *, result=None, graded_as: str = "ac",
+              count_zero_weights: bool = True, batch_size: int = 256, device=None) -> OpCounts:
+    """Simulate ``net`` on ``x`` for ``timesteps`` and count its operations (module docstring rules).
+
+    result              a ``SimResult`` of the same net, x and T recorded with ``record_spikes=True``
+                        (skips the simulation); otherwise the net is simulated in chunks of
+                        ``batch_size`` samples on ``device``.
+    graded_as           'ac' (spikeport: a graded event is one event, ACs per synapse) or 'mac'
+                        (NeuroBench: graded payloads are multiply-accumulates).
+    count_zero_weights  True: every stored synapse costs an op (dense hardware); False: synapses of
+                        weight 0 are skipped (NeuroBench's effective synaptic operations).
+    """
+    from . import simulate
+    if graded_as not in GRADED_AS:
+        raise ValueError(f"count_ops: graded_as {graded_as!r} must be one of {GRADED_AS}")
+    if batch_size < 1:
+        raise ValueError(f"count_ops: batch_size must be >= 1, got {batch_size}")
+    data = _input_dict(net, x)
+    n = next(iter(data.values())).shape[0]
+    if result is not None:
+        if result.spikes is None:
+            raise ValueError("count_ops: the SimResult has no spike trains; simulate with record_spikes=True")
+        if result.timesteps != timesteps or len(result.predictions) != n:
+            raise ValueError(f"count_ops: the SimResult is for T={result.timesteps} and {len(result.predictions)} "
+                             f"samples, asked for T={timesteps} and {n}")
+        counter = _Counter(net, timesteps, result.steps_run, graded_as, count_zero_weights)
+        counter.add_chunk(data, result.spikes)
+        return counter.result(n)
+    counter = None
+    for a in range(0, n, batch_size):
+        chunk = {k: v[a:a + batch_size] for k, v in data.items()}
+        res = simulate(net, chunk, timesteps, batch_size=batch_size, device=device, record_spikes=True)
+        if counter is None:
+            counter = _Counter(net, timesteps, res.steps_run, graded_as, count_zero_weights)
+        counter.add_chunk(chunk, res.spikes)
+    if counter is None:
+        raise ValueError("count_ops: no samples given")
+    return counter.result(n)
+
+
+def ann_equivalent_macs(net: Network) -> int:
+    """MACs per sample of the ANN the IR's projections stand for (used when no ANN file is given).
+
+    Dense: the weight matrix size; conv: ``C_out * H_out * W_out * C_in/groups * kH * kW`` (zero
+    padding included, the usual ANN convention); identity (residual add): one per neuron. Pooling
+    lowered to projections is included as those projections; operators are not counted.
+    """
+    total = 0
+    for proj in net.projections():
+        w = np.asarray(proj.weight)
+        if isinstance(proj, Dense):
+            total += int(w.size)
+        elif isinstance(proj, Conv2d):
+            total += int(np.prod(net.shape_of(proj.target))) * proj.fan_in()
+        elif isinstance(proj, Identity):
+            total += int(np.prod(net.shape_of(proj.target)))
+        else:
+            raise NotImplementedError(f"projection {proj.name!r}: no MAC rule for {type(proj).__name__}")
+    return total
