@@ -57,23 +57,34 @@ def import_onnx2torch():
 
 
 def inline_constant_identities(model):
-    """Replace ``Identity`` nodes that copy an initializer by a copy of that initializer.
+    """Fold constant plumbing into initializers: ``Constant`` nodes, and ``Identity`` / ``Cast`` nodes
+    whose input is an initializer.
 
     The TorchScript ONNX exporter emits such nodes for shared constants (e.g. two convs with the
-    same zero bias); onnx2torch expects conv/gemm parameters to be initializers.
+    same zero bias) and wraps Clip bounds in ``Cast``; onnx2torch expects conv/gemm parameters and
+    Clip bounds to be initializers ("Dynamic value of min/max" otherwise).
     """
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
     keep = []
     for node in model.graph.node:
-        if node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in inits:
+        arr = None
+        if node.op_type == "Constant" and len(node.output) == 1:
+            attrs = {a.name: a for a in node.attribute}
+            if "value" in attrs:
+                arr = numpy_helper.to_array(attrs["value"].t)
+        elif node.op_type in ("Identity", "Cast") and len(node.input) == 1 and node.input[0] in inits:
             arr = numpy_helper.to_array(inits[node.input[0]])
-            copy = numpy_helper.from_array(arr, name=node.output[0])
-            model.graph.initializer.append(copy)
-            inits[copy.name] = copy
-        else:
+            if node.op_type == "Cast":
+                to = next(a.i for a in node.attribute if a.name == "to")
+                arr = arr.astype(helper.tensor_dtype_to_np_dtype(to))
+        if arr is None:
             keep.append(node)
+            continue
+        copy = numpy_helper.from_array(arr, name=node.output[0])
+        model.graph.initializer.append(copy)
+        inits[copy.name] = copy
     del model.graph.node[:]
     model.graph.node.extend(keep)
     return model

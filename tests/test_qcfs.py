@@ -140,3 +140,15 @@ def test_qcfs_refuses_plain_relu_and_maxpool():
     signed = nn.Sequential(nn.Linear(4, 4), pqa_activation(8), nn.Linear(4, 2))
     with pytest.raises(ConversionError, match="levels 0..L"):
         convert(load_model(signed, input_shape=(4,)), np.ones((2, 4), np.float32), method="qcfs")
+
+
+def test_quantised_activation_from_onnx_with_batchnorm_kept(tmp_path):
+    """The TorchScript exporter wraps Clip bounds in Cast; the loader folds them into constants."""
+    from spikeport.frontend import export_onnx
+    m = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), qcfs_activation(4), nn.Flatten(),
+                      nn.Linear(128, 3)).eval()
+    x = np.random.default_rng(1).random((3, 1, 8, 8)).astype(np.float32)
+    ann = load_model(export_onnx(m, tmp_path / "q.onnx", x[:1], keep_batchnorm=True))
+    assert [type(n).__name__ for n in ann.graph] == ["Input", "Conv2d", "BatchNorm", "QuantAct", "Flatten", "Linear", "Output"]
+    with torch.no_grad():
+        assert np.array_equal(ann.forward(x), m(torch.as_tensor(x)).numpy())
