@@ -28,6 +28,26 @@ def _timesteps(text: str) -> list[int]:
     return ts
 
 
+def _options(items: list[str]) -> dict:
+    """Parse repeated ``--opt KEY=VALUE``; values become int, float, bool or str."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--opt {item!r}: expected KEY=VALUE")
+        value: object = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                pass
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        out[key.strip()] = value
+    return out
+
+
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, reported without a traceback."""
     from .ir import IRError
@@ -73,14 +93,18 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
             percentile: float = typer.Option(99.9, help="IF: activation percentile for thresholds (100 = max)."),
             reset: str = typer.Option("subtract", help="IF: reset rule, subtract or zero."),
             v_init: str = typer.Option("half", help="IF: initial membrane, half (theta/2) or zero."),
+            maxpool: str = typer.Option("error", help="MaxPool handling: error, or avg (replace by AvgPool)."),
+            opt: list[str] = typer.Option([], "--opt", help="Method option KEY=VALUE (repeatable), e.g. "
+                                          "--opt search=both (aif), --opt setting=ibt (negspike)."),
             json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON summary here.")):
     """Convert a trained ANN into a float SNN in spikeport's IR."""
     from . import convert as conv
     from . import datasets, frontend, ir, report
+    opts = dict(percentile=percentile, reset=reset, v_init=v_init) if method == "if" else {}
+    opts.update(_options(opt))
     x, y = _run(datasets.load_npz, calib)
     ann = _run(frontend.load_model, model)
-    opts = dict(percentile=percentile, reset=reset, v_init=v_init) if method == "if" else {}
-    net = _run(conv.convert, ann, x, method=method, timesteps=timesteps, **opts)
+    net = _run(conv.convert, ann, x, method=method, timesteps=timesteps, maxpool=maxpool, **opts)
     _run(ir.save, net, out)
     summary = {"model": str(model), "method": method, "out": str(out), "layers": net.summary()}
     console.print(f"converted [bold]{model}[/] with method [bold]{method}[/] -> {out} "

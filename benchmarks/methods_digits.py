@@ -165,6 +165,10 @@ def main() -> None:
         "- PMSM at T = 1 is lossless by construction (its first step is the PQA quantiser). QCFS at T = 1 sends "
         "almost nothing (its accuracy there is chance level), so 'fewer events than qcfs at T = 1' compares "
         "against a network that does not work; compare with qcfs at T = L instead.\n"
+        "- QCFS's closed form (count = clip(floor(T z/λ + 1/2), 0, T) at T = L) is exact for constant input, "
+        "which only the first layer receives; deeper layers see spike trains whose timing varies from step to "
+        "step, so at T = L a few counts are off by one. With few levels (L = 4) one count is a quarter of the "
+        "range, and the gap to the quantised ANN can exceed 1 point; it closes by T = 2L.\n"
         f"\nTotal run time {time.perf_counter() - t0:.0f} s.\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmpf = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")

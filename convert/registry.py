@@ -64,8 +64,11 @@ def _make_method(method: str, options: dict) -> ConversionMethod:
     known = {f.name for f in fields(cls) if not f.name.startswith("_")}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(f"method {method!r}: unknown option(s) {unknown}; options are {sorted(known)}")
-    return cls(**options)
+        raise ConversionError(f"method {method!r}: unknown option(s) {unknown}; options are {sorted(known)}")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:  # the method's own option checks
+        raise ConversionError(f"method {method!r}: {e}") from None
 
 
 def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str | None = None,
@@ -85,7 +88,7 @@ def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str
     if maxpool not in MAXPOOL_CHOICES:
         raise ConversionError(f"maxpool={maxpool!r} must be one of {MAXPOOL_CHOICES}")
     if timesteps is not None and (int(timesteps) != timesteps or timesteps < 1):
-        raise ValueError(f"timesteps {timesteps!r} must be a positive integer")
+        raise ConversionError(f"timesteps {timesteps!r} must be a positive integer")
     if timesteps is not None and method in METHODS and "timesteps" in {f.name for f in fields(METHODS[method])}:
         options = {**options, "timesteps": int(timesteps)}
     m = _make_method(method, options)

@@ -79,3 +79,17 @@ def test_bad_inputs_give_named_errors(files, digits_onnx, tmp_path):
     assert not (tmp_path / "n.h5").exists()
     r = invoke("fidelity", digits_onnx, "a.h5", "b.h5", "--data", d / "test.npz", "--timesteps", "8,x")
     assert r.exit_code == 2 and "--timesteps" in r.output
+
+
+def test_convert_method_options(files, digits_onnx, tmp_path):
+    d = files
+    r = invoke("convert", digits_onnx, "--calib", d / "calib.npz", "--method", "aif", "--timesteps", "4",
+               "--opt", "search=offset", "--opt", "n_offset=11", "--out", tmp_path / "aif.h5")
+    assert r.exit_code == 0, r.output
+    net = ir.load(tmp_path / "aif.h5")
+    assert net.meta["method"] == "aif" and net.meta["options"]["search"] == "offset"
+    r = invoke("convert", digits_onnx, "--calib", d / "calib.npz", "--method", "aif", "--timesteps", "4",
+               "--opt", "bogus=1", "--out", tmp_path / "x.h5")
+    assert r.exit_code == 2 and "unknown option(s) ['bogus']" in r.output
+    r = invoke("convert", digits_onnx, "--calib", d / "calib.npz", "--opt", "novalue", "--out", tmp_path / "x.h5")
+    assert r.exit_code == 2 and "KEY=VALUE" in r.output
