@@ -61,6 +61,16 @@ def test_convert_compile_simulate_fidelity(files, digits_onnx):
     assert r.exit_code == 0, r.output
     fid = json.loads((d / "fid.json").read_text())
     assert fid["timesteps"] == [8, 16] and fid["acc_ann"] > 0.9
+    r = invoke("energy", d / "qnet.h5", "--data", d / "test.npz", "--timesteps", "32", "--profile", "loihi2",
+               "--model", digits_onnx, "--json", d / "energy.json")
+    assert r.exit_code == 0, r.output
+    assert "compute-only" in r.output and "with memory" in r.output
+    energy = json.loads((d / "energy.json").read_text())
+    assert 0 < energy["snn"]["compute_only_pj"] < energy["snn"]["with_memory_pj"]
+    assert energy["ann"]["macs"] > 0 and energy["ratio_snn_over_ann"]["compute_only"] > 0
+    r = invoke("resources", d / "qnet.h5", "--profile", "loihi2", "--json", d / "res.json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((d / "res.json").read_text())["cores"] >= len(ir.load(d / "qnet.h5").populations())
     layer = fid["points"][-1]["layers"][0]
     assert {"count_mismatch", "decode_error_fixed", "saturation_events", "clipped_weights", "cause"} <= set(layer)
     assert (d / "fid.png").read_bytes()[:4] == b"\x89PNG"
