@@ -259,3 +259,73 @@ def test_fixed_graded_kernel_equals_float_if_on_integers():
         np.testing.assert_allclose(kx.value(sx).numpy(), P * kf.value(sf).numpy(), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(kx.v.numpy(), kf.v.numpy())
     assert (kx.neg.sum() > 0) and (kx.pos.sum() > 0)
+
+
+# ----------------------------------------------------------------------------- trainable clip layers
+def test_clip_bounds_module_ties_and_clamps():
+    from spikeport.convert.negspike import ClipBounds
+
+    a = torch.tensor([-5.0, -0.1, 0.0, 0.5, 9.0])
+    assert ClipBounds(-0.2, 1.0, 0.1, "free")(a).tolist() == pytest.approx([-0.2, -0.1, 0.0, 0.5, 1.0])
+    assert ClipBounds(0.0, 2.0, 0.1, "symmetric").bounds() == pytest.approx((-0.2, 2.0))   # N_th = P_th
+    assert ClipBounds(0.0, 2.0, 0.1, "ibt").bounds() == (-2.0, 2.0)                        # N_th = P_th/alpha
+    c = ClipBounds(-1.0, 2.0, 0.1, "free")
+    assert float(c.penalty().detach()) == 5.0
+    (c(a * 10 + 0.05).sum()).backward()     # each clipped value pulls its bound outwards: 2 above, 1 below
+    assert c.theta_p.grad.item() == 2.0 and c.theta_n_free.grad.item() == 1.0
+    with pytest.raises(ValueError, match="tie 'x'"):
+        ClipBounds(-1.0, 1.0, 0.1, "x")
+
+
+def test_clip_training_learns_bounds_and_l2_shrinks_them(leaky, digits):
+    from spikeport.convert import convert
+    from spikeport.convert.negspike import insert_clip_layers, train_clip_thresholds
+
+    ann = leaky[1]
+    x, y = digits[0][:256], digits[1][:256]
+    _, init = insert_clip_layers(ann, x)
+    names = [n.name for n in ann.graph.activations()]
+    assert list(init) == names
+    free = train_clip_thresholds(ann, x, y, epochs=3, l2=0.0)
+    tight = train_clip_thresholds(ann, x, y, epochs=3, l2=1e-2)
+    assert set(tight.bounds) == set(names)
+    for name in names:
+        n0, p0 = init[name].bounds()
+        n_free, p_free = free.bounds[name]
+        n_l2, p_l2 = tight.bounds[name]
+        assert (n_free, p_free) != (n0, p0)                          # the bounds are learned
+        assert p_l2 < p_free and abs(n_l2) < abs(n_free)              # the L2 penalty shrinks both
+        assert n_l2 < 0.0 < p_l2
+    assert tight.history[-1]["penalty"] < sum(c.penalty().item() for c in init.values())
+    for p in ann.module.parameters():                                 # the input ANN is untouched
+        assert p.grad is None
+    net = convert(tight.ann, x, method="negspike", setting="calibrated", thresholds="clip", clip_bounds=tight.bounds)
+    for name in names:
+        pop = net[net.meta["populations"][name]]
+        theta_n, theta_p = tight.bounds[name]
+        assert float(pop.neuron.threshold) == theta_p
+        assert float(pop.neuron.neg_threshold) == pytest.approx(-theta_n / 0.1, rel=1e-12)
+        assert pop.payload.neg_value == pytest.approx(-theta_n / theta_p, rel=1e-12)   # beta = alpha N_th / P_th
+    sym = train_clip_thresholds(ann, x, y, epochs=1, tie="symmetric")
+    net = convert(sym.ann, x, method="negspike", setting="symmetric", thresholds="clip", clip_bounds=sym.bounds)
+    assert all(p.payload.neg_value == pytest.approx(0.1) for p in net.populations() if isinstance(p.neuron, IF))
+    with pytest.raises(Exception, match="setting 'symmetric' fixes N_th"):
+        convert(tight.ann, x, method="negspike", setting="symmetric", thresholds="clip", clip_bounds=tight.bounds)
+
+
+def test_clip_options_are_checked(leaky, digits):
+    from spikeport.convert import ConversionError, convert
+
+    x = digits[0][:64]
+    names = [n.name for n in leaky[1].graph.activations()]
+    good = {n: (-0.5, 2.0) for n in names}
+    with pytest.raises(ConversionError, match=r"unknown activation node\(s\) \['nope'\].*miss \['" + names[1]):
+        convert(leaky[1], x, method="negspike", thresholds="clip", clip_bounds={names[0]: (-0.5, 2.0), "nope": (-1, 1)})
+    with pytest.raises(ValueError, match="needs clip_bounds"):
+        NegSpikeMethod(thresholds="clip")
+    with pytest.raises(ValueError, match="clip_bounds given but thresholds is 'percentile'"):
+        NegSpikeMethod(clip_bounds=good)
+    with pytest.raises(ValueError, match=r"must satisfy theta_N <= 0 < theta_P"):
+        NegSpikeMethod(thresholds="clip", clip_bounds={names[0]: (0.5, 2.0)})
+    with pytest.raises(ValueError, match="channelwise needs thresholds='percentile'"):
+        NegSpikeMethod(thresholds="clip", clip_bounds=good, channelwise=True)
