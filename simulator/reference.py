@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir.graph import Network
+from ..ir.neurons_extra import GradedSignedIF, MultiSpikeIF
 from ..ir.nodes import IF, Conv2d, Dense, Identity, Input, Population, Readout, expand_channel
 
 
@@ -86,8 +87,56 @@ def _projection(net: Network, p, x: np.ndarray) -> np.ndarray:
     return acc << e if e >= 0 else acc >> (-e)
 
 
+def _fire_if(m, nd: Population, vv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IF / GradedSignedIF: compare, fire +-1, reset; returns (v, event codes)."""
+    th = _full(nd, m.threshold)
+    s = np.zeros(nd.size, np.int64)
+    s[(vv > th) if m.compare == ">" else (vv >= th)] = 1
+    if m.neg_threshold is not None:
+        s[(vv < -_full(nd, m.neg_threshold)) & (s == 0)] = -1
+    if m.reset == "zero":
+        return np.where(s != 0, 0, vv), s
+    vv = vv - th * (s == 1)
+    if m.neg_threshold is not None:
+        vv = vv + _full(nd, m.neg_reset) * (s == -1)
+    return vv, s
+
+
+def _fire_multispike(m: MultiSpikeIF, nd: Population, vv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MultiSpikeIF: n = clip(v // theta, -n_neg, n_pos) with Python floor division, one neuron at a time."""
+    th = _full(nd, m.threshold)
+    n = np.array([min(max(int(v) // int(t), -int(m.n_neg)), int(m.n_pos)) for v, t in zip(vv.tolist(), th.tolist())],
+                 dtype=np.int64)
+    return vv - n * th, n
+
+
+def _event_value(nd: Population, s: np.ndarray) -> np.ndarray:
+    """Payload delivered downstream for event codes ``s``."""
+    m, pl = nd.neuron, nd.payload
+    if isinstance(m, GradedSignedIF):
+        return np.where(s > 0, int(pl.max_level), np.where(s < 0, int(pl.min_level), 0)).astype(np.int64)
+    if isinstance(m, MultiSpikeIF):
+        return s
+    return np.where(s < 0, s * int(pl.neg_value), s)
+
+
+# Fire-and-reset rule per neuron model. Readout never fires.
+_FIRE = {MultiSpikeIF: _fire_multispike, GradedSignedIF: _fire_if, IF: _fire_if}
+
+
+def _fire(m, nd: Population, vv: np.ndarray):
+    for cls, fn in _FIRE.items():
+        if isinstance(m, cls):
+            return fn(m, nd, vv)
+    raise NotImplementedError(f"reference_simulate: population {nd.name!r} has neuron model {type(m).__name__}; "
+                              f"known: {[c.__name__ for c in (*_FIRE, Readout)]}")
+
+
 def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
-    """Run a quantised ``net`` on integer arithmetic, sample by sample."""
+    """Run a quantised ``net`` on integer arithmetic, sample by sample.
+
+    ``spikes`` holds the event codes: +-1 for the IF family, the signed count n for MultiSpikeIF.
+    """
     dp = net.datapath
     if dp is None:
         raise ValueError("reference_simulate: the network is not quantised (datapath is None)")
@@ -97,7 +146,7 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
     n = len(next(iter(x.values())))
     nodes = [nd for nd in net.nodes() if isinstance(nd, (Input, Population))]
     pops = [nd for nd in nodes if isinstance(nd, Population)]
-    spikes = {p.name: np.zeros((n, steps) + tuple(p.shape), np.int8) for p in pops if isinstance(p.neuron, IF)}
+    spikes = {p.name: np.zeros((n, steps) + tuple(p.shape), np.int8) for p in pops if not isinstance(p.neuron, Readout)}
     finals = {p.name: np.zeros((n,) + tuple(p.shape), np.int64) for p in pops}
     sat = {p.name: 0 for p in pops}
     wrap = {p.name: 0 for p in pops}
@@ -129,8 +178,9 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
                 wrap[nd.name] += int(np.sum(u != xs))
                 m = nd.neuron
                 vv = v[nd.name]
-                if isinstance(m, IF) and int(m.leak) != 0:
-                    y = vv * (2 ** dp.decay_bits - int(m.leak))
+                leak = int(getattr(m, "leak", 0))
+                if leak:
+                    y = vv * (2 ** dp.decay_bits - leak)
                     vv = np.sign(y) * (np.abs(y) >> dp.decay_bits)
                 vv = vv + u + _full(nd, m.bias)
                 if dp.state_overflow == "saturate":
@@ -143,21 +193,10 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
                     v[nd.name] = vv
                     emitted[nd.name].append(None)
                     continue
-                th = _full(nd, m.threshold)
-                s = np.zeros(nd.size, np.int64)
-                s[(vv > th) if m.compare == ">" else (vv >= th)] = 1
-                if m.neg_threshold is not None:
-                    s[(vv < -_full(nd, m.neg_threshold)) & (s == 0)] = -1
-                if m.reset == "zero":
-                    vv = np.where(s != 0, 0, vv)
-                else:
-                    vv = vv - th * (s == 1)
-                    if m.neg_threshold is not None:
-                        vv = vv + _full(nd, m.neg_reset) * (s == -1)
+                vv, s = _fire(m, nd, vv)
                 v[nd.name] = vv
                 spikes[nd.name][k, t] = s.reshape(nd.shape)
-                value = np.where(s < 0, s * int(nd.payload.neg_value), s)
-                emitted[nd.name].append(value)
+                emitted[nd.name].append(_event_value(nd, s))
         for p in pops:
             finals[p.name][k] = v[p.name].reshape(p.shape)
     return ReferenceResult(spikes, finals, sat, wrap)

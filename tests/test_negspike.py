@@ -17,7 +17,7 @@ from spikeport.ir.neurons_extra import GradedSignedIF
 from spikeport.simulator import simulate
 from spikeport.simulator.kernels_extra import FixedGradedSignedIF
 from spikeport.simulator.neurons import FloatIF
-from spikeport.simulator.reference_extra import reference_simulate_extra
+from spikeport.simulator.reference import reference_simulate
 
 torch.set_num_threads(1)
 
@@ -109,7 +109,7 @@ def test_quantised_graded_beta_and_bit_accuracy(leaky, digits):
         assert isinstance(q[name].neuron, GradedSignedIF)
         assert (q[name].payload.max_level, q[name].payload.min_level) == (g["pos_level"], -g["neg_level"])
         assert g["neg_level"] / g["pos_level"] == pytest.approx(0.1, rel=1 / 128)
-    ref = reference_simulate_extra(q, x, 3)
+    ref = reference_simulate(q, x, 3)
     res = simulate(q, x, 3, record_spikes=True, record_states=True)
     for name, train in ref.spikes.items():
         np.testing.assert_array_equal(res.spikes[name], train, err_msg=name)
@@ -179,7 +179,7 @@ def graded_networks(draw):
 @given(graded_networks())
 def test_bit_accurate_graded_signed_if_equals_reference(case):
     net, x, T = case
-    ref = reference_simulate_extra(net, x, T)
+    ref = reference_simulate(net, x, T)
     res = simulate(net, x, T, batch_size=3, record_spikes=True, record_states=True)
     for name, train in ref.spikes.items():
         np.testing.assert_array_equal(res.spikes[name], train, err_msg=name)

@@ -14,7 +14,7 @@ from spikeport.ir import Datapath, Dense, Identity, Input, Network, Population, 
 from spikeport.ir.neurons_extra import MultiSpikeIF
 from spikeport.simulator import simulate
 from spikeport.simulator.kernels_extra import FixedMultiSpikeIF, FloatMultiSpikeIF
-from spikeport.simulator.reference_extra import reference_simulate_extra
+from spikeport.simulator.reference import reference_simulate
 
 torch.set_num_threads(1)
 
@@ -168,7 +168,7 @@ def multispike_networks(draw):
 @given(multispike_networks())
 def test_bit_accurate_multispike_equals_reference(case):
     net, x, T = case
-    ref = reference_simulate_extra(net, x, T)
+    ref = reference_simulate(net, x, T)
     for bs in (1, 5):
         res = simulate(net, x, T, batch_size=bs, record_spikes=True, record_states=True)
         for name, train in ref.spikes.items():
@@ -203,7 +203,7 @@ def test_digits_pmsm_t1_equals_quantised_ann(digits, digits_model):
     np.testing.assert_array_equal(res.predictions, ann_pred)
     q, _ = quantize(net, "loihi2")
     small = x_test[:4]
-    ref = reference_simulate_extra(q, small, 2)
+    ref = reference_simulate(q, small, 2)
     got = simulate(q, small, 2, record_spikes=True)
     for name, train in ref.spikes.items():
         np.testing.assert_array_equal(got.spikes[name], train, err_msg=name)
