@@ -1,0 +1,305 @@
+"""Map a quantised IR network onto Lava processes: a pure-numpy plan (no Lava import).
+
+The plan decides, per population and projection, which Lava Process realises it, converts the
+arrays to Lava's layouts ((C, H, W) populations become Lava's (X, Y, C) = (W, H, C); Dense weights
+are permuted to match Lava's C-order flatten of that layout; Conv kernels are transposed and
+spatially flipped because lava.proc.conv computes a true convolution) and records whether Loihi 2
+has a native implementation. Every refusal names the node, the value and the limit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...ir import IF, Conv2d, Dense, Identity, Input, Network, Population, Readout, expand_channel
+
+VTH_SHIFT = 6
+VTH_MAX = (1 << 17) - 1
+BIAS_MANT_MIN, BIAS_MANT_MAX = -(1 << 12), (1 << 12) - 1
+BIAS_EXP_MAX = 7
+STATE_MAX = (1 << 23) - 1
+NATIVE = "native on Loihi 2"
+SIM_ONLY = "simulation-only (a custom neuron needs Loihi 2 microcode)"
+
+
+class LavaExportError(ValueError):
+    """The network cannot be expressed exactly with the Lava processes spikeport uses."""
+
+
+def lava_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Lava's layout of an IR shape: (C, H, W) -> (W, H, C); anything else flattened to (N,)."""
+    shape = tuple(int(s) for s in shape)
+    return shape[::-1] if len(shape) == 3 else (int(np.prod(shape)),)
+
+
+def to_lava(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Array in IR layout (shape) -> Lava layout."""
+    arr = np.asarray(arr).reshape(shape)
+    return arr.transpose(2, 1, 0) if len(shape) == 3 else arr.reshape(-1)
+
+
+def from_lava(arr: np.ndarray, shape: tuple[int, ...], lead: int = 0) -> np.ndarray:
+    """Array in Lava layout with ``lead`` leading axes (e.g. time) -> IR layout."""
+    arr = np.asarray(arr)
+    if len(shape) == 3:
+        axes = tuple(range(lead)) + tuple(lead + i for i in (2, 1, 0))
+        return arr.transpose(axes)
+    return arr.reshape(arr.shape[:lead] + tuple(shape))
+
+
+def flat_perm(shape: tuple[int, ...]) -> np.ndarray:
+    """perm[j] = IR (C-order) flat index of Lava flat index j."""
+    n = int(np.prod(shape))
+    return to_lava(np.arange(n), shape).reshape(-1)
+
+
+@dataclass
+class NeuronPlan:
+    """One population as a Lava neuron process."""
+
+    name: str
+    process: str                  # "LIF" | "TernaryLIF" | "SpikeportNeuron"
+    shape: tuple[int, ...]        # IR shape
+    lava_shape: tuple[int, ...]
+    params: dict                  # Lava-layout arrays and scalars for the process constructor
+    payload: str                  # what s_out carries
+    hardware: str
+    why: str = ""                 # why a custom process was needed
+    t_start: int = 0
+
+
+@dataclass
+class SynapsePlan:
+    """One projection as a Lava connection process (1 step latency)."""
+
+    name: str
+    process: str                  # "Dense" | "DelayDense" | "Conv" | "ScaledConv"
+    source: str
+    target: str
+    params: dict
+    hardware: str
+    note: str = ""
+
+
+@dataclass
+class InputPlan:
+    name: str
+    shape: tuple[int, ...]
+    lava_shape: tuple[int, ...]
+    coding: str
+    scale: float
+    min_level: int
+    max_level: int
+    bits: int
+
+
+@dataclass
+class LavaPlan:
+    """Everything needed to build the Lava network for runs of ``timesteps`` steps."""
+
+    inputs: list[InputPlan]
+    neurons: list[NeuronPlan]
+    synapses: list[SynapsePlan]
+    outputs: list[str]
+    coding: str
+    timesteps: int
+    steps_run: int
+    decode: dict = field(default_factory=dict)   # population -> (decode_scale, decode_offset, state_scale)
+
+    def report(self) -> list[dict]:
+        """One row per layer: Lava process, hardware support, payload."""
+        rows = [{"layer": n.name, "process": n.process, "hardware": n.hardware, "payload": n.payload,
+                 "note": n.why} for n in self.neurons]
+        rows += [{"layer": s.name, "process": s.process, "hardware": s.hardware,
+                  "payload": "graded" if s.params.get("num_message_bits", 0) else "binary", "note": s.note}
+                 for s in self.synapses]
+        return rows
+
+
+def _int_array(value, shape, where: str, what: str) -> np.ndarray:
+    arr = expand_channel(np.asarray(value), shape)
+    if not np.array_equal(arr, np.round(arr)):
+        raise LavaExportError(f"{where}: {what} must hold integers in a quantised network, got {arr.ravel()[:4]}")
+    return arr.astype(np.int64)
+
+
+def split_bias(bias: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """bias = bias_mant << bias_exp with a 13-bit signed mantissa and exp in 0..7 (smallest exp)."""
+    mant = np.zeros(bias.shape, np.int64)
+    exp = np.full(bias.shape, -1, np.int64)
+    for e in range(BIAS_EXP_MAX + 1):
+        m = bias >> e
+        ok = (exp < 0) & ((m << e) == bias) & (m >= BIAS_MANT_MIN) & (m <= BIAS_MANT_MAX)
+        mant[ok], exp[ok] = m[ok], e
+    if np.any(exp < 0):
+        bad = bias[exp < 0].ravel()[0]
+        raise LavaExportError(f"{where}: bias {bad} is not bias_mant << bias_exp with bias_mant in "
+                              f"[{BIAS_MANT_MIN}, {BIAS_MANT_MAX}] and bias_exp in 0..{BIAS_EXP_MAX}")
+    return mant, np.maximum(exp, 0)
+
+
+def _vth(threshold: np.ndarray, where: str) -> np.ndarray:
+    if np.any(threshold <= 0) or np.any(threshold % (1 << VTH_SHIFT)):
+        bad = threshold[(threshold <= 0) | (threshold % (1 << VTH_SHIFT) != 0)].ravel()[0]
+        raise LavaExportError(f"{where}: threshold {bad} is not a positive multiple of 2^{VTH_SHIFT} (vth_mant << 6)")
+    vth = threshold >> VTH_SHIFT
+    if vth.max() > VTH_MAX:
+        raise LavaExportError(f"{where}: threshold mantissa {vth.max()} exceeds the 17-bit limit {VTH_MAX}")
+    return vth
+
+
+def _neuron_plan(net: Network, pop: Population, timesteps: int, steps_run: int, native: bool) -> NeuronPlan:
+    where = f"population {pop.name!r}"
+    shape = tuple(int(s) for s in pop.shape)
+    L = lambda a: to_lava(a, shape)  # noqa: E731
+    neuron = pop.neuron
+    t_end = pop.t_start + timesteps
+    v_init = _int_array(neuron.v_init, shape, where, "v_init")
+    bias = _int_array(neuron.bias, shape, where, "bias")
+    if np.abs(v_init).max() > STATE_MAX:
+        raise LavaExportError(f"{where}: |v_init| {np.abs(v_init).max()} exceeds the 24-bit state limit {STATE_MAX}")
+    mant, exp = split_bias(bias, where)
+    # A native LIF runs for the whole run: exact only if nothing happens before t_start (zero bias,
+    # zero state, upstream silent) and the population's window ends with the run.
+    gating_free = (pop.t_start == 0 or not bias.any()) and t_end == steps_run and not v_init.any()
+    common = dict(shape=lava_shape(shape), bias_mant=L(mant), bias_exp=L(exp))
+    if isinstance(neuron, Readout):
+        params = dict(common, vth=L(np.full(shape, 1)), v_init=L(v_init), dv=0, spiking=False, reset_subtract=False,
+                      compare_ge=False, neg_value=1, t_start=pop.t_start, t_end=t_end, period=steps_run)
+        return NeuronPlan(pop.name, "SpikeportNeuron", shape, lava_shape(shape), params, "none (non-spiking)", SIM_ONLY,
+                          "Readout never fires: LIF's 17-bit threshold is below the 24-bit state maximum", pop.t_start)
+    if not isinstance(neuron, IF):
+        raise LavaExportError(f"{where}: neuron model {type(neuron).__name__} has no Lava mapping (IF, Readout)")
+    vth = _vth(_int_array(neuron.threshold, shape, where, "threshold"), where)
+    dv = int(round(float(neuron.leak)))
+    if not 0 <= dv <= 4095 or dv != float(neuron.leak):
+        raise LavaExportError(f"{where}: leak {neuron.leak} must be the integer 12-bit decay dv in 0..4095")
+    signed = neuron.neg_threshold is not None
+    neg_value = float(pop.payload.neg_value)
+    if signed and neg_value != int(neg_value):
+        raise LavaExportError(f"{where}: payload neg_value {neg_value} must be an integer for a graded -1 event")
+    reasons = []
+    if neuron.reset != "zero":
+        reasons.append("reset by subtraction")
+    if neuron.compare != ">":
+        reasons.append(f"compare {neuron.compare!r} (Lava LIF fires on '>')")
+    if not gating_free:
+        reasons.append(f"t_start gating (active steps [{pop.t_start}, {t_end}) of {steps_run})")
+    neg_th = neg_reset = None
+    if signed:
+        neg_th = _int_array(neuron.neg_threshold, shape, where, "neg_threshold")
+        neg_reset = _int_array(neuron.neg_reset, shape, where, "neg_reset")
+        if np.any(neg_th % (1 << VTH_SHIFT)) or neg_value != 1:
+            reasons.append("negative threshold not a multiple of 64 or neg_value != 1")
+    if np.unique(vth).size > 1 or (signed and np.unique(neg_th).size > 1):
+        reasons.append("per-neuron thresholds (Lava's LIF holds one vth per population)")
+    payload = "signed (graded)" if signed else "binary"
+    if native and not reasons:
+        lif = dict(common, vth=int(vth.flat[0]), du=4095, dv=dv, u=0, v=0)
+        if signed:
+            lif.pop("vth")
+            lif.update(vth_hi=int(vth.flat[0]), vth_lo=int(-(neg_th.flat[0] >> VTH_SHIFT)))
+            return NeuronPlan(pop.name, "TernaryLIF", shape, lava_shape(shape), lif, payload, NATIVE, t_start=pop.t_start)
+        return NeuronPlan(pop.name, "LIF", shape, lava_shape(shape), lif, payload, NATIVE, t_start=pop.t_start)
+    params = dict(common, vth=L(vth), v_init=L(v_init), dv=dv, spiking=True,
+                  reset_subtract=neuron.reset == "subtract", compare_ge=neuron.compare == ">=",
+                  neg_value=int(neg_value), t_start=pop.t_start, t_end=t_end, period=steps_run)
+    if signed:
+        params.update(neg_threshold=L(neg_th), neg_reset=L(neg_reset))
+    return NeuronPlan(pop.name, "SpikeportNeuron", shape, lava_shape(shape), params, payload, SIM_ONLY,
+                      "; ".join(reasons) or "native mapping disabled", pop.t_start)
+
+
+def _message_bits(net: Network, source: str) -> int:
+    node = net[source]
+    if isinstance(node, Input):
+        return max(int(node.payload.bits), 1)
+    if isinstance(node, Population) and node.neuron.spiking and getattr(node.neuron, "neg_threshold", None) is None:
+        return 0  # binary: Lava sums the weight columns of the active inputs
+    return max(int(node.payload.bits), 2)  # signed / graded: Lava multiplies (a -1 would count +1 in binary mode)
+
+
+def lava_dense_weights(w: np.ndarray, where: str) -> dict:
+    """Dense weights + sign mode such that Lava's own clip and truncation keep them unchanged.
+
+    Lava's bit-accurate Dense clips to 8 bits by sign mode and truncates to ``num_weight_bits``
+    (mixed signs: even values). A weight those steps would change is refused, never altered.
+    """
+    from . import compat
+    compat.install()
+    from lava.utils.weightutils import SignMode, clip_weights, determine_sign_mode, truncate_weights
+    mode = determine_sign_mode(w)
+    lava_w = truncate_weights(clip_weights(w, mode, num_bits=8), mode, 8)
+    if not np.array_equal(lava_w, w):
+        i = np.argwhere(lava_w != w)[0]
+        raise LavaExportError(f"{where}: weight {w[tuple(i)]} at {tuple(int(k) for k in i)} becomes "
+                              f"{lava_w[tuple(i)]} in Lava's Dense (sign mode {SignMode(mode).name}: 8-bit clip, "
+                              "mixed-sign weights must be even in [-256, 254])")
+    return dict(weights=w.astype(np.int32), num_weight_bits=8, sign_mode=int(SignMode(mode).value))
+
+
+def _synapse_plan(net: Network, proj) -> SynapsePlan:
+    where = f"projection {proj.name!r} ({proj.source} -> {proj.target})"
+    if not 1 <= proj.delay <= 64 or (isinstance(proj, Conv2d) and proj.delay != 1):
+        raise LavaExportError(f"{where}: delay {proj.delay}; Lava's Dense and Conv add exactly 1 step and DelayDense "
+                              "1 to 64 (dense / one-to-one only): quantise for a profile with synapse_delay = 1")
+    src_shape, dst_shape = net.shape_of(proj.source), net.shape_of(proj.target)
+    w = np.asarray(proj.weight)
+    if not np.array_equal(w, np.round(w)):
+        raise LavaExportError(f"{where}: weights must be integers in a quantised network")
+    w = w.astype(np.int64)
+    bits = _message_bits(net, proj.source)
+    exp = int(proj.weight_exp)
+    if isinstance(proj, Conv2d):
+        kernel = w.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :].copy()  # (O, I, kH, kW) -> flipped (O, kW, kH, I)
+        params = dict(weight=kernel, input_shape=lava_shape(src_shape), padding=tuple(proj.padding[::-1]),
+                      stride=tuple(proj.stride[::-1]), dilation=tuple(proj.dilation[::-1]), groups=int(proj.groups),
+                      num_message_bits=bits)
+        if np.abs(w).max(initial=0) > 256:
+            raise LavaExportError(f"{where}: |weight| {np.abs(w).max()} exceeds Loihi's 8-bit magnitude limit")
+        if exp == 0:
+            return SynapsePlan(proj.name, "Conv", proj.source, proj.target, dict(params, weight_exp=0), NATIVE)
+        return SynapsePlan(proj.name, "ScaledConv", proj.source, proj.target, dict(params, weight_exp=exp),
+                           "native on Loihi 2 (hardware applies weight_exp; spikeport's CPU model adds it because "
+                           "lava.proc.conv's Python model ignores weight_exp)",
+                           note="lava.proc.conv Conv + weight_exp")
+    if isinstance(proj, Dense):
+        dense = w[np.ix_(flat_perm(dst_shape), flat_perm(src_shape))]
+        note = ""
+    elif isinstance(proj, Identity):
+        diag = to_lava(_int_array(proj.weight, dst_shape, where, "weight"), dst_shape).reshape(-1)
+        dense = np.diag(diag)
+        note = "one-to-one as a diagonal Dense"
+    else:
+        raise LavaExportError(f"{where}: projection type {type(proj).__name__} has no Lava mapping")
+    params = dict(lava_dense_weights(dense, where), weight_exp=exp, num_message_bits=bits)
+    if proj.delay > 1:  # DelayDense: synaptic delay k arrives after 1 + k steps
+        params["delays"] = int(proj.delay) - 1
+        return SynapsePlan(proj.name, "DelayDense", proj.source, proj.target, params, NATIVE,
+                           (note + "; " if note else "") + f"delay {proj.delay}")
+    return SynapsePlan(proj.name, "Dense", proj.source, proj.target, params, NATIVE, note)
+
+
+def plan_network(net: Network, timesteps: int, native: bool = True) -> LavaPlan:
+    """Plan the Lava network of a quantised ``net`` for runs of ``timesteps`` input steps."""
+    if net.datapath is None:
+        raise LavaExportError("network is not quantised (net.datapath is None): run spikeport.compiler.quantize first")
+    if timesteps < 1:
+        raise LavaExportError(f"timesteps {timesteps} must be >= 1")
+    net.validate()
+    if net.operators():
+        raise LavaExportError(f"operator {net.operators()[0].name!r} ({net.operators()[0].op}) has no Lava process")
+    steps_run = timesteps + net.latency()
+    inputs = []
+    for inp in net.inputs():
+        if inp.coding not in ("analog", "once"):
+            raise LavaExportError(f"input {inp.name!r}: coding {inp.coding!r} is not supported by the Lava backend")
+        p = inp.payload
+        inputs.append(InputPlan(inp.name, tuple(inp.shape), lava_shape(tuple(inp.shape)), inp.coding, float(inp.scale),
+                                int(p.min_level), int(p.max_level), int(p.bits)))
+    neurons = [_neuron_plan(net, pop, timesteps, steps_run, native) for pop in net.populations()]
+    synapses = [_synapse_plan(net, proj) for proj in net.projections()]
+    decode = {pop.name: (np.asarray(pop.decode_scale, float), np.asarray(pop.decode_offset, float),
+                         np.asarray(pop.state_scale, float)) for pop in net.populations()}
+    return LavaPlan(inputs, neurons, synapses, list(net.outputs), net.coding, timesteps, steps_run, decode)

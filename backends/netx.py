@@ -1,0 +1,211 @@
+"""Export quantised IR networks to lava-dl netx HDF5 (lava-dl 0.6.0 ``lava.lib.dl.netx.hdf5``).
+
+netx builds a chain: an input layer, then ``dense`` / ``conv`` blocks (synapse + CUBA neuron, i.e.
+Lava's LIF: hard reset to 0, fires on ``v > vThMant << 6``, one threshold per layer, bias_exp 6)
+with an optional ``flatten`` (PyTorch C, H, W order) before the first dense. It re-derives each
+layer's weight exponent from the file's weights, so the file holds the *effective* integer weights
+``w << weight_exp`` and the export reloads the file with netx and checks that netx's Dense/Conv
+processes compute exactly the IR's ``(W @ s) << weight_exp``.
+
+Anything else (reset by subtraction, '>=' compare, signed neurons, Readout, residual or multi-input
+populations, biases that would act before a population's t_start, delays other than 1) is refused
+with an error naming the layer and the reason.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..ir import IF, Conv2d, Dense, Input, Network, Population, expand_channel
+
+
+class NetxExportError(ValueError):
+    """The network cannot be expressed as a netx HDF5 chain."""
+
+
+def _chain(net: Network) -> list[tuple]:
+    """[(projection, population), ...] from the single input to the single output."""
+    if net.datapath is None:
+        raise NetxExportError("network is not quantised: run spikeport.compiler.quantize first")
+    ins = net.inputs()
+    if len(ins) != 1 or net.operators():
+        raise NetxExportError(f"netx needs one input and no operators; found {len(ins)} inputs, "
+                              f"{len(net.operators())} operators")
+    chain, node = [], ins[0].name
+    while True:
+        outs = net.outgoing(node)
+        if not outs:
+            break
+        if len(outs) > 1:
+            raise NetxExportError(f"node {node!r} feeds {len(outs)} projections ({[p.name for p in outs]}): "
+                                  "netx holds only a chain (no residual or branching graphs)")
+        proj = outs[0]
+        pop = net[proj.target]
+        if len(net.incoming(pop.name)) > 1:
+            raise NetxExportError(f"population {pop.name!r} has {len(net.incoming(pop.name))} incoming projections: "
+                                  "netx cannot sum several inputs (residual)")
+        chain.append((proj, pop))
+        node = pop.name
+    if [pop.name for _, pop in chain[-1:]] != list(net.outputs):
+        raise NetxExportError(f"netx output must be the end of the chain; outputs are {net.outputs}")
+    return chain
+
+
+def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int) -> None:
+    where = f"population {pop.name!r}"
+    n = pop.neuron
+    if not isinstance(n, IF):
+        raise NetxExportError(f"{where}: {type(n).__name__} has no netx neuron (CUBA is Lava's LIF, which fires)")
+    problems = []
+    if n.reset != "zero":
+        problems.append("reset by subtraction (netx CUBA resets to 0)")
+    if n.compare != ">":
+        problems.append(f"compare {n.compare!r} (netx CUBA fires on '>')")
+    if n.neg_threshold is not None:
+        problems.append("signed spikes (netx CUBA is unsigned)")
+    th = expand_channel(n.threshold, pop.shape).astype(np.int64)
+    if np.unique(th).size != 1 or th.flat[0] % 64:
+        problems.append(f"threshold must be one multiple of 64 per layer (netx vThMant), got {np.unique(th)[:4]}")
+    if np.any(expand_channel(n.bias, pop.shape)) or np.any(expand_channel(n.v_init, pop.shape)):
+        problems.append("nonzero bias or v_init (netx has no t_start gating: they would act before the layer's "
+                        f"first input at step {pop.t_start})")
+    if pop.payload.kind != "binary":
+        problems.append(f"payload {pop.payload.kind!r} (netx CUBA emits binary spikes)")
+    if problems:
+        raise NetxExportError(f"{where}: " + "; ".join(problems))
+    g = grp.create_group("neuron")
+    g.create_dataset("type", data=np.array([b"CUBA"]))
+    g.create_dataset("vThMant", data=int(th.flat[0]) >> 6)
+    g.create_dataset("iDecay", data=4096)
+    g.create_dataset("vDecay", data=int(n.leak))
+    g.create_dataset("refDelay", data=1)
+    g.create_dataset("gradedSpike", data=False)
+
+
+def _effective(proj, where: str) -> np.ndarray:
+    w = np.asarray(proj.weight).astype(np.float64) * 2.0 ** int(proj.weight_exp)
+    if w.max(initial=0) > 254 or w.min(initial=0) < -256:
+        raise NetxExportError(f"{where}: effective weight w << weight_exp spans [{w.min()}, {w.max()}]; netx clips "
+                              "weights to [-256, 254]")
+    return w
+
+
+def export_netx(qnet: Network, path: str | Path, timesteps: int | None = None) -> Path:
+    """Write ``qnet`` as a netx HDF5 file; reload it with netx and check its synapses; return the path."""
+    chain = _chain(qnet)
+    inp: Input = qnet.inputs()[0]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    steps_run = (timesteps or 1) + qnet.latency()
+    with h5py.File(path, "w") as f:
+        layers = f.create_group("layer")
+        g = layers.create_group("0")
+        g.create_dataset("type", data=np.array([b"input"]))
+        g.create_dataset("shape", data=np.array(inp.shape, dtype=np.int64))
+        idx, prev_shape = 1, tuple(inp.shape)
+        for proj, pop in chain:
+            where = f"projection {proj.name!r} ({proj.source} -> {proj.target})"
+            if proj.delay != 1:
+                raise NetxExportError(f"{where}: delay {proj.delay}; every netx layer adds exactly 1 step")
+            w = _effective(proj, where)
+            if isinstance(proj, Dense):
+                if len(prev_shape) == 3:
+                    layers.create_group(str(idx)).create_dataset("type", data=np.array([b"flatten"]))
+                    idx += 1
+                g = layers.create_group(str(idx))
+                g.create_dataset("type", data=np.array([b"dense"]))
+                g.create_dataset("shape", data=np.array(pop.shape, dtype=np.int64))
+                g.create_dataset("weight", data=w)
+            elif isinstance(proj, Conv2d):
+                if len(pop.shape) != 3 or proj.groups != 1 or proj.stride[0] != proj.stride[1] \
+                        or proj.padding[0] != proj.padding[1] or proj.dilation[0] != proj.dilation[1]:
+                    raise NetxExportError(f"{where}: netx conv export supports groups 1 and equal H/W stride, "
+                                          f"padding and dilation; got {proj.stride}, {proj.padding}, {proj.dilation}")
+                g = layers.create_group(str(idx))
+                g.create_dataset("type", data=np.array([b"conv"]))
+                g.create_dataset("shape", data=np.array(pop.shape, dtype=np.int64))
+                g.create_dataset("weight", data=w)
+                for name in ("stride", "padding", "dilation"):
+                    g.create_dataset(name, data=np.array(getattr(proj, name), dtype=np.int64))
+                g.create_dataset("groups", data=int(proj.groups))
+            else:
+                raise NetxExportError(f"{where}: {type(proj).__name__} has no netx layer (dense, conv)")
+            _neuron_group(g, pop, timesteps or 1, steps_run)
+            idx += 1
+            prev_shape = tuple(pop.shape)
+    _check_loaded(qnet, chain, path)
+    return path
+
+
+def _check_loaded(qnet: Network, chain: list[tuple], path: Path) -> None:
+    """Load the file with netx and check each synapse realises ``(W @ s) << weight_exp`` exactly."""
+    net = load_netx(path, qnet.inputs()[0])
+    try:
+        for (proj, _), layer in zip(chain, net.layers):
+            syn = layer.synapse
+            w = np.asarray(syn.weights.init if hasattr(syn, "weights") else syn.weight.init, dtype=np.float64)
+            exp = int(syn.proc_params.get("weight_exp", 0)) if hasattr(syn, "proc_params") else 0
+            if hasattr(syn, "weight_exp"):
+                exp = int(np.asarray(syn.weight_exp.init).ravel()[0])
+            want = _effective(proj, proj.name)
+            if isinstance(proj, Conv2d):
+                want = want[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)
+            got = w * 2.0 ** exp
+            if got.shape != want.shape or not np.array_equal(got, want):
+                raise NetxExportError(f"projection {proj.name!r}: netx re-quantises its weights (weight_exp {exp}) and "
+                                      "would not compute the IR's values exactly")
+    finally:
+        del net
+
+
+def load_netx(path: str | Path, inp: Input | None = None):
+    """``lava.lib.dl.netx.hdf5.Network`` for ``path`` (graded input of the IR input's payload bits)."""
+    from .loihi2 import compat
+    netx = compat.import_netx()
+    bits = max(int(inp.payload.bits), 1) if inp is not None else 8
+    return netx.hdf5.Network(net_config=str(path), input_message_bits=bits)
+
+
+def run_netx(path: str | Path, qnet: Network, x, timesteps: int) -> dict[str, np.ndarray]:
+    """Run a netx file in Lava fixed_pt, one sample at a time; per IR population (N, steps, *shape) spikes.
+
+    The file is rebuilt per sample (netx blocks have no reset). Inputs use the IR input's rule.
+    """
+    from .loihi2 import compat
+    compat.install()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+
+    from .loihi2.plan import from_lava, lava_shape, to_lava
+    from .loihi2.runner import input_frames, input_integers
+    from .loihi2.plan import InputPlan
+    chain = _chain(qnet)
+    inp = qnet.inputs()[0]
+    p = inp.payload
+    iplan = InputPlan(inp.name, tuple(inp.shape), lava_shape(tuple(inp.shape)), inp.coding, float(inp.scale),
+                      int(p.min_level), int(p.max_level), int(p.bits))
+    steps = timesteps + qnet.latency()
+    x = np.asarray(x)
+    out = {pop.name: [] for _, pop in chain}
+    for i in range(x.shape[0]):
+        frames = input_frames(iplan, input_integers(iplan, x[i]), timesteps, steps)
+        net = load_netx(path, inp)
+        src = Source(data=np.stack([to_lava(fr, iplan.shape) for fr in frames], axis=-1).astype(np.int32))
+        src.s_out.connect(net.inp)
+        sinks = []
+        for layer in net.layers:
+            sink = Sink(shape=layer.out.shape, buffer=steps)
+            layer.out.connect(sink.a_in)
+            sinks.append(sink)
+        try:
+            net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+            for (_, pop), sink in zip(chain, sinks):
+                s = np.moveaxis(np.asarray(sink.data.get()), -1, 0)
+                out[pop.name].append(from_lava(s, tuple(pop.shape), lead=1).astype(np.int8))
+        finally:
+            net.stop()
+    return {k: np.stack(v) for k, v in out.items()}
