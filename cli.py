@@ -54,7 +54,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [IRError, FileNotFoundError]
     for mod, name in (("frontend", "FrontendError"), ("frontend", "UnsupportedOpError"),
                       ("hw_profiles", "ProfileError"), ("compiler", "QuantizationError"), ("compiler", "ResourceError"),
-                      ("convert", "ConversionError"), ("datasets", "DataError")):
+                      ("convert", "ConversionError"), ("datasets", "DataError"),
+                      ("backends.loihi2", "LavaExportError")):
         try:
             module = __import__(f"spikeport.{mod}", fromlist=[name])
             if hasattr(module, name):
@@ -287,6 +288,106 @@ def finetune(model: Path = typer.Argument(..., help="The trained ANN (ONNX or .p
     console.print(f"fine-tuned [bold]{model}[/] for [bold]{method}[/] (L={s.levels}, {s.epochs} epochs): training "
                   f"accuracy {100 * s.accuracy_before:.2f}% (ReLU) -> {100 * s.accuracy_after:.2f}% (quantised) -> {s.out}")
     console.print(f"next: spikeport convert {s.out} --calib DATA.npz --method {method}")
+
+
+def _target(target: str, allowed: tuple[str, ...]) -> str:
+    if target not in allowed:
+        _fail(f"--target {target!r}: must be one of {', '.join(allowed)}")
+    return target
+
+
+@app.command()
+def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
+           target: str = typer.Option("lava", help="lava (a folder with arrays + loader) or netx (an HDF5 file)."),
+           out: Path = typer.Option(..., "--out", help="Output folder (lava) or NET.net.h5 (netx)."),
+           timesteps: int = typer.Option(64, min=1, help="T the network will run for (gates each layer's window)."),
+           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the per-layer export report here.")):
+    """Export a quantised IR to Lava (Loihi 2) or to lava-dl netx HDF5; report each layer's mapping."""
+    from rich.table import Table
+    from . import hw_profiles, ir, report
+    from .backends import loihi2
+    _target(target, ("lava", "netx"))
+    qnet = _run(ir.load, qnet_path)
+    if not qnet.quantized:
+        _fail(f"{qnet_path}: not quantised; run `spikeport compile {qnet_path} --profile loihi2 --out QNET.h5` first")
+    rows = _run(loihi2.layer_report, qnet, timesteps)
+    cores = {}
+    if qnet.datapath.profile == "loihi2":
+        res = _run(report.resources_report, qnet, hw_profiles.load_profile("loihi2")).to_json()
+        cores = {layer["layer"]: layer.get("cores") for layer in res["layers"]}
+    if target == "lava":
+        path = _run(loihi2.export, qnet, out, timesteps)
+    else:
+        from .backends import netx
+        try:
+            path = netx.export_netx(qnet, out, timesteps)
+        except netx.NetxExportError as e:
+            _fail(str(e))
+    t = Table(title=f"{qnet_path} -> {path} ({target})")
+    for col in ("layer", "Lava process", "Loihi 2 hardware", "payload", "cores", "note"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        r["loihi2_cores"] = cores.get(r["layer"])
+        t.add_row(str(r["layer"]), str(r["process"]), str(r["hardware"]), str(r["payload"]),
+                  "-" if r["loihi2_cores"] is None else str(r["loihi2_cores"]), str(r.get("note", "")))
+    console.print(t)
+    if json_out:
+        report.write_json({"qnet": str(qnet_path), "target": target, "out": str(path), "layers": rows}, json_out)
+
+
+@app.command()
+def run(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
+        target: str = typer.Option("lava", help="lava: Lava's bit-accurate CPU simulation (Loihi2SimCfg fixed_pt)."),
+        data: Path = typer.Option(..., "--data"),
+        timesteps: int = typer.Option(..., min=1),
+        json_out: Optional[Path] = typer.Option(None, "--json")):
+    """Run a quantised IR in Lava and report what `spikeport simulate` reports."""
+    from . import datasets, ir, report
+    from .backends import loihi2
+    from .report.tables import simulate_table
+    _target(target, ("lava",))
+    qnet = _run(ir.load, qnet_path)
+    x, y = _run(datasets.load_npz, data)
+    res = _run(loihi2.run_lava, qnet, x, timesteps)
+    n = len(res.predictions)
+    layers = {}
+    for pop in qnet.populations():
+        if pop.name in res.spike_counts:
+            spikes = int(res.spike_counts[pop.name].sum())
+            layers[pop.name] = {"neurons": pop.size, "spikes": spikes, "spikes_per_sample": spikes / n,
+                                "rate": spikes / (n * pop.size * timesteps)}
+    acc = float((res.predictions == y).mean()) if y is not None else None
+    summary = {"target": "lava", "accuracy": acc, "timesteps": timesteps, "samples": n, "steps_run": res.steps_run,
+               "layers": layers}
+    console.print(simulate_table(summary))
+    if json_out:
+        report.write_json(summary, json_out)
+
+
+@app.command()
+def verify(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
+           target: str = typer.Option("lava"),
+           data: Path = typer.Option(..., "--data"),
+           timesteps: int = typer.Option(..., min=1),
+           json_out: Optional[Path] = typer.Option(None, "--json")):
+    """Run spikeport's simulator and Lava on the same inputs; compare every spike and membrane value.
+
+    Exit status 0 only when identical; otherwise the first divergence is printed."""
+    from dataclasses import asdict
+    from . import datasets, ir, report
+    from .backends import loihi2
+    _target(target, ("lava",))
+    qnet = _run(ir.load, qnet_path)
+    x, _ = _run(datasets.load_npz, data)
+    rep = _run(loihi2.verify, qnet, x, timesteps)
+    console.print(("[green]" if rep.identical else "[red]") + str(rep) + "[/]", highlight=False)
+    if json_out:
+        report.write_json({"identical": rep.identical, "compared": rep.compared, "mismatches": rep.mismatches,
+                           "predictions_equal": rep.predictions_equal, "notes": rep.notes,
+                           "first_divergence": asdict(rep.first_divergence) if rep.first_divergence else None},
+                          json_out)
+    if not rep.identical:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -103,3 +103,35 @@ def test_convert_method_options(files, digits_onnx, tmp_path):
     assert r.exit_code == 2 and "unknown option(s) ['bogus']" in r.output
     r = invoke("convert", digits_onnx, "--calib", d / "calib.npz", "--opt", "novalue", "--out", tmp_path / "x.h5")
     assert r.exit_code == 2 and "KEY=VALUE" in r.output
+
+
+@pytest.mark.slow
+def test_lava_export_run_verify(files, digits_onnx, tmp_path):
+    """Issue 3's commands on the digits CNN: export report, Lava run, spike-for-spike verification."""
+    d = files
+    assert invoke("convert", digits_onnx, "--calib", d / "calib.npz", "--out", tmp_path / "net.h5").exit_code == 0
+    assert invoke("compile", tmp_path / "net.h5", "--out", tmp_path / "qnet.h5").exit_code == 0
+    np.savez(tmp_path / "two.npz", x=np.load(d / "test.npz")["x"][:2], y=np.load(d / "test.npz")["y"][:2])
+    r = invoke("export", tmp_path / "qnet.h5", "--target", "lava", "--out", tmp_path / "lava", "--timesteps", "6",
+               "--json", tmp_path / "export.json")
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in (tmp_path / "lava").iterdir()} >= {"plan.json", "arrays.npz", "load_lava.py"}
+    layers = json.loads((tmp_path / "export.json").read_text())["layers"]
+    assert all({"process", "hardware", "payload"} <= set(row) for row in layers)
+    assert any("simulation-only" in str(row["hardware"]) for row in layers)   # soft-reset IF needs microcode
+    r = invoke("verify", tmp_path / "qnet.h5", "--data", tmp_path / "two.npz", "--timesteps", "6",
+               "--json", tmp_path / "verify.json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "verify.json").read_text())["identical"] is True
+    r = invoke("run", tmp_path / "qnet.h5", "--data", tmp_path / "two.npz", "--timesteps", "6", "--json", tmp_path / "run.json")
+    assert r.exit_code == 0, r.output
+    run = json.loads((tmp_path / "run.json").read_text())
+    sim = invoke("simulate", tmp_path / "qnet.h5", "--data", tmp_path / "two.npz", "--timesteps", "6",
+                 "--json", tmp_path / "sim.json")
+    assert sim.exit_code == 0
+    simj = json.loads((tmp_path / "sim.json").read_text())
+    assert run["accuracy"] == simj["accuracy"]
+    assert {k: v["spikes"] for k, v in run["layers"].items()} == {k: v["spikes"] for k, v in simj["layers"].items() if k in run["layers"]}
+    r = invoke("export", tmp_path / "qnet.h5", "--target", "netx", "--out", tmp_path / "n.net.h5")
+    assert r.exit_code == 2 and "netx" in r.output and "relu" in r.output
+    assert not (tmp_path / "n.net.h5").exists()
