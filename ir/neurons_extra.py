@@ -15,16 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .nodes import ArrayLike, NeuronModel, param_ok, register_neuron
-
-
-def _check_fields(model: NeuronModel, where: str, shape: tuple[int, ...]) -> None:
-    for name in model.array_fields:
-        value = getattr(model, name)
-        if value is not None and not param_ok(value, shape):
-            raise ValueError(f"{where}: {name} has shape {np.shape(value)}, population shape is {shape}")
-    if np.any(np.asarray(model.threshold) <= 0):
-        raise ValueError(f"{where}: threshold must be > 0 (min {np.min(model.threshold)})")
+from .nodes import ArrayLike, NeuronModel, check_array_fields, register_neuron
 
 
 @register_neuron
@@ -66,7 +57,7 @@ class MultiSpikeIF(NeuronModel):
                 raise ValueError(f"{where}: MultiSpikeIF {name} = {v} must be an integer in 0..2^30")
         if int(self.n_pos) + int(self.n_neg) < 1:
             raise ValueError(f"{where}: MultiSpikeIF n_pos = {self.n_pos} and n_neg = {self.n_neg} allow no event")
-        _check_fields(self, where, shape)
+        check_array_fields(self, where, shape)
 
 
 @register_neuron
@@ -104,7 +95,7 @@ class GradedSignedIF(NeuronModel):
             raise ValueError(f"{where}: compare {self.compare!r} must be '>=' or '>'")
         if self.neg_threshold is None or self.neg_reset is None:
             raise ValueError(f"{where}: GradedSignedIF needs neg_threshold and neg_reset")
-        _check_fields(self, where, shape)
+        check_array_fields(self, where, shape)
 
 
 __all__ = ["GradedSignedIF", "MultiSpikeIF"]

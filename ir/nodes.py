@@ -48,6 +48,16 @@ def param_ok(param: np.ndarray, shape: tuple[int, ...]) -> bool:
     return p.ndim == 0 or p.shape == tuple(shape) or (p.ndim == 1 and len(shape) >= 1 and p.shape[0] == shape[0])
 
 
+def check_array_fields(model, where: str, shape: tuple[int, ...]) -> None:
+    """Every set ``model.array_fields`` broadcasts to ``shape``; a ``threshold`` field is > 0."""
+    for name in model.array_fields:
+        value = getattr(model, name)
+        if value is not None and not param_ok(value, shape):
+            raise ValueError(f"{where}: {name} has shape {np.shape(value)}, population shape is {shape}")
+    if hasattr(model, "threshold") and np.any(np.asarray(model.threshold) <= 0):
+        raise ValueError(f"{where}: threshold must be > 0 (min {np.min(model.threshold)})")
+
+
 # --------------------------------------------------------------------------------------------------
 # Spike payloads
 # --------------------------------------------------------------------------------------------------
@@ -131,12 +141,7 @@ class IF(NeuronModel):
             raise ValueError(f"{where}: compare {self.compare!r} must be '>=' or '>'")
         if (self.neg_threshold is None) != (self.neg_reset is None):
             raise ValueError(f"{where}: neg_threshold and neg_reset must be set together")
-        for name in self.array_fields:
-            value = getattr(self, name)
-            if value is not None and not param_ok(value, shape):
-                raise ValueError(f"{where}: {name} has shape {np.shape(value)}, population shape is {shape}")
-        if np.any(np.asarray(self.threshold) <= 0):
-            raise ValueError(f"{where}: threshold must be > 0 (min {np.min(self.threshold)})")
+        check_array_fields(self, where, shape)
 
 
 @dataclass
@@ -155,9 +160,7 @@ class Readout(NeuronModel):
     array_fields: ClassVar[tuple[str, ...]] = ("bias", "v_init")
 
     def validate(self, where: str, shape: tuple[int, ...]) -> None:
-        for name in self.array_fields:
-            if not param_ok(getattr(self, name), shape):
-                raise ValueError(f"{where}: {name} has shape {np.shape(getattr(self, name))}, population shape is {shape}")
+        check_array_fields(self, where, shape)
 
 
 NEURON_TYPES: dict[str, type[NeuronModel]] = {"IF": IF, "Readout": Readout}

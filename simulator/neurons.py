@@ -95,6 +95,13 @@ class _IFBase(NeuronKernel):
         s = spikes.to(self.value_dtype)
         return s + (s < 0).to(self.value_dtype) * (s * (self.neg_value - 1))
 
+    def _reset(self, v: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None) -> torch.Tensor:
+        """Reset after firing: to zero, or subtract theta (+1) / add neg_reset (-1)."""
+        if self.zero_reset:
+            return v * (1 - (pos if neg is None else pos + neg))
+        v = v - pos * self.theta
+        return v if neg is None else v + neg * self.neg_reset
+
     def _count(self, pos: torch.Tensor, neg: torch.Tensor | None) -> torch.Tensor:
         """Accumulate event counts; return the event code (+1 / -1 / 0), any numeric dtype."""
         self.pos += pos
@@ -146,13 +153,7 @@ class FloatIF(_IFBase):
         pos_b = v > self.theta if self.strict else v >= self.theta
         pos = pos_b.to(torch.int8)
         neg = ((v < -self.neg_th) & ~pos_b).to(torch.int8) if self.signed else None
-        if self.zero_reset:
-            v = v * (1 - (pos if neg is None else pos + neg))
-        else:
-            v = v - pos * self.theta
-            if neg is not None:
-                v = v + neg * self.neg_reset
-        self.v = v
+        self.v = self._reset(v, pos, neg)
         return self._count(pos, neg)
 
 
@@ -208,13 +209,7 @@ class FixedIF(_IFBase):
             neg = (v < self.neg_th).to(v.dtype) * (1 - pos)     # neg_th holds -neg_threshold
         else:
             neg = None
-        if self.zero_reset:
-            v = v * (1 - (pos if neg is None else pos + neg))
-        else:
-            v = v - pos * self.theta
-            if neg is not None:
-                v = v + neg * self.neg_reset
-        self.v = v
+        self.v = self._reset(v, pos, neg)
         return self._count(pos, neg)
 
 
