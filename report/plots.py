@@ -37,6 +37,12 @@ def plot_accuracy_vs_timesteps(report: dict, path: str | os.PathLike, title: str
     ax.plot(ts, [100 * p["acc_float"] if p["acc_float"] is not None else float("nan") for p in pts], "o-", label="float SNN")
     ax.plot(ts, [100 * p["acc_fixed"] if p["acc_fixed"] is not None else float("nan") for p in pts], "s-",
             label=f"fixed-point SNN ({report.get('profile', '')})")
+    vals = [100 * v for p in pts for v in (p["acc_float"], p["acc_fixed"]) if v is not None]
+    if report.get("acc_ann") is not None:
+        vals.append(100 * report["acc_ann"])
+    if vals:  # at least a 5-point span, so rounding-level differences do not look like cliffs
+        lo, hi = min(vals) - 1.0, min(100.5, max(vals) + 1.0)
+        ax.set_ylim(min(lo, hi - 5.0), hi)
     ax.set_xscale("log", base=2)
     ax.set_xticks(ts, [str(t) for t in ts])
     ax.set_xlabel("timesteps T")
