@@ -1,5 +1,6 @@
 """Lava (Loihi 2) backend: spike-for-spike and voltage equality with spikeport's simulator and with
-a small numpy reference written here from the IR docstrings; export round trip; refusals.
+a small numpy reference written here from the IR docstrings (IF family, MultiSpikeIF, GradedSignedIF);
+export round trip; refusals.
 
 Lava spawns OS processes per run, so the networks are tiny and runs few."""
 from __future__ import annotations
@@ -11,9 +12,11 @@ import pytest
 
 from spikeport.backends.loihi2 import (LavaExportError, build_lava_network, export, layer_report, run_lava, verify)
 from spikeport.backends.loihi2 import compat
-from spikeport.backends.loihi2.examples import random_convnet, random_if_mlp, random_mlp, random_resnet
+from spikeport.backends.loihi2.examples import (random_convnet, random_graded_mlp, random_if_mlp, random_mlp,
+                                                random_multispike_convnet, random_resnet)
 from spikeport.ir import IF, Datapath, Dense, Input, Network, Population, SpikePayload, expand_channel
 from spikeport.ir import Conv2d, Identity
+from spikeport.ir.neurons_extra import GradedSignedIF, MultiSpikeIF
 
 U_MAX = 1 << 23
 
@@ -65,7 +68,11 @@ def reference(net: Network, x_int: np.ndarray, T: int) -> dict:
                 dec = v[p.name] * (4096 - int(getattr(n, "leak", 0)))
                 vv = np.clip(np.sign(dec) * (np.abs(dec) >> 12) + u + expand_channel(n.bias, p.shape).astype(np.int64),
                              -U_MAX + 1, U_MAX - 1)
-                if isinstance(n, IF):
+                if isinstance(n, MultiSpikeIF):  # n = clip(v // theta) (Python floor), v -= n * theta
+                    th = expand_channel(n.threshold, p.shape).astype(np.int64)
+                    s = np.clip(vv // th, -int(n.n_neg), int(n.n_pos))
+                    vv = vv - s * th
+                elif isinstance(n, (IF, GradedSignedIF)):
                     th = expand_channel(n.threshold, p.shape).astype(np.int64)
                     pos = vv >= th if n.compare == ">=" else vv > th
                     neg = np.zeros_like(pos)
@@ -81,10 +88,20 @@ def reference(net: Network, x_int: np.ndarray, T: int) -> dict:
                 v[p.name] = vv
             rec[p.name]["spikes"].append(s)
             rec[p.name]["v"].append(v[p.name].copy())
-            now[p.name] = np.where(s < 0, -int(p.payload.neg_value), s)
+            now[p.name] = _event_value(p, s)
         for k, val in now.items():
             emitted[k].append(val)
     return {k: {q: np.stack(a) for q, a in r.items()} for k, r in rec.items()}
+
+
+def _event_value(pop: Population, s: np.ndarray) -> np.ndarray:
+    """What one event delivers downstream (IR docstrings): the count (MultiSpikeIF), the payload
+    levels (GradedSignedIF) or -neg_value for a -1 (signed IF)."""
+    if isinstance(pop.neuron, MultiSpikeIF):
+        return s
+    if isinstance(pop.neuron, GradedSignedIF):
+        return np.where(s > 0, pop.payload.max_level, np.where(s < 0, pop.payload.min_level, 0))
+    return np.where(s < 0, -int(pop.payload.neg_value), s)
 
 
 def _x(shape, n=2, seed=1):
@@ -186,6 +203,80 @@ def test_export_folder_round_trip(tmp_path):
         assert set(lnet.neurons) == {"a", "b", "c", "o"} and "a_c" in lnet.synapses
 
 
+# ----------------------------------------------------------------------------- graded neurons
+@pytest.mark.parametrize("reset, compare", [("subtract", ">"), ("zero", ">=")])
+def test_multispike_and_graded_signed_equal_reference_and_simulator(reset, compare):
+    from spikeport.simulator import simulate
+    net = random_graded_mlp(seed=4, reset=reset, compare=compare)
+    net.outputs = ["o", "m", "g"]  # decode the graded layers too: sum of event values * decode_scale
+    x = _x((5,))
+    sim = simulate(net, x, 6, record_spikes=True, record_states=True)
+    rep = verify(net, x, 6, sim_result=sim)
+    assert rep.identical, str(rep)
+    for name in net.outputs:
+        np.testing.assert_array_equal(rep.lava.all_outputs[name], sim.all_outputs[name], err_msg=name)
+    assert {"spikes", "v_final"} <= set(rep.compared["m"]) and {"spikes", "v_final"} <= set(rep.compared["g"])
+    assert rep.predictions_equal
+    _assert_matches_reference(net, x, 6, rep.lava)
+    counts = rep.lava.spikes["m"]
+    assert counts.min() == -2 and counts.max() == 3  # both clip bounds of the multi-spike count are reached
+    assert np.any(rep.lava.spikes["g"] < 0) and np.any(rep.lava.spikes["g"] > 0)
+    rows = {r["layer"]: r for r in rep.lava.layers}
+    assert rows["m"]["payload"] == "graded signed count [-2, 3] (3 bits)"
+    assert rows["g"]["payload"] == "graded signed (+1 -> 5, -1 -> -7; 4 bits)"
+    assert rows["m"]["hardware"].startswith("simulation-only") and rows["g"]["hardware"].startswith("simulation-only")
+    assert rows["m_g"]["payload"] == rows["g_o"]["payload"] == "graded"
+
+
+def test_multispike_conv_graded_equal():
+    net = random_multispike_convnet(seed=4)
+    x = _x((1, 5, 4))
+    rep = verify(net, x, 5)
+    assert rep.identical, str(rep)
+    _assert_matches_reference(net, x, 5, rep.lava)
+    assert set(np.unique(rep.lava.spikes["c1"])) == {-1, 0, 1, 2, 3}
+
+
+def test_multispike_graded_export_round_trip(tmp_path):
+    net = random_graded_mlp(seed=5)
+    x = _x((5,), n=1)
+    direct = run_lava(net, x, 4)
+    loaded = run_lava(export(net, tmp_path / "lava", timesteps=4), x)
+    for name in direct.spikes:
+        np.testing.assert_array_equal(direct.spikes[name], loaded.spikes[name])
+        np.testing.assert_array_equal(direct.states[name], loaded.states[name])
+    np.testing.assert_array_equal(direct.outputs, loaded.outputs)
+
+
+def _converted(method: str):
+    """A tiny torch MLP converted with ``method`` and quantised for Loihi 2 (plus 8 test inputs)."""
+    import torch
+    from torch import nn
+    from spikeport import compiler, frontend
+    from spikeport import convert as conv
+    from spikeport.convert.activations import pqa_activation
+    torch.manual_seed(0)
+    act = pqa_activation(4, -0.25, 1.0, lam=2.0) if method == "pmsm" else nn.LeakyReLU(0.1)
+    model = nn.Sequential(nn.Linear(5, 4), act, nn.Linear(4, 3))
+    x = np.random.default_rng(0).uniform(0, 2, (32, 5)).astype(np.float32)
+    net = conv.convert(frontend.load_model(model, input_shape=(5,)), x, method=method)
+    qnet, _ = compiler.quantize(net, "loihi2")
+    return qnet, x[:3]
+
+
+@pytest.mark.parametrize("method, model", [("pmsm", MultiSpikeIF), ("negspike", GradedSignedIF)])
+def test_converted_pmsm_and_negspike_equal_simulator(method, model):
+    qnet, x = _converted(method)
+    hidden = qnet.populations()[0]
+    assert isinstance(hidden.neuron, model)
+    rep = verify(qnet, x, 6)
+    assert rep.identical, str(rep)
+    assert rep.predictions_equal
+    assert int(np.abs(rep.lava.spikes[hidden.name]).sum()) > 0
+    from spikeport.simulator import simulate
+    np.testing.assert_allclose(rep.lava.outputs, simulate(qnet, x, 6).outputs, rtol=0, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- refusals
 def _tiny(weight=None, threshold=640, bias=0, delay=1):
     net = Network(datapath=Datapath())
@@ -195,6 +286,16 @@ def _tiny(weight=None, threshold=640, bias=0, delay=1):
                   delay=delay))
     net.outputs = ["o"]
     return net
+
+
+def test_graded_neuron_refusals_name_the_layer():
+    net = random_graded_mlp(seed=1)
+    net["m"].neuron.threshold = np.full(4, 1000)
+    with pytest.raises(LavaExportError, match="population 'm': threshold 1000 is not a positive multiple of 2\\^6"):
+        layer_report(net, 4)
+    net = random_graded_mlp(seed=1, levels=(-(1 << 24), 5))
+    with pytest.raises(LavaExportError, match="population 'g': graded event values \\[-16777216, 5\\] need 26"):
+        layer_report(net, 4)
 
 
 @pytest.mark.parametrize("kw, message", [

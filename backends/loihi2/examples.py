@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import IF, Conv2d, Datapath, Dense, Identity, Input, Network, Population, Readout, SpikePayload
+from ...ir.neurons_extra import GradedSignedIF, MultiSpikeIF
 
 GRADED8 = dict(kind="graded", bits=8, min_level=0, max_level=255)
 SIGNED = dict(kind="signed", bits=2, min_level=-1, max_level=1)
@@ -98,5 +99,59 @@ def random_if_mlp(sizes=(784, 512, 256, 10), seed: int = 0, readout: bool = Fals
                       weight=even_weights(rng, (n, sizes[i - 1]), -hi + 4, hi), delay=1))
         prev = name
     net.outputs = [prev]
+    net.validate()
+    return net
+
+
+def random_graded_mlp(seed: int = 0, n_pos: int = 3, n_neg: int = 2, levels: tuple[int, int] = (-7, 5),
+                      reset: str = "subtract", compare: str = ">",
+                      sizes: tuple[int, int, int, int] = (5, 4, 4, 3)) -> Network:
+    """input -> Dense -> MultiSpikeIF (PMSM counts in [-n_neg, n_pos], per-neuron thresholds, v_init =
+    threshold / 2) -> Dense -> GradedSignedIF (+1 carries levels[1], -1 carries levels[0]) -> Dense -> Readout.
+
+    Both hidden layers send graded events, so their projections run in Lava's graded mode."""
+    rng = np.random.default_rng(seed)
+    n_in, n_m, n_g, n_out = sizes
+    net = Network(datapath=Datapath())
+    net.add(Input("x", shape=(n_in,), payload=SpikePayload(**GRADED8)))
+    theta = rng.integers(60, 120, n_m) * 64 * 25
+    lo, hi = -int(n_neg), int(n_pos)
+    net.add(Population("m", shape=(n_m,), neuron=MultiSpikeIF(threshold=theta, bias=rng.integers(-20, 20, n_m) * 64,
+                                                              v_init=theta // 2, n_pos=n_pos, n_neg=n_neg),
+                       payload=SpikePayload(kind="graded", bits=max(abs(lo), hi, 1).bit_length() + (lo < 0),
+                                            min_level=lo, max_level=hi), t_start=1))
+    net.add(Dense("x_m", source="x", target="m", weight=even_weights(rng, (n_m, n_in)), delay=1))
+    th = np.full(n_g, 64 * 300)
+    g_lo, g_hi = levels
+    net.add(Population("g", shape=(n_g,), neuron=GradedSignedIF(threshold=th, bias=rng.integers(-20, 20, n_g) * 8,
+                                                                reset=reset, compare=compare, neg_threshold=th,
+                                                                neg_reset=th),
+                       payload=SpikePayload(kind="graded", bits=8, min_level=g_lo, max_level=g_hi), t_start=2))
+    net.add(Dense("m_g", source="m", target="g", weight=even_weights(rng, (n_g, n_m), -120, 120), delay=1))
+    net.add(Population("o", shape=(n_out,), neuron=Readout(bias=rng.integers(-5, 5, n_out)), t_start=3))
+    net.add(Dense("g_o", source="g", target="o", weight=even_weights(rng, (n_out, n_g)), delay=1))
+    net.outputs = ["o"]
+    net.validate()
+    return net
+
+
+def random_multispike_convnet(seed: int = 0) -> Network:
+    """(1,5,4) -> conv3x3 pad1 -> MultiSpikeIF -> graded conv3x3 stride2 -> MultiSpikeIF (0..2) -> Dense -> Readout."""
+    rng = np.random.default_rng(seed)
+    net = Network(datapath=Datapath())
+    net.add(Input("x", shape=(1, 5, 4), payload=SpikePayload(**GRADED8)))
+    th1 = np.array([64 * 300, 64 * 450])
+    c1 = MultiSpikeIF(threshold=th1, bias=np.array([64, -128]), v_init=th1 // 2, n_pos=3, n_neg=1)
+    net.add(Population("c1", shape=(2, 5, 4), neuron=c1,
+                       payload=SpikePayload(kind="graded", bits=3, min_level=-1, max_level=3), t_start=1))
+    net.add(Conv2d("x_c1", source="x", target="c1", weight=even_weights(rng, (2, 1, 3, 3)), padding=(1, 1), delay=1))
+    th2 = np.full(3, 64 * 20)
+    net.add(Population("c2", shape=(3, 3, 2), neuron=MultiSpikeIF(threshold=th2, v_init=th2 // 2, n_pos=2, n_neg=0),
+                       payload=SpikePayload(kind="graded", bits=2, min_level=0, max_level=2), t_start=2))
+    net.add(Conv2d("c1_c2", source="c1", target="c2", weight=even_weights(rng, (3, 2, 3, 3), -100, 100), stride=(2, 2),
+                   padding=(1, 1), delay=1))
+    net.add(Population("o", shape=(4,), neuron=Readout(bias=np.zeros(4)), t_start=3))
+    net.add(Dense("c2_o", source="c2", target="o", weight=even_weights(rng, (4, 18)), delay=1))
+    net.outputs = ["o"]
     net.validate()
     return net

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...ir import IF, Conv2d, Dense, Identity, Input, Network, Population, Readout, expand_channel
+from ...ir.neurons_extra import GradedSignedIF, MultiSpikeIF
 
 VTH_SHIFT = 6
 VTH_MAX = (1 << 17) - 1
 BIAS_MANT_MIN, BIAS_MANT_MAX = -(1 << 12), (1 << 12) - 1
 BIAS_EXP_MAX = 7
 STATE_MAX = (1 << 23) - 1
+MESSAGE_BITS_MAX = 24         # graded spike payloads travel in the 24-bit datapath (a_in, u)
 NATIVE = "native on Loihi 2"
 SIM_ONLY = "simulation-only (a custom neuron needs Loihi 2 microcode)"
 
@@ -52,6 +54,33 @@ def flat_perm(shape: tuple[int, ...]) -> np.ndarray:
     """perm[j] = IR (C-order) flat index of Lava flat index j."""
     n = int(np.prod(shape))
     return to_lava(np.arange(n), shape).reshape(-1)
+
+
+def level_bits(lo: int, hi: int) -> int:
+    """Message bits for integer event values in [lo, hi] (two's complement when lo < 0)."""
+    top = max(abs(int(lo)), abs(int(hi)), 1)
+    return top.bit_length() + (1 if lo < 0 else 0)
+
+
+def event_values(params: dict, spikes: np.ndarray) -> np.ndarray:
+    """The value each event code delivers downstream, as the neuron process sends it: the count
+    itself for a multi-spike neuron, else +1 -> pos_value and -1 -> -neg_value."""
+    s = np.asarray(spikes).astype(np.int64)
+    if params.get("multi_spike", False):
+        return s
+    return np.where(s > 0, int(params.get("pos_value", 1)), np.where(s < 0, -int(params.get("neg_value", 1)), 0))
+
+
+def emitted_levels(pop: Population) -> tuple[int, int] | None:
+    """(min, max) of the values a spiking population sends, or None for binary 0/1 events."""
+    m = pop.neuron
+    if isinstance(m, MultiSpikeIF):
+        return -int(m.n_neg), int(m.n_pos)
+    if isinstance(m, GradedSignedIF):
+        return int(pop.payload.min_level), int(pop.payload.max_level)
+    if isinstance(m, IF) and m.neg_threshold is not None:
+        return -int(round(float(pop.payload.neg_value))), 1
+    return None
 
 
 @dataclass
@@ -169,8 +198,13 @@ def _neuron_plan(net: Network, pop: Population, timesteps: int, steps_run: int, 
                       compare_ge=False, neg_value=1, t_start=pop.t_start, t_end=t_end, period=steps_run)
         return NeuronPlan(pop.name, "SpikeportNeuron", shape, lava_shape(shape), params, "none (non-spiking)", SIM_ONLY,
                           "Readout never fires: LIF's 17-bit threshold is below the 24-bit state maximum", pop.t_start)
-    if not isinstance(neuron, IF):
-        raise LavaExportError(f"{where}: neuron model {type(neuron).__name__} has no Lava mapping (IF, Readout)")
+    if isinstance(neuron, MultiSpikeIF):
+        return _multi_spike_plan(pop, shape, common, v_init, t_end, steps_run)
+    if not isinstance(neuron, (IF, GradedSignedIF)):
+        raise LavaExportError(f"{where}: neuron model {type(neuron).__name__} has no Lava mapping "
+                              "(IF, GradedSignedIF, MultiSpikeIF, Readout)")
+    if isinstance(neuron, GradedSignedIF):
+        return _graded_signed_plan(pop, shape, common, v_init, t_end, steps_run)
     vth = _vth(_int_array(neuron.threshold, shape, where, "threshold"), where)
     dv = int(round(float(neuron.leak)))
     if not 0 <= dv <= 4095 or dv != float(neuron.leak):
@@ -211,13 +245,66 @@ def _neuron_plan(net: Network, pop: Population, timesteps: int, steps_run: int, 
                       "; ".join(reasons) or "native mapping disabled", pop.t_start)
 
 
+def _graded_bits(where: str, lo: int, hi: int) -> int:
+    bits = level_bits(lo, hi)
+    if bits > MESSAGE_BITS_MAX:
+        raise LavaExportError(f"{where}: graded event values [{lo}, {hi}] need {bits} message bits, more than the "
+                              f"{MESSAGE_BITS_MAX}-bit datapath carries")
+    return bits
+
+
+def _multi_spike_plan(pop: Population, shape, common: dict, v_init, t_end: int, steps_run: int) -> NeuronPlan:
+    """PMSM's MultiSpikeIF: one graded event carrying the signed count (custom microcode on the chip)."""
+    where = f"population {pop.name!r}"
+    m: MultiSpikeIF = pop.neuron
+    L = lambda a: to_lava(a, shape)  # noqa: E731
+    vth = _vth(_int_array(m.threshold, shape, where, "threshold"), where)
+    lo, hi = -int(m.n_neg), int(m.n_pos)
+    bits = _graded_bits(where, lo, hi)
+    params = dict(common, vth=L(vth), v_init=L(v_init), dv=0, spiking=True, reset_subtract=True, compare_ge=True,
+                  neg_value=1, pos_value=1, multi_spike=True, n_pos=hi, n_neg=-lo, t_start=pop.t_start, t_end=t_end,
+                  period=steps_run)
+    why = (f"multi-spike count n = clip(floor(v / threshold), {lo}, {hi}) sent as one graded event, v -= n * threshold"
+           " (no Lava LIF; custom neuron microcode)")
+    return NeuronPlan(pop.name, "SpikeportNeuron", shape, lava_shape(shape), params,
+                      f"graded signed count [{lo}, {hi}] ({bits} bits)", SIM_ONLY, why, pop.t_start)
+
+
+def _graded_signed_plan(pop: Population, shape, common: dict, v_init, t_end: int, steps_run: int) -> NeuronPlan:
+    """GradedSignedIF: signed IF dynamics; +1 sends payload.max_level, -1 sends payload.min_level."""
+    where = f"population {pop.name!r}"
+    m: GradedSignedIF = pop.neuron
+    L = lambda a: to_lava(a, shape)  # noqa: E731
+    vth = _vth(_int_array(m.threshold, shape, where, "threshold"), where)
+    dv = int(round(float(m.leak)))
+    if not 0 <= dv <= 4095 or dv != float(m.leak):
+        raise LavaExportError(f"{where}: leak {m.leak} must be the integer 12-bit decay dv in 0..4095")
+    lo, hi = int(pop.payload.min_level), int(pop.payload.max_level)
+    if not lo < 0 < hi:
+        raise LavaExportError(f"{where}: GradedSignedIF payload levels [{lo}, {hi}] must satisfy "
+                              "min_level < 0 < max_level")
+    bits = _graded_bits(where, lo, hi)
+    params = dict(common, vth=L(vth), v_init=L(v_init), dv=dv, spiking=True, reset_subtract=m.reset == "subtract",
+                  compare_ge=m.compare == ">=", neg_value=-lo, pos_value=hi,
+                  neg_threshold=L(_int_array(m.neg_threshold, shape, where, "neg_threshold")),
+                  neg_reset=L(_int_array(m.neg_reset, shape, where, "neg_reset")),
+                  t_start=pop.t_start, t_end=t_end, period=steps_run)
+    why = (f"graded signed events (+1 carries {hi}, -1 carries {lo}); TernaryLIF sends only -1/0/+1 "
+           "(custom neuron microcode)")
+    return NeuronPlan(pop.name, "SpikeportNeuron", shape, lava_shape(shape), params,
+                      f"graded signed (+1 -> {hi}, -1 -> {lo}; {bits} bits)", SIM_ONLY, why, pop.t_start)
+
+
 def _message_bits(net: Network, source: str) -> int:
     node = net[source]
     if isinstance(node, Input):
         return max(int(node.payload.bits), 1)
-    if isinstance(node, Population) and node.neuron.spiking and getattr(node.neuron, "neg_threshold", None) is None:
+    levels = emitted_levels(node) if isinstance(node, Population) and node.neuron.spiking else None
+    if levels is None:
         return 0  # binary: Lava sums the weight columns of the active inputs
-    return max(int(node.payload.bits), 2)  # signed / graded: Lava multiplies (a -1 would count +1 in binary mode)
+    if isinstance(node.neuron, IF):
+        return max(int(node.payload.bits), 2)  # signed: Lava multiplies (a -1 would count +1 in binary mode)
+    return _graded_bits(f"population {node.name!r}", *levels)  # graded: weights.dot(s) sums the payloads
 
 
 def lava_dense_weights(w: np.ndarray, where: str) -> dict:

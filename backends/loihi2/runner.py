@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ...ir import Input, Network
-from .plan import InputPlan, LavaPlan, plan_network
+from .plan import InputPlan, LavaPlan, event_values, plan_network
 
 
 @dataclass
@@ -17,7 +17,8 @@ class LavaResult:
     outputs       decoded values of ``plan.outputs[0]`` (N, *shape)
     predictions   argmax of the flattened outputs (N,)
     spike_counts  per population: events (|s| > 0) per neuron in its active window (N, *shape)
-    spikes        per population: event codes (N, steps_run, *shape) int8, s in {-1, 0, 1}
+    spikes        per population: event codes (N, steps_run, *shape) int8, s in {-1, 0, 1} (IF family,
+                  GradedSignedIF: the value sent is the payload level) or the signed count (MultiSpikeIF)
     states        per population: final v (N, *shape) int64
     v             per population simulated by spikeport's own Process: v after reset each step
                   (N, steps_run, *shape); Lava's LIF/TernaryLIF give only the final v here
@@ -68,8 +69,9 @@ def _as_batches(plan: LavaPlan, x) -> dict[str, np.ndarray]:
     return out
 
 
-def decode(plan: LavaPlan, name: str, spikes: np.ndarray, v_final: np.ndarray, neg_value: float) -> np.ndarray:
-    """Decoded activation of one population (batch first), following the IR's Population docstring."""
+def decode(plan: LavaPlan, name: str, spikes: np.ndarray, v_final: np.ndarray) -> np.ndarray:
+    """Decoded activation of one population (batch first), following the IR's Population docstring:
+    the sum of the event values (what the neuron process sends) times decode_scale, plus decode_offset."""
     scale, offset, state_scale = plan.decode[name]
     neuron = next(n for n in plan.neurons if n.name == name)
     shape = neuron.shape
@@ -78,8 +80,7 @@ def decode(plan: LavaPlan, name: str, spikes: np.ndarray, v_final: np.ndarray, n
     if neuron.params.get("spiking", True) is False:
         value = v_final * state_scale
         return value / plan.timesteps if plan.coding == "C1" else value
-    vals = np.where(spikes < 0, spikes * neg_value, spikes).astype(np.float64)
-    total = vals.sum(axis=1)
+    total = event_values(neuron.params, spikes).astype(np.float64).sum(axis=1)
     mean = total / plan.timesteps if plan.coding == "C1" else total
     return mean * scale + offset
 
@@ -118,8 +119,8 @@ def run_lava(qnet: Network | str | Path, x, timesteps: int | None = None, native
     v = {k: np.stack(r["v"]) for k, r in rec.items() if r["v"]}
     pops = {p.name: p for p in plan.neurons}
     counts = {k: (spikes[k][:, p.t_start:p.t_start + T] != 0).sum(axis=1).astype(np.int64) for k, p in pops.items()}
-    all_outputs = {o: decode(plan, o, spikes[o][:, pops[o].t_start:pops[o].t_start + T], states[o],
-                             float(pops[o].params.get("neg_value", 1))) for o in plan.outputs}
+    all_outputs = {o: decode(plan, o, spikes[o][:, pops[o].t_start:pops[o].t_start + T], states[o])
+                   for o in plan.outputs}
     outputs = all_outputs[plan.outputs[0]]
     preds = outputs.reshape(n, -1).argmax(axis=1)
     return LavaResult(outputs, all_outputs, preds, counts, spikes, states, v, T, plan.steps_run, plan.report())

@@ -3,7 +3,8 @@
 The neuron model keeps the operation order, widths and rounding of Lava 0.10.0's
 ``PyLifModelBitAcc`` (lava/proc/lif/models.py): int64 decay products rounded toward zero, the
 activation left-shifted by 6 in int32, one conditional 24-bit wrap of u, v clipped to
-[-(2^23) + 1, 2^23 - 1]. Only the spike rule, reset and time gating differ.
+[-(2^23) + 1, 2^23 - 1]. Only the spike rule (one threshold crossing, or PMSM's floor-division
+count), reset, event values and time gating differ.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def _decay(x: np.ndarray, decay: int) -> np.ndarray:
 @requires(CPU)
 @tag("fixed_pt")
 class PySpikeportNeuronFixed(PyLoihiProcessModel):
-    """Bit-accurate (to Lava's LIF datapath) IF / signed IF / Readout with t_start gating."""
+    """Bit-accurate (to Lava's LIF datapath) IF / signed IF / multi-spike IF / Readout with t_start gating."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
@@ -61,11 +62,14 @@ class PySpikeportNeuronFixed(PyLoihiProcessModel):
         self.spiking = p["spiking"]
         self.signed = p["signed"]
         self.neg_value = p["neg_value"]
+        self.pos_value = p.get("pos_value", 1)
+        self.multi_spike = p.get("multi_spike", False)
+        self.n_pos, self.n_neg = p.get("n_pos", 1), p.get("n_neg", 0)
         self.t_start, self.t_end, self.period = p["t_start"], p["t_end"], p["period"]
         self.record = p["record"]
 
     def _update(self, a_in: np.ndarray) -> np.ndarray:
-        """One active step; returns the event code s in {-1, 0, 1}."""
+        """One active step; returns the event code s (in {-1, 0, 1}, or the multi-spike count)."""
         curr = _decay(self.u, int(self.du[0]) + 1)            # Lava's ds_offset = 1
         curr += np.left_shift(a_in.astype(np.int32), _ACT_SHIFT)  # int32, wraps like Lava
         curr = np.where(curr > _UV_MAX, curr - 2 * _UV_MAX, curr)
@@ -78,6 +82,8 @@ class PySpikeportNeuronFixed(PyLoihiProcessModel):
         if not self.spiking:
             return np.zeros(self.v.shape, dtype=np.int32)
         vth = np.left_shift(self.vth, _VTH_SHIFT)
+        if self.multi_spike:
+            return self._multi_spike(vth)
         pos = self.v >= vth if self.compare_ge else self.v > vth
         neg = (self.v < -self.neg_threshold) & ~pos if self.signed else np.zeros_like(pos)
         if self.reset_subtract:
@@ -87,6 +93,20 @@ class PySpikeportNeuronFixed(PyLoihiProcessModel):
             self.v[pos | neg] = 0
         return pos.astype(np.int32) - neg.astype(np.int32)
 
+    def _multi_spike(self, vth: np.ndarray) -> np.ndarray:
+        """PMSM: n = clip(floor(v / theta), -n_neg, n_pos) (floor also for negative v); v -= n * theta.
+
+        |n * theta| <= |v| + theta < 2^24 before the clip shrinks it, so int32 holds every product."""
+        n = np.clip(np.floor_divide(self.v, vth), -self.n_neg, self.n_pos).astype(np.int32)
+        self.v[:] = self.v - n * vth
+        return n
+
+    def _event_values(self, s: np.ndarray) -> np.ndarray:
+        """What s_out carries: the count itself (multi-spike) or pos_value / -neg_value per event."""
+        if self.multi_spike:
+            return s.astype(np.int32)
+        return np.where(s > 0, self.pos_value, np.where(s < 0, -self.neg_value, 0)).astype(np.int32)
+
     def run_spk(self) -> None:
         a_in = self.a_in.recv()
         t = (self.time_step - 1) % self.period
@@ -94,8 +114,7 @@ class PySpikeportNeuronFixed(PyLoihiProcessModel):
             s = self._update(a_in)
         else:
             s = np.zeros(self.v.shape, dtype=np.int32)
-        out = np.where(s < 0, -self.neg_value, s).astype(np.int32)
-        self.s_out.send(out)
+        self.s_out.send(self._event_values(s))
         if self.record:
             self.s_hist[..., t] = s
             self.v_hist[..., t] = self.v

@@ -10,7 +10,7 @@ from lava.proc.conv import utils as conv_utils
 
 
 class SpikeportNeuron(AbstractProcess):
-    """IF family / Readout neuron with Loihi LIF arithmetic plus what LIF lacks.
+    """IF family / multi-spike IF / Readout neuron with Loihi LIF arithmetic plus what LIF lacks.
 
     Per step ``t = (time_step - 1) % period``; active while ``t_start <= t < t_end``, frozen otherwise
     (no update, sends 0)::
@@ -21,18 +21,23 @@ class SpikeportNeuron(AbstractProcess):
             -1 if signed and v < -neg_threshold
         reset: subtract (v -= vth << 6; v += neg_reset) or zero (v = 0 where s != 0)
 
-    A Readout (``spiking=False``) never fires. The value sent for s = -1 is ``-neg_value``.
-    When ``record`` is set, ``s_hist`` / ``v_hist`` hold every step's spikes and post-reset v.
+    With ``multi_spike`` (PMSM's MultiSpikeIF) the spike rule and reset are instead
+    ``s = clip(floor(v / (vth << 6)), -n_neg, n_pos); v -= s * (vth << 6)`` and the graded event
+    sends the signed count s itself. Otherwise s = +1 sends ``pos_value`` and s = -1 sends
+    ``-neg_value`` (graded when either is not 1). A Readout (``spiking=False``) never fires.
+    When ``record`` is set, ``s_hist`` / ``v_hist`` hold every step's event code s and post-reset v.
     """
 
     def __init__(self, *, shape: tuple[int, ...], vth: np.ndarray, bias_mant: np.ndarray,
                  bias_exp: np.ndarray, v_init: np.ndarray, dv: int = 0, neg_threshold: np.ndarray | None = None,
                  neg_reset: np.ndarray | None = None, reset_subtract: bool = True, compare_ge: bool = True,
-                 spiking: bool = True, neg_value: int = 1, t_start: int = 0, t_end: int = 1, period: int = 1,
+                 spiking: bool = True, neg_value: int = 1, pos_value: int = 1, multi_spike: bool = False,
+                 n_pos: int = 1, n_neg: int = 0, t_start: int = 0, t_end: int = 1, period: int = 1,
                  record: bool = True, name: str | None = None) -> None:
         signed = neg_threshold is not None
         super().__init__(shape=shape, reset_subtract=bool(reset_subtract), compare_ge=bool(compare_ge),
-                         spiking=bool(spiking), signed=signed, neg_value=int(neg_value), t_start=int(t_start),
+                         spiking=bool(spiking), signed=signed, neg_value=int(neg_value), pos_value=int(pos_value),
+                         multi_spike=bool(multi_spike), n_pos=int(n_pos), n_neg=int(n_neg), t_start=int(t_start),
                          t_end=int(t_end), period=int(period), record=bool(record), name=name)
         zeros = np.zeros(shape, dtype=np.int64)
         self.a_in = InPort(shape=shape)
