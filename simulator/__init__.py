@@ -40,7 +40,8 @@ def _as_inputs(net: Network, x) -> dict[str, torch.Tensor]:
 
 
 def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=None, progress: bool = False,
-             record_states: bool = False, record_spikes: bool = False, path: str = "auto") -> SimResult:
+             record_states: bool = False, record_spikes: bool = False, record_voltages: bool = False,
+             path: str = "auto") -> SimResult:
     """Run ``net`` on samples ``x`` for ``timesteps`` (T) presentation steps.
 
     x              (N, *input.shape) for analog/once coding, (N, T, *input.shape) for spike coding, or a
@@ -49,6 +50,9 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
     device         torch device (default CPU); the bit-accurate path is exact on CUDA too.
     record_states  keep the final v of every population in ``SimResult.states``.
     record_spikes  keep (N, T + latency, *shape) int8 spike trains in ``SimResult.spikes``.
+    record_voltages keep every population's membrane v after each step's reset, (N, T + latency,
+                   *shape) (int64 when quantised), in ``SimResult.voltages`` (for per-step checks
+                   against Lava; memory grows with steps x neurons).
     path           quantised nets: arithmetic path for every projection ('auto' picks the fastest
                    exact one; 'float32' / 'float64' force a float GEMM, exact only under the bound
                    in simulator/synapses.py; 'int64' CPU integer; 'chunked' float64 pieces).
@@ -69,16 +73,16 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
     with torch.no_grad(), exact_float_context():
         for a in starts:
             xs = {k: v[a:a + batch_size].to(plan.device) for k, v in data.items()}
-            run = BatchRun(plan, xs, record_spikes)
+            run = BatchRun(plan, xs, record_spikes, record_voltages)
             run.run()
             chunks.append(_collect(run, record_states))
-    return _merge(plan, chunks, record_states, record_spikes)
+    return _merge(plan, chunks, record_states, record_spikes, record_voltages)
 
 
 def _collect(run: BatchRun, record_states: bool) -> dict:
     plan = run.plan
     net = plan.net
-    out = {"decoded": {}, "counts": {}, "stats": {}, "states": {}, "spikes": {}}
+    out = {"decoded": {}, "counts": {}, "stats": {}, "states": {}, "spikes": {}, "voltages": {}}
     for pop in net.populations():
         k = run.kernels[pop.name]
         shape = (run.batch,) + tuple(pop.shape)
@@ -93,12 +97,16 @@ def _collect(run: BatchRun, record_states: bool) -> dict:
         }
         if record_states or (plan.quantized and pop.name in net.outputs):
             out["states"][pop.name] = k.v.cpu().numpy().reshape(shape)
+        if run.voltages is not None:
+            out["voltages"][pop.name] = (torch.stack(run.voltages[pop.name], dim=1).cpu().numpy()
+                                         .reshape((run.batch, plan.steps) + tuple(pop.shape)))
         if run.records is not None and pop.name in run.records:
             out["spikes"][pop.name] = run.records[pop.name].cpu().numpy().reshape((run.batch, plan.steps) + tuple(pop.shape))
     return out
 
 
-def _merge(plan: Plan, chunks: list[dict], record_states: bool, record_spikes: bool) -> SimResult:
+def _merge(plan: Plan, chunks: list[dict], record_states: bool, record_spikes: bool,
+           record_voltages: bool = False) -> SimResult:
     net = plan.net
     cat = lambda key, name: np.concatenate([c[key][name] for c in chunks], axis=0)  # noqa: E731
     all_outputs = {o: cat("decoded", o) for o in net.outputs}
@@ -125,4 +133,5 @@ def _merge(plan: Plan, chunks: list[dict], record_states: bool, record_spikes: b
         output_states={o: states[o] for o in net.outputs if o in states} if plan.quantized else {},
         spikes={name: cat("spikes", name) for name in chunks[0]["spikes"]} if record_spikes else None,
         activations={name: cat("decoded", name) for name in chunks[0]["decoded"]},
+        voltages={name: cat("voltages", name) for name in chunks[0]["voltages"]} if record_voltages else None,
     )

@@ -132,7 +132,7 @@ def encode_input(node: Input, x: torch.Tensor, quantized: bool, timesteps: int) 
 class BatchRun:
     """Mutable per-batch state: neuron kernels, emission rings, optional spike records."""
 
-    def __init__(self, plan: Plan, xs: dict[str, torch.Tensor], record_spikes: bool):
+    def __init__(self, plan: Plan, xs: dict[str, torch.Tensor], record_spikes: bool, record_voltages: bool = False):
         self.plan = plan
         net = plan.net
         self.inputs = {name: encode_input(net[name], x, plan.quantized, plan.timesteps) for name, x in xs.items()}
@@ -147,6 +147,9 @@ class BatchRun:
         if record_spikes:
             self.records = {p.name: torch.zeros((self.batch, plan.steps, p.size), dtype=torch.int8, device=plan.device)
                             for p in net.populations() if self.kernels[p.name].spiking}
+        self.voltages = None
+        if record_voltages:  # v after the step's reset, every step (frozen outside the active window)
+            self.voltages = {p.name: [] for p in net.populations()}
 
     def input_emission(self, node: Input, t: int) -> Emission | None:
         T = self.plan.timesteps
@@ -171,6 +174,9 @@ class BatchRun:
                     em = None
                 ring = self.rings[name]
                 ring[t % len(ring)] = em
+            if self.voltages is not None:
+                for name, trace in self.voltages.items():
+                    trace.append(self.kernels[name].v.clone())
 
     def _step_population(self, pop: Population, t: int) -> Emission | None:
         current = None

@@ -51,6 +51,7 @@ class SimResult:
                    ``record_states``; ``output_states`` holds the final integer v of the outputs
                    of a quantised net (always)
     spikes         per-step spike trains int8 (N, steps_run, *shape) when ``record_spikes``
+    voltages       per-step membrane v after reset (N, steps_run, *shape) when ``record_voltages``
     """
 
     outputs: np.ndarray
@@ -65,6 +66,7 @@ class SimResult:
     output_states: dict[str, np.ndarray] = field(default_factory=dict)
     spikes: dict[str, np.ndarray] | None = None
     activations: dict[str, np.ndarray] = field(default_factory=dict)
+    voltages: dict[str, np.ndarray] | None = None
 
     def accuracy(self, y) -> float:
         """Fraction of samples whose prediction equals the label ``y`` (N,)."""

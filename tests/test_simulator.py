@@ -43,6 +43,14 @@ def test_float_if_constant_input_soft_reset():
     assert train(res) == [0, 1, 0, 0, 0, 1, 0, 0, 0, 1]
 
 
+def test_voltage_trace_is_v_after_reset_and_frozen_outside_the_window():
+    res = simulate(one_neuron_net(IF(threshold=np.array(1.0)), delay=1, t_start=1, out_start=2), np.array([[0.25]]), 6,
+                   record_voltages=True, record_states=True)
+    # p starts at t=1 (input arrives with delay 1): .25 .5 .75 0 (fired) .25 .5, then frozen at t=7
+    assert res.voltages["p"][0, :, 0].tolist() == [0.0, 0.25, 0.5, 0.75, 0.0, 0.25, 0.5, 0.5]
+    assert res.voltages["o"][0, -1, 0] == res.states["o"][0, 0] == 1.0
+
+
 def test_float_if_rounding_of_point_three_is_float64():
     # In exact arithmetic 0.3 for 10 steps gives 3 spikes; in float64 the 10th step reaches
     # 0.7 + 0.3 = 0.9999999999999999 < 1 after two soft resets, so only 2 (documented float semantics).

@@ -54,11 +54,11 @@ def verify(qnet: Network, x, timesteps: int, native: bool = True, sim_result=Non
     """Run ``spikeport.simulator.simulate`` and Lava on the same inputs; compare per layer.
 
     Compared: the spike code of every neuron at every step (both record it), the final v of every
-    population, and per-step v where both sides record it (the simulator records per-step v only if
-    it returns an (N, steps, *shape) array in ``states``).
+    population, and v of every neuron at every step where Lava records it (spikeport's own
+    processes; Lava's LIF/TernaryLIF expose only the final v).
     """
     from ...simulator import simulate
-    sim = sim_result or simulate(qnet, x, timesteps, record_spikes=True, record_states=True)
+    sim = sim_result or simulate(qnet, x, timesteps, record_spikes=True, record_states=True, record_voltages=True)
     lava = run_lava(qnet, x, timesteps, native=native)
     order = [p.name for p in qnet.populations()]
     checks: list[tuple[str, str, np.ndarray, np.ndarray, bool]] = []
@@ -66,11 +66,9 @@ def verify(qnet: Network, x, timesteps: int, native: bool = True, sim_result=Non
         if name in sim.spikes:  # the simulator records no spikes for non-spiking readouts
             checks.append((name, "spikes", np.asarray(sim.spikes[name]).astype(np.int64),
                            lava.spikes[name].astype(np.int64), True))
-        st = np.asarray(sim.states[name])
-        if st.ndim == lava.states[name].ndim + 1 and name in lava.v:
-            checks.append((name, "v", st.astype(np.int64), lava.v[name], True))
-            st = st[:, -1]
-        checks.append((name, "v_final", st.astype(np.int64), lava.states[name], False))
+        if sim.voltages is not None and name in lava.v:   # Lava's LIF/TernaryLIF record only the final v
+            checks.append((name, "v", np.asarray(sim.voltages[name]).astype(np.int64), lava.v[name], True))
+        checks.append((name, "v_final", np.asarray(sim.states[name]).astype(np.int64), lava.states[name], False))
     compared: dict[str, list[str]] = {}
     mismatches: dict[str, int] = {}
     first: Divergence | None = None
