@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .nodes import ArrayLike, NeuronModel, check_array_fields, register_neuron
+from .nodes import ArrayLike, NeuronModel, check_array_fields, check_if_rules, register_neuron
 
 
 @register_neuron
@@ -89,12 +89,9 @@ class GradedSignedIF(NeuronModel):
     array_fields: ClassVar[tuple[str, ...]] = ("threshold", "bias", "v_init", "neg_threshold", "neg_reset")
 
     def validate(self, where: str, shape: tuple[int, ...]) -> None:
-        if self.reset not in ("subtract", "zero"):
-            raise ValueError(f"{where}: reset {self.reset!r} must be 'subtract' or 'zero'")
-        if self.compare not in (">=", ">"):
-            raise ValueError(f"{where}: compare {self.compare!r} must be '>=' or '>'")
         if self.neg_threshold is None or self.neg_reset is None:
             raise ValueError(f"{where}: GradedSignedIF needs neg_threshold and neg_reset")
+        check_if_rules(self, where)
         check_array_fields(self, where, shape)
 
 

@@ -48,6 +48,16 @@ def param_ok(param: np.ndarray, shape: tuple[int, ...]) -> bool:
     return p.ndim == 0 or p.shape == tuple(shape) or (p.ndim == 1 and len(shape) >= 1 and p.shape[0] == shape[0])
 
 
+def check_if_rules(model, where: str) -> None:
+    """Reset, comparison and negative-threshold rules shared by the IF family."""
+    if model.reset not in ("subtract", "zero"):
+        raise ValueError(f"{where}: reset {model.reset!r} must be 'subtract' or 'zero'")
+    if model.compare not in (">=", ">"):
+        raise ValueError(f"{where}: compare {model.compare!r} must be '>=' or '>'")
+    if (model.neg_threshold is None) != (model.neg_reset is None):
+        raise ValueError(f"{where}: neg_threshold and neg_reset must be set together")
+
+
 def check_array_fields(model, where: str, shape: tuple[int, ...]) -> None:
     """Every set ``model.array_fields`` broadcasts to ``shape``; a ``threshold`` field is > 0."""
     for name in model.array_fields:
@@ -135,12 +145,7 @@ class IF(NeuronModel):
     array_fields: ClassVar[tuple[str, ...]] = ("threshold", "bias", "v_init", "neg_threshold", "neg_reset")
 
     def validate(self, where: str, shape: tuple[int, ...]) -> None:
-        if self.reset not in ("subtract", "zero"):
-            raise ValueError(f"{where}: reset {self.reset!r} must be 'subtract' or 'zero'")
-        if self.compare not in (">=", ">"):
-            raise ValueError(f"{where}: compare {self.compare!r} must be '>=' or '>'")
-        if (self.neg_threshold is None) != (self.neg_reset is None):
-            raise ValueError(f"{where}: neg_threshold and neg_reset must be set together")
+        check_if_rules(self, where)
         check_array_fields(self, where, shape)
 
 
