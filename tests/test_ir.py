@@ -11,7 +11,9 @@ from spikeport import ir
 def small_net(quantized: bool = False, seed: int = 0) -> ir.Network:
     rng = np.random.default_rng(seed)
     net = ir.Network(meta={"method": "test", "input_range": [0.0, 1.0]})
-    net.add(ir.Input("x", shape=(1, 6, 6)))
+    net.add(ir.Input("x", shape=(1, 6, 6), scale=1 / 255 if quantized else 1.0,
+                     payload=ir.SpikePayload(kind="graded", bits=8, min_level=0, max_level=255) if quantized
+                     else ir.SpikePayload(kind="analog", bits=32, min_level=0, max_level=0)))
     wc = rng.normal(size=(3, 1, 3, 3))
     wd = rng.normal(size=(4, 3 * 6 * 6))
     if quantized:
@@ -54,7 +56,14 @@ def test_round_trip_is_exact(tmp_path, quantized):
     net = small_net(quantized)
     net.validate()
     path = ir.save(net, tmp_path / "net.h5")
-    assert_same(net, ir.load(path))
+    loaded = ir.load(path)
+    assert_same(net, loaded)
+    from spikeport.simulator import simulate
+    x = np.random.default_rng(3).random((4, 1, 6, 6))
+    a, b = simulate(net, x, 5, record_spikes=True), simulate(loaded, x, 5, record_spikes=True)
+    assert np.array_equal(a.outputs, b.outputs)
+    assert all(np.array_equal(a.spikes[k], b.spikes[k]) for k in a.spikes)
+    assert a.spikes["h"].any()
 
 
 def test_save_leaves_no_partial_file_on_invalid_network(tmp_path):
