@@ -78,7 +78,6 @@ class PMSMMethod(ConversionMethod):
 
     def activation(self, ctx: ActivationContext) -> NeuronSpec:
         node = ctx.node
-        c = ctx.shape[0]
         if isinstance(node, G.QuantAct):
             lo, hi, step = int(node.min_level), int(node.max_level), float(node.step)
             if lo > 0 or hi <= 0 or not step > 0:

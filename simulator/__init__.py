@@ -18,7 +18,7 @@ from . import kernels_extra  # noqa: F401,E402  (kernels of MultiSpikeIF, Graded
 from .opcount import OpCounts, count_ops  # noqa: E402
 
 __all__ = ["simulate", "SimResult", "LayerStats", "register_kernel", "NeuronKernel", "FLOAT_KERNELS",
-           "FIXED_KERNELS", "PATHS"]
+           "FIXED_KERNELS", "PATHS", "OpCounts", "count_ops"]
 
 
 def _as_inputs(net: Network, x) -> dict[str, torch.Tensor]:

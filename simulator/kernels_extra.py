@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..ir.neurons_extra import GradedSignedIF, MultiSpikeIF
-from ..ir.nodes import Population, expand_channel
-from .neurons import (FixedIF, FloatIF, NeuronKernel, _current, _param, _saturate, _setup_fixed_common,
+from ..ir.nodes import Population
+from .neurons import (FixedIF, FloatIF, NeuronKernel, _current, _saturate, _setup_fixed_common,
                       register_kernel)
 
 
@@ -55,13 +55,7 @@ class _MultiSpikeBase(NeuronKernel):
         return self.events
 
     def decode(self, timesteps: int, coding: str, quantized: bool) -> np.ndarray:
-        total = self.total.double()
-        if coding == "C1":
-            total = total / timesteps
-        shape = tuple(self.pop.shape)
-        scale = expand_channel(np.asarray(self.pop.decode_scale, dtype=np.float64), shape).reshape(-1)
-        offset = expand_channel(np.asarray(self.pop.decode_offset, dtype=np.float64), shape).reshape(-1)
-        return (total.cpu().numpy() * scale + offset).reshape((self.batch,) + shape)
+        return self._decode_total(self.total, timesteps, coding)
 
 
 class FloatMultiSpikeIF(_MultiSpikeBase):
@@ -71,11 +65,7 @@ class FloatMultiSpikeIF(_MultiSpikeBase):
 
     def __init__(self, pop, batch, device, dp, in_bound):
         super().__init__(pop, batch, device, dp, in_bound)
-        m: MultiSpikeIF = pop.neuron
-        f64 = torch.float64
-        self.theta = _param(pop, m.threshold, f64, device, "threshold", False)
-        self.bias = _param(pop, m.bias, f64, device, "bias", False)
-        self.v = _param(pop, m.v_init, f64, device, "v_init", False).expand(batch, self.n).clone()
+        self._load_state(integer=False)
         self._init_counts()
 
     def step(self, current):
@@ -94,10 +84,7 @@ class FixedMultiSpikeIF(_MultiSpikeBase):
     def __init__(self, pop, batch, device, dp, in_bound):
         super().__init__(pop, batch, device, dp, in_bound)
         m: MultiSpikeIF = pop.neuron
-        i64 = torch.int64
-        self.theta = _param(pop, m.threshold, i64, device, "threshold", True)
-        self.bias = _param(pop, m.bias, i64, device, "bias", True)
-        self.v = _param(pop, m.v_init, i64, device, "v_init", True).expand(batch, self.n).clone()
+        self._load_state(integer=True)
         span = max(int(m.n_pos), int(m.n_neg)) + 1
         pmax = int(max(self.theta.abs().max().item() * span, self.bias.abs().max().item(), self.v.abs().max().item()))
         _setup_fixed_common(self, dp, in_bound, pmax)
@@ -138,12 +125,7 @@ class _GradedValues:
 
     def decode(self, timesteps: int, coding: str, quantized: bool) -> np.ndarray:
         total = self.pos.double() * self.pos_level + self.neg.double() * self.neg_level
-        if coding == "C1":
-            total = total / timesteps
-        shape = tuple(self.pop.shape)
-        scale = expand_channel(np.asarray(self.pop.decode_scale, dtype=np.float64), shape).reshape(-1)
-        offset = expand_channel(np.asarray(self.pop.decode_offset, dtype=np.float64), shape).reshape(-1)
-        return (total.cpu().numpy() * scale + offset).reshape((self.batch,) + shape)
+        return self._decode_total(total, timesteps, coding)
 
 
 class FloatGradedSignedIF(_GradedValues, FloatIF):

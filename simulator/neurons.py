@@ -70,6 +70,24 @@ class NeuronKernel:
     def decode(self, timesteps: int, coding: str, quantized: bool) -> np.ndarray:
         raise NotImplementedError
 
+    def _decode_total(self, total: torch.Tensor, timesteps: int, coding: str) -> np.ndarray:
+        """Decoded activation from the summed event values: mean (C1) or sum (C2), scale, offset."""
+        total = total.double()
+        if coding == "C1":
+            total = total / timesteps
+        shape = tuple(self.pop.shape)
+        scale = expand_channel(np.asarray(self.pop.decode_scale, dtype=np.float64), shape).reshape(-1)
+        offset = expand_channel(np.asarray(self.pop.decode_offset, dtype=np.float64), shape).reshape(-1)
+        return (total.cpu().numpy() * scale + offset).reshape((self.batch,) + shape)
+
+    def _load_state(self, integer: bool) -> None:
+        """theta, bias and the batched v(0) of the population's neuron, as float64 or int64."""
+        pop, m = self.pop, self.pop.neuron
+        dtype = torch.int64 if integer else torch.float64
+        self.theta = _param(pop, m.threshold, dtype, self.device, "threshold", integer)
+        self.bias = _param(pop, m.bias, dtype, self.device, "bias", integer)
+        self.v = _param(pop, m.v_init, dtype, self.device, "v_init", integer).expand(self.batch, self.n).clone()
+
 
 # ---------------------------------------------------------------------------------------- IF
 class _IFBase(NeuronKernel):
@@ -114,13 +132,7 @@ class _IFBase(NeuronKernel):
         total = self.pos.double()
         if self.neg is not None:
             total = total - self.neg.double() * float(self.pop.payload.neg_value)
-        if coding == "C1":
-            total = total / timesteps
-        shape = tuple(self.pop.shape)
-        scale = expand_channel(np.asarray(self.pop.decode_scale, dtype=np.float64), shape).reshape(-1)
-        offset = expand_channel(np.asarray(self.pop.decode_offset, dtype=np.float64), shape).reshape(-1)
-        out = total.cpu().numpy() * scale + offset
-        return out.reshape((self.batch,) + shape)
+        return self._decode_total(total, timesteps, coding)
 
 
 class FloatIF(_IFBase):
@@ -132,9 +144,7 @@ class FloatIF(_IFBase):
         super().__init__(pop, batch, device, dp, in_bound)
         m: IF = pop.neuron
         f64 = torch.float64
-        self.theta = _param(pop, m.threshold, f64, device, "threshold", False)
-        self.bias = _param(pop, m.bias, f64, device, "bias", False)
-        self.v = _param(pop, m.v_init, f64, device, "v_init", False).expand(batch, self.n).clone()
+        self._load_state(integer=False)
         self.keep = 1.0 - float(m.leak)
         self.signed = m.neg_threshold is not None
         if self.signed:
@@ -170,9 +180,7 @@ class FixedIF(_IFBase):
         super().__init__(pop, batch, device, dp, in_bound)
         m: IF = pop.neuron
         i64 = torch.int64
-        self.theta = _param(pop, m.threshold, i64, device, "threshold", True)
-        self.bias = _param(pop, m.bias, i64, device, "bias", True)
-        self.v = _param(pop, m.v_init, i64, device, "v_init", True).expand(batch, self.n).clone()
+        self._load_state(integer=True)
         leak = float(m.leak)
         unity = 2 ** dp.decay_bits
         if leak != round(leak) or not 0 <= leak <= unity:

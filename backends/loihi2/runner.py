@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...ir import Input, Network
+from ...ir import Network
 from .plan import InputPlan, LavaPlan, event_values, plan_network
 
 
