@@ -104,18 +104,22 @@ def grid_search(acts: np.ndarray | torch.Tensor, timesteps: int, n_offset: int =
         raise ValueError(f"AIF grid search: timesteps {timesteps!r} must be a positive integer")
     if n_offset < 1 or n_threshold < 1:
         raise ValueError(f"AIF grid search: grid sizes n_offset={n_offset}, n_threshold={n_threshold} must be >= 1")
-    a = torch.as_tensor(acts, dtype=torch.float64, device=device)
+    a = torch.as_tensor(acts, dtype=torch.float64).cpu()
     if a.ndim != 2 or a.shape[1] == 0:
         raise ValueError(f"AIF grid search: activations of shape {tuple(a.shape)}, expected (channels, values >= 1)")
-    x = None if inputs is None else torch.as_tensor(inputs, dtype=torch.float64, device=a.device)
+    x = None if inputs is None else torch.as_tensor(inputs, dtype=torch.float64).cpu()
     if x is not None and x.shape != a.shape:
         raise ValueError(f"AIF grid search: inputs of shape {tuple(x.shape)} differ from activations {tuple(a.shape)}")
     c, n = a.shape
+    # The grid (mu, sigma, candidates) is computed on the CPU so that every device searches the
+    # same candidate values; only the objective runs on ``device``.
     mu = a.mean(1)
     sigma = a.std(1, unbiased=False)
     flat = sigma <= 0
     sig = torch.where(flat, torch.ones_like(sigma), sigma)  # constant channels: grid is ignored below
     zc, tc = candidate_grids(mu, sig, n_offset, n_threshold, search, layer_theta)
+    a, zc, tc, mu, flat = (t.to(device) for t in (a, zc, tc, mu, flat))
+    x = None if x is None else x.to(device)
     z_all = zc[:, :, None].expand(c, zc.shape[1], tc.shape[1]).reshape(c, -1)
     t_all = tc[:, None, :].expand(c, zc.shape[1], tc.shape[1]).reshape(c, -1)
     m = z_all.shape[1]
@@ -135,7 +139,7 @@ def grid_search(acts: np.ndarray | torch.Tensor, timesteps: int, n_offset: int =
     z = torch.where(flat, mu if search != "threshold" else torch.zeros_like(mu), z)
     err = torch.where(flat, aif_objective(a, z[:, None], theta[:, None], timesteps, x), err)
     return GridResult(theta=theta.cpu().numpy(), z=z.cpu().numpy(), loss=(err.sqrt() / n).cpu().numpy(),
-                      mu=mu.cpu().numpy(), sigma=sigma.cpu().numpy())
+                      mu=mu.cpu().numpy(), sigma=sigma.numpy())
 
 
 def grid_search_loop(acts: np.ndarray, timesteps: int, n_offset: int = 41, n_threshold: int = 40,
