@@ -1,8 +1,9 @@
 """Load ONNX files, ``torch.export`` ``.pt2`` files and ``nn.Module`` objects as an :class:`AnnModel`.
 
 All three end as a ``torch.fx.GraphModule`` in eval mode, float32, normalised by
-:func:`normalise.normalise`. Loading never unpickles: ONNX is protobuf and ``torch.export.load``
-reads a serialized graph plus tensors.
+:func:`normalise.normalise`. Loading never runs code from the file: ONNX is protobuf, and a ``.pt2``
+archive is checked by :mod:`pt2_guard` (no pickles, native code, guard source or non-operator
+calls) before ``torch.export.load`` reads the checked copy.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .ann_model import AnnModel
 from .maxpool import replace_maxpool
 from .normalise import normalise
 from .onnx_import import import_onnx2torch, inline_constant_identities
+from .pt2_guard import safe_pt2_buffer
 
 ONNX2TORCH_MAX_OPSET = 17  # onnx2torch 1.5.15 lacks converters for several ops at opsets 18+
 PROBE_SEED = 1234
@@ -107,8 +109,11 @@ def load_onnx(path: Path, input_shape=None) -> tuple[fx.GraphModule, tuple[int, 
 def load_pt2(path: Path, input_shape=None) -> tuple[fx.GraphModule, tuple[int, ...], int | None]:
     if not path.is_file():
         raise FrontendError(f"{path}: no such file")
+    buffer = safe_pt2_buffer(path)          # refuses pickles, native code and Python source first
     try:
-        ep = torch.export.load(str(path))
+        ep = torch.export.load(buffer)
+    except FrontendError:
+        raise
     except Exception as e:  # noqa: BLE001 - zip/format errors come in several types
         raise FrontendError(f"{path}: not a torch.export program ({type(e).__name__}: {e})") from None
     gm = ep.module()

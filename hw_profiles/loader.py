@@ -11,7 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
-from ..ir import Datapath
+from ..ir import MAX_STEPS, Datapath
 from .profile import CONV_WEIGHT_FORMATS, PROFILE_KINDS, Energy, Limits, Profile, ProfileError
 
 PROFILE_DIR = Path(__file__).resolve().parent
@@ -28,21 +28,24 @@ def _bits(lo: int = 1, hi: int = 64) -> Rule:
     return (int,), lambda v: lo <= v <= hi, f"an integer number of bits in {lo}..{hi}"
 
 
-_INT_NONNEG: Rule = ((int,), lambda v: v >= 0, "an integer >= 0")
-_INT_POS: Rule = ((int,), lambda v: v >= 1, "an integer >= 1")
+def _count(lo: int, hi: int) -> Rule:
+    return (int,), lambda v: lo <= v <= hi, f"an integer in {lo}..{hi}"
+
+
 _OVERFLOW: Rule = ((str,), lambda v: v in ("saturate", "wrap"), "'saturate' or 'wrap'")
-_ENERGY: Rule = ((int, float), lambda v: v >= 0 and v == v and v != float("inf"), "a finite number >= 0")
+_ENERGY: Rule = ((int, float), lambda v: 0 <= v <= 1e9, "a finite number in 0..1e9 pJ")
+_POWER: Rule = ((int, float), lambda v: 0 <= v <= 1e4, "a finite number in 0..1e4 W")
 _TEXT: Rule = ((str,), lambda v: bool(v.strip()), "a non-empty string")
 
 PROFILE_RULES: dict[str, Rule] = {
     "name": _TEXT,
     "description": _TEXT,
-    "kind": ((str,), lambda v: v in PROFILE_KINDS, f"one of {PROFILE_KINDS}"),
+    "kind": ((str,), lambda v: v in PROFILE_KINDS, f"one of {', '.join(PROFILE_KINDS)}"),
 }
 
 DATAPATH_RULES: dict[str, Rule] = {
     "weight_bits": _bits(2, 32),
-    "weight_step": _INT_POS,
+    "weight_step": _count(1, 2 ** 31),
     "weight_exp_min": ((int,), lambda v: -32 <= v <= 32, "an integer exponent in -32..32"),
     "weight_exp_max": ((int,), lambda v: -32 <= v <= 32, "an integer exponent in -32..32"),
     "act_shift": ((int,), lambda v: 0 <= v <= 32, "an integer shift in 0..32"),
@@ -57,15 +60,31 @@ DATAPATH_RULES: dict[str, Rule] = {
     "current_overflow": _OVERFLOW,
     "decay_bits": _bits(1, 32),
     "payload_bits": _bits(1, 32),
-    "synapse_delay": _INT_NONNEG,
+    "synapse_delay": _count(0, MAX_STEPS),
     "input_bits": _bits(1, 32),
 }
 
+# Upper bounds are far above any chip; a larger value is a typo that would make estimates absurd.
 LIMIT_RULES: dict[str, Rule] = {
-    f.name: (_INT_NONNEG if f.name == "max_delay_steps" else _INT_POS) for f in fields(Limits)
+    "neurons_per_core": _count(1, 2 ** 24),
+    "cores_per_chip": _count(1, 2 ** 20),
+    "memory_per_core_bytes": _count(1, 2 ** 36),
+    "synapse_word_bits": _count(1, 1024),
+    "neuron_state_bytes": _count(1, 2 ** 16),
+    "max_neurons_per_chip": _count(1, 2 ** 36),
+    "max_delay_steps": _count(0, MAX_STEPS),
+    "fan_in_per_core": _count(1, 2 ** 36),
+    "fan_out_per_core": _count(1, 2 ** 36),
+    "synapse_memory_per_core_bytes": _count(1, 2 ** 36),
+    "sdram_per_chip_bytes": _count(1, 2 ** 44),
+    "max_synapses_per_chip": _count(1, 2 ** 44),
+    "router_entries": _count(1, 2 ** 24),
+    "router_entries_usable": _count(1, 2 ** 24),
+    "axon_entry_bytes": _count(1, 2 ** 16),
+    "conv_weights": ((str,), lambda v: v in CONV_WEIGHT_FORMATS, f"one of {', '.join(CONV_WEIGHT_FORMATS)}"),
 }
-LIMIT_RULES["conv_weights"] = ((str,), lambda v: v in CONV_WEIGHT_FORMATS, f"one of {CONV_WEIGHT_FORMATS}")
-ENERGY_RULES: dict[str, Rule] = {f.name: _ENERGY for f in fields(Energy)}
+assert set(LIMIT_RULES) == {f.name for f in fields(Limits)}, "every Limits field needs a rule"
+ENERGY_RULES: dict[str, Rule] = {f.name: (_POWER if f.name.endswith("_w") else _ENERGY) for f in fields(Energy)}
 
 
 def _required(cls) -> set[str]:
@@ -85,16 +104,24 @@ RULES = {"profile": PROFILE_RULES, "datapath": DATAPATH_RULES, "limits": LIMIT_R
 
 # ----------------------------------------------------------------------------- the validator
 def _fail(where: str, key: str, value: Any, rule: str) -> ProfileError:
-    return ProfileError(f"{where}: {key} = {value!r}: {rule}")
+    """Keys are written ``section.key`` (no brackets, so no console markup can eat them)."""
+    shown = repr(value)
+    return ProfileError(f"{where}: {key} = {shown[:200]}{'...' if len(shown) > 200 else ''}: {rule}")
+
+
+def _names(items) -> str:
+    return ", ".join(str(i) for i in items)
 
 
 def _check_value(where: str, section: str, key: str, value: Any, rule: Rule) -> None:
     types, ok, text = rule
     is_bool = isinstance(value, bool)
     if is_bool or not isinstance(value, types):
-        raise _fail(where, f"[{section}] {key}", value, f"wrong type {type(value).__name__}, must be {text}")
+        raise _fail(where, f"{section}.{key}", value, f"wrong type {type(value).__name__}, must be {text}")
+    if isinstance(value, float) and value != value:
+        raise _fail(where, f"{section}.{key}", value, f"not a number, must be {text}")
     if not ok(value):
-        raise _fail(where, f"[{section}] {key}", value, f"out of range, must be {text}")
+        raise _fail(where, f"{section}.{key}", value, f"out of range, must be {text}")
 
 
 def validate_profile_data(data: dict, where: str) -> None:
@@ -102,22 +129,25 @@ def validate_profile_data(data: dict, where: str) -> None:
     source for every number. Raises ProfileError naming ``where`` (the file), the key, value, rule."""
     for key in data:
         if key not in SECTIONS and key not in TOP_LEVEL_KEYS:
-            raise _fail(where, key, data[key], f"unknown section or top-level key (allowed: {SECTIONS + TOP_LEVEL_KEYS})")
+            raise _fail(where, key, data[key], f"unknown section or top-level key (allowed: {_names(SECTIONS + TOP_LEVEL_KEYS)})")
     for section in SECTIONS:
         if section not in data:
-            raise _fail(where, f"[{section}]", None, "missing required section")
+            raise ProfileError(f"{where}: section {section!r} is missing (required sections: {_names(SECTIONS)})")
         if not isinstance(data[section], dict):
-            raise _fail(where, section, data[section], "must be a table ([section])")
+            raise _fail(where, section, data[section], "must be a table (a section)")
     for section, rules in RULES.items():
         table = data[section]
         for key, value in table.items():
             if key not in rules:
-                raise _fail(where, f"[{section}] {key}", value, f"unknown key (allowed: {sorted(rules)})")
+                raise _fail(where, f"{section}.{key}", value, f"unknown key (allowed: {_names(sorted(rules))})")
             _check_value(where, section, key, value, rules[key])
         for key in sorted(REQUIRED[section] - set(table)):
-            raise _fail(where, f"[{section}] {key}", None, "missing required key")
+            raise ProfileError(f"{where}: {section}.{key} is missing (a required key)")
     _check_datapath_relations(data["datapath"], where)
     _check_limit_relations(data["limits"], where)
+    if data["datapath"]["synapse_delay"] > data["limits"]["max_delay_steps"]:
+        raise _fail(where, "datapath.synapse_delay", data["datapath"]["synapse_delay"],
+                    f"must be <= limits.max_delay_steps = {data['limits']['max_delay_steps']}")
     _check_sources(data, where)
     assumptions = data.get("assumptions", [])
     if not isinstance(assumptions, list) or not all(isinstance(a, str) and a.strip() for a in assumptions):
@@ -127,12 +157,12 @@ def validate_profile_data(data: dict, where: str) -> None:
 def _check_datapath_relations(dp: dict, where: str) -> None:
     for lo, hi in (("weight_exp_min", "weight_exp_max"), ("bias_exp_min", "bias_exp_max")):
         if dp[lo] > dp[hi]:
-            raise _fail(where, f"[datapath] {lo}", dp[lo], f"must be <= {hi} = {dp[hi]}")
+            raise _fail(where, f"datapath.{lo}", dp[lo], f"must be <= datapath.{hi} = {dp[hi]}")
     if dp["weight_step"] >= 2 ** (dp["weight_bits"] - 1):
-        raise _fail(where, "[datapath] weight_step", dp["weight_step"],
+        raise _fail(where, "datapath.weight_step", dp["weight_step"],
                     f"must be < 2**(weight_bits - 1) = {2 ** (dp['weight_bits'] - 1)}")
     if dp["threshold_bits"] + dp["vth_shift"] > dp["state_bits"]:
-        raise _fail(where, "[datapath] threshold_bits", dp["threshold_bits"],
+        raise _fail(where, "datapath.threshold_bits", dp["threshold_bits"],
                     f"threshold_bits + vth_shift ({dp['vth_shift']}) must be <= state_bits ({dp['state_bits']})")
 
 
@@ -140,23 +170,23 @@ def _check_limit_relations(lim: dict, where: str) -> None:
     if "router_entries_usable" in lim:
         total = lim.get("router_entries")
         if total is None or lim["router_entries_usable"] > total:
-            raise _fail(where, "[limits] router_entries_usable", lim["router_entries_usable"],
-                        f"needs router_entries and must be <= it (router_entries = {total})")
+            raise _fail(where, "limits.router_entries_usable", lim["router_entries_usable"],
+                        f"needs limits.router_entries and must be <= it (router_entries = {total})")
 
 
 def _check_sources(data: dict, where: str) -> None:
     sources = data["sources"]
     for key, value in sources.items():
         if not isinstance(value, str) or not value.strip():
-            raise _fail(where, f"[sources] {key}", value, "wrong type, must be a non-empty citation string")
+            raise _fail(where, f"sources.{key}", value, "wrong type, must be a non-empty citation string")
         section, _, name = key.partition(".")
         if section not in RULES or (name and name not in data[section]):
-            raise _fail(where, f"[sources] {key}", value, "names no key of this profile ('section' or 'section.key')")
+            raise _fail(where, f"sources.{key}", value, "names no key of this profile ('section' or 'section.key')")
     for section in NUMBER_SECTIONS:
         for key in data[section]:
             if f"{section}.{key}" not in sources and section not in sources:
-                raise _fail(where, f"[{section}] {key}", data[section][key],
-                            f"every number needs a citation: add \"{section}.{key}\" (or \"{section}\") to [sources]")
+                raise _fail(where, f"{section}.{key}", data[section][key],
+                            f"every number needs a citation: add \"{section}.{key}\" (or \"{section}\") to the sources table")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -174,7 +204,7 @@ def _resolve(name_or_path: str | Path) -> Path:
         return path
     path = PROFILE_DIR / f"{text}.toml"
     if not path.is_file():
-        raise ProfileError(f"unknown profile {text!r}: built-in profiles are {list_profiles()}, or give a path to a .toml file")
+        raise ProfileError(f"unknown profile {text!r}: built-in profiles are {_names(list_profiles())}, or give a path to a .toml file")
     return path
 
 
@@ -183,9 +213,18 @@ def load_profile(name_or_path: str | Path) -> Profile:
     path = _resolve(name_or_path)
     where = str(path)
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as e:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ProfileError(f"{where}: cannot be read ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ProfileError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line}, offset {e.start}); "
+                           "TOML files must be UTF-8") from None
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
         raise ProfileError(f"{where}: not valid TOML: {e}") from None
     validate_profile_data(data, where)
     meta = data["profile"]
@@ -193,7 +232,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     try:
         datapath.validate()
     except ValueError as e:            # Datapath's own rules, should the two ever drift apart
-        raise ProfileError(f"{where}: [datapath] {e}") from None
+        raise ProfileError(f"{where}: datapath: {e}") from None
     return Profile(
         name=meta["name"], description=meta["description"], kind=meta["kind"], datapath=datapath,
         limits=Limits(**data["limits"]),

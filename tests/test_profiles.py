@@ -87,7 +87,14 @@ def _broken(tmp_path, old: str, new: str) -> Path:
 
 @pytest.mark.parametrize("old,new,key,value,rule", [
     ("weight_bits = 9 ", "weight_bits = 9\nweight_bitz = 3 ", "weight_bitz", "3", "unknown key"),
-    ("state_bits = 24 ", "", "state_bits", "None", "missing required key"),
+    ("state_bits = 24 ", "", "datapath.state_bits", "is missing", "required key"),
+    ("synapse_delay = 1 ", "synapse_delay = 63 ", "datapath.synapse_delay", "63", "must be <= limits.max_delay_steps = 62"),
+    ("neurons_per_core = 8192 ", "neurons_per_core = 9000000000000 ", "limits.neurons_per_core", "9000000000000",
+     "out of range, must be an integer in 1..16777216"),
+    ("max_delay_steps = 62 ", "max_delay_steps = -1 ", "limits.max_delay_steps", "-1", "out of range"),
+    ("synaptic_op_pj = 23.6 ", "synaptic_op_pj = nan ", "energy.synaptic_op_pj", "nan", "not a number"),
+    ("synaptic_op_pj = 23.6 ", "synaptic_op_pj = inf ", "energy.synaptic_op_pj", "inf", "out of range"),
+    ("weight_bits = 9 ", "weight_bits = 9.0 ", "datapath.weight_bits", "9.0", "wrong type float"),
     ("threshold_bits = 17 ", 'threshold_bits = "17" ', "threshold_bits", "'17'", "wrong type"),
     ("bias_bits = 13 ", "bias_bits = -4 ", "bias_bits", "-4", "out of range"),
     ("synapse_delay = 1 ", "synapse_delay = true ", "synapse_delay", "True", "wrong type"),
@@ -126,3 +133,23 @@ def test_invalid_toml_names_file(tmp_path):
         load_profile(path)
     with pytest.raises(ProfileError, match="not found"):
         load_profile(tmp_path / "missing.toml")
+
+
+def test_non_utf8_and_unreadable_profiles_name_file(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes((PROFILE_DIR / "loihi2.toml").read_bytes().replace(b"Loihi", b"Lo\xefhi", 1))
+    with pytest.raises(ProfileError, match=r"latin1\.toml: not UTF-8 text \(byte 0xef at line \d+"):
+        load_profile(path)
+    folder = tmp_path / "dir.toml"
+    folder.mkdir()
+    with pytest.raises(ProfileError, match="dir.toml"):
+        load_profile(folder)
+
+
+def test_profile_errors_need_no_console_markup(tmp_path):
+    """Messages name keys as section.key: nothing in them looks like a [markup] tag."""
+    for old, new in (("state_bits = 24 ", ""), ("[limits]", "[limitz]\nx = 1\n\n[limits]"),
+                     ("weight_bits = 9 ", "weight_bits = 9\nweight_bitz = 3 ")):
+        with pytest.raises(ProfileError) as err:
+            load_profile(_broken(tmp_path, old, new))
+        assert "[" not in str(err.value), str(err.value)

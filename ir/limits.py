@@ -1,0 +1,132 @@
+"""The one value check of a network: finite numbers, bounded timing, and a quantised graph's datapath.
+
+``Network.validate`` checks structure (shapes, references, rules of each model); this checks the
+numbers themselves, which a damaged or hand-made file can get wrong while keeping a valid
+structure. ``ir.load`` runs it on every file; passes may call it on what they produce.
+
+Every network:
+  * every numeric field (weights, neuron parameters, scales, offsets, payload values) is finite;
+  * ``delay`` and ``t_start`` are integers in 0..MAX_STEPS (a larger value is damage, and would
+    make every simulation of the network run for hours).
+
+Quantised networks (``net.datapath`` set), for datapath ``dp`` (docs/fixed_point.md):
+  * projection weights are integers in [dp.weight_min, dp.weight_max] and multiples of
+    dp.weight_step; ``weight_exp`` in [dp.weight_exp_min, dp.weight_exp_max];
+  * neuron array parameters are integers in state units with |x| <= dp.state_max; a ``threshold``
+    is in 1..(dp.threshold_max << dp.vth_shift); a ``bias`` has |bias| <= dp.bias_max << dp.bias_exp_max;
+    an integer ``leak`` (decay dv) is in 0..2**dp.decay_bits - 1;
+  * payloads are integer events: no ``analog`` payload; a graded population payload has at most
+    dp.payload_bits bits, a graded input at most dp.input_bits.
+"""
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass
+
+import numpy as np
+
+from .graph import IRError, Network
+from .nodes import Input, Population, Projection
+
+MAX_STEPS = 4096
+
+
+def _numeric(value) -> np.ndarray | None:
+    if isinstance(value, (bool, np.bool_, str, bytes)) or value is None:
+        return None
+    arr = np.asarray(value)
+    return arr if arr.dtype.kind in "biuf" else None
+
+
+def _check_finite(obj, where: str, prefix: str = "") -> None:
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            _check_finite(value, where, f"{prefix}{f.name}.")
+            continue
+        if isinstance(value, dict):
+            for k, v in value.items():
+                arr = _numeric(v)
+                if arr is not None and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+                    raise IRError(f"{where}: {prefix}{f.name}[{k!r}] contains NaN or infinity")
+            continue
+        arr = _numeric(value)
+        if arr is not None and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            bad = arr[~np.isfinite(arr)].ravel()[0] if arr.ndim else arr
+            raise IRError(f"{where}: {prefix}{f.name} contains {bad} (every number must be finite)")
+
+
+def _limit(where: str, name: str, arr: np.ndarray, lo, hi, rule: str) -> None:
+    if arr.size == 0:
+        return
+    if arr.dtype.kind == "f" and not np.array_equal(arr, np.floor(arr)):
+        bad = arr[arr != np.floor(arr)].ravel()[0]
+        raise IRError(f"{where}: {name} = {bad} is not an integer (quantised network, {rule})")
+    lo_v, hi_v = arr.min(), arr.max()
+    if lo is not None and lo_v < lo:
+        raise IRError(f"{where}: {name} = {lo_v:g} is below the limit {lo} ({rule})")
+    if hi is not None and hi_v > hi:
+        raise IRError(f"{where}: {name} = {hi_v:g} exceeds the limit {hi} ({rule})")
+
+
+def _check_steps(node, where: str) -> None:
+    for name in ("delay", "t_start"):
+        if hasattr(node, name):
+            v = getattr(node, name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) <= MAX_STEPS:
+                raise IRError(f"{where}: {name} = {v!r} must be an integer in 0..{MAX_STEPS} steps")
+
+
+def _check_quantized(net: Network, node, where: str) -> None:
+    dp = net.datapath
+    src = f"datapath {dp.profile!r}"
+    if isinstance(node, Projection):
+        w = np.asarray(node.weight, dtype=np.float64)
+        _limit(where, "weight", w, dp.weight_min, dp.weight_max, f"{dp.weight_bits}-bit weights of {src}")
+        if w.size and dp.weight_step > 1 and np.any(np.mod(w, dp.weight_step) != 0):
+            bad = w[np.mod(w, dp.weight_step) != 0].ravel()[0]
+            raise IRError(f"{where}: weight = {bad:g} is not a multiple of weight_step {dp.weight_step} of {src}")
+        e = node.weight_exp
+        if not isinstance(e, (int, np.integer)) or not dp.weight_exp_min <= e <= dp.weight_exp_max:
+            raise IRError(f"{where}: weight_exp = {e!r} outside {dp.weight_exp_min}..{dp.weight_exp_max} of {src}")
+        return
+    payload = getattr(node, "payload", None)
+    if payload is not None:
+        if payload.kind == "analog":
+            raise IRError(f"{where}: payload kind 'analog' in a quantised network (events carry integers on {src})")
+        if payload.kind == "graded":
+            top = dp.input_bits if isinstance(node, Input) else dp.payload_bits
+            if payload.bits > top:
+                raise IRError(f"{where}: payload bits = {payload.bits} exceeds the limit {top} of {src}")
+    if not isinstance(node, Population):
+        return
+    m = node.neuron
+    for name in getattr(m, "array_fields", ()):
+        value = getattr(m, name)
+        if value is None:
+            continue
+        arr = np.asarray(value, dtype=np.float64)
+        if name == "threshold":
+            _limit(where, "neuron.threshold", arr, 1, dp.threshold_max << dp.vth_shift,
+                   f"threshold_max {dp.threshold_max} << vth_shift {dp.vth_shift} of {src}")
+        elif name == "bias":
+            _limit(where, "neuron.bias", arr, -(dp.bias_max << dp.bias_exp_max), dp.bias_max << dp.bias_exp_max,
+                   f"bias_max {dp.bias_max} << bias_exp_max {dp.bias_exp_max} of {src}")
+        else:
+            _limit(where, f"neuron.{name}", arr, -dp.state_max, dp.state_max, f"{dp.state_bits}-bit state of {src}")
+    leak = getattr(m, "leak", None)
+    if leak is not None and leak != 0:
+        _limit(where, "neuron.leak", np.asarray(leak, dtype=np.float64), 0, 2 ** dp.decay_bits - 1,
+               f"{dp.decay_bits}-bit decay of {src}")
+
+
+def check_limits(net: Network, where: str = "network") -> None:
+    """Raise IRError naming ``where``, the node, the field, the value and the limit it breaks."""
+    for node in net.nodes():
+        at = f"{where}: {type(node).__name__.lower()} {node.name!r}"
+        _check_finite(node, at)
+        _check_steps(node, at)
+        if net.datapath is not None:
+            _check_quantized(net, node, at)
+
+
+__all__ = ["MAX_STEPS", "check_limits"]

@@ -1,0 +1,131 @@
+"""Integrity seal of IR files: a SHA-256 of the content in the HDF5 user block, checked before HDF5 parses.
+
+The HDF5 C library can crash or spin on a damaged file before any Python check runs, so
+``ir.load`` never hands unverified bytes to it. ``ir.save`` reserves a 512-byte HDF5 user block
+(HDF5 skips it and finds its superblock at offset 512) and, once the file is complete, writes into
+it one ASCII line::
+
+    <MAGIC> v1 sha256 <64 hex digits> length <total file bytes>\\n      (zero padded to 512 bytes)
+
+The digest covers every byte after the user block. Loading reads the whole file once, checks magic,
+length and digest on those bytes and only then opens the same in-memory bytes with h5py, so what
+HDF5 parses is exactly what was verified.
+
+Files without the block (written before the seal existed, or by other tools) cannot be verified.
+They are first parsed completely by a throw-away child process (:func:`sandbox_check`) with a
+timeout; only if the child survives does this process parse the same bytes. docs/ir.md states the
+policy.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+USERBLOCK_SIZE = 512
+MAGIC = b"\x89SPIKEPORT-IR\r\n"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+SEAL_VERSION = "v1"
+_LINE = re.compile(rb"v1 sha256 ([0-9a-f]{64}) length ([0-9]{1,15})\n\x00*")
+SANDBOX_TIMEOUT_S = 60.0
+_EDIT_HINT = ("files edited with h5py are refused: change the Network in Python and ir.save it, or accept "
+              "the edit with spikeport.ir.reseal(path)")
+
+
+class SealError(ValueError):
+    """The file's bytes do not verify; ``str(e)`` says why (without the file name)."""
+
+
+def digest(content: bytes | memoryview) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def seal_file(path: str | os.PathLike) -> None:
+    """Write the seal into the user block of a complete HDF5 file that reserved 512 bytes."""
+    with open(path, "r+b") as fh:
+        data = fh.read()
+        if len(data) < USERBLOCK_SIZE + len(HDF5_SIGNATURE) or data[USERBLOCK_SIZE:USERBLOCK_SIZE + 8] != HDF5_SIGNATURE:
+            raise SealError("no HDF5 superblock after a 512-byte user block")
+        line = MAGIC + f"{SEAL_VERSION} sha256 {digest(memoryview(data)[USERBLOCK_SIZE:])} length {len(data)}\n".encode()
+        fh.seek(0)
+        fh.write(line.ljust(USERBLOCK_SIZE, b"\x00"))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def classify(data: bytes) -> str:
+    """``"sealed"`` (verified), ``"unsealed"`` (plain HDF5 at offset 0) or raise SealError."""
+    if data[:len(MAGIC)] == MAGIC:
+        block = data[len(MAGIC):USERBLOCK_SIZE]
+        m = _LINE.fullmatch(block)
+        if m is None:
+            raise SealError("file corrupted or truncated (damaged checksum block)")
+        want_hex, length = m.group(1).decode(), int(m.group(2))
+        if len(data) < length:
+            raise SealError(f"file corrupted or truncated ({len(data)} bytes, the checksum block records {length})")
+        if len(data) > length:
+            raise SealError(f"file corrupted or truncated, or modified after spikeport wrote it ({len(data)} bytes, "
+                            f"the checksum block records {length}; {_EDIT_HINT})")
+        if data[USERBLOCK_SIZE:USERBLOCK_SIZE + 8] != HDF5_SIGNATURE:
+            raise SealError("file corrupted or truncated (no HDF5 superblock after the checksum block)")
+        if digest(memoryview(data)[USERBLOCK_SIZE:]) != want_hex:
+            raise SealError("file corrupted or truncated, or modified after spikeport wrote it (the SHA-256 of "
+                            f"the content differs from the checksum block; {_EDIT_HINT})")
+        return "sealed"
+    if data[:8] == HDF5_SIGNATURE:
+        return "unsealed"
+    if len(data) == 0:
+        raise SealError("file corrupted or truncated (empty file)")
+    raise SealError("not a spikeport IR file (neither a spikeport checksum block nor an HDF5 signature at the start)")
+
+
+# A child that parses every object, attribute and dataset of the file given on stdin. It imports only
+# h5py, so it starts fast; any crash, hang or error in the HDF5 library stays inside it.
+_CHILD = r"""
+import io, sys
+import h5py
+data = sys.stdin.buffer.read()
+limit = int(sys.argv[1])
+seen = [0]
+def walk(g):
+    for k in list(g.attrs):
+        g.attrs[k]
+    if isinstance(g, h5py.Dataset):
+        if g.id.get_storage_size() != g.nbytes or g.nbytes > limit:
+            raise ValueError(f"dataset {g.name} declares {g.nbytes} bytes but stores {g.id.get_storage_size()}")
+        g[()]
+        return
+    for k in list(g):
+        link = g.get(k, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            raise ValueError(f"{g.name}/{k} is a {type(link).__name__}, not a hard link")
+        seen[0] += 1
+        if seen[0] > 1_000_000:
+            raise ValueError("more than a million objects")
+        walk(g[k])
+with h5py.File(io.BytesIO(data), "r") as f:
+    walk(f)
+sys.stdout.write("ok")
+"""
+
+
+def sandbox_check(data: bytes, timeout_s: float = SANDBOX_TIMEOUT_S) -> None:
+    """Parse ``data`` completely in a child process; raise SealError if it crashes, hangs or fails."""
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-c", _CHILD, str(16 * len(data) + (1 << 20))], input=data,
+                              capture_output=True, timeout=timeout_s, env={"PATH": os.environ.get("PATH", "")},
+                              cwd=str(Path(__file__).resolve().parent))
+    except subprocess.TimeoutExpired:
+        raise SealError(f"file corrupted or truncated (the HDF5 reader did not finish within {timeout_s:.0f} s)") from None
+    if proc.returncode == 0 and proc.stdout == b"ok":
+        return
+    if proc.returncode < 0:
+        raise SealError(f"file corrupted or truncated (the HDF5 reader crashed with signal {-proc.returncode})")
+    last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
+    raise SealError(f"file corrupted or truncated (the HDF5 reader failed: {last[:300]})")
+
+
+__all__ = ["MAGIC", "USERBLOCK_SIZE", "SealError", "classify", "sandbox_check", "seal_file"]
