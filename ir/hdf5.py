@@ -21,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..atomic import file_mode
 from .datapath import Datapath
 from .graph import IRError, Network
 from .nodes import NEURON_TYPES, NODE_TYPES, Projection, SpikePayload
@@ -136,6 +137,7 @@ def save(net: Network, path: str | os.PathLike) -> Path:
                 g = nodes.create_group(node.name)
                 _write_obj(g, node)
                 g.attrs["order"] = order
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; outputs get the umask's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
