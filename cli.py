@@ -1,115 +1,189 @@
-"""The `spikeport` command. It only composes public functions of the packages below it."""
+"""The `spikeport` command. It only composes public functions of the packages below it.
+
+Error handling lives in one place (:func:`_handled`): a :class:`~spikeport.errors.SpikeportError`
+is the user's input and exits 2 with its message; a file system error (permission denied, disk full)
+exits 2 naming the path; Ctrl-C exits 130; anything else is a bug in spikeport, reported in one
+line (the traceback with ``--debug`` or SPIKEPORT_DEBUG=1) with exit 3. Every command checks its
+options, data and output paths (:mod:`spikeport.cli_checks`) and estimates its work
+(:mod:`spikeport.simulator.workload`) before it starts computing.
+"""
 from __future__ import annotations
 
+import functools
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 from rich.console import Console
+from rich.text import Text
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+from . import cli_checks as check
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER, SpikeportError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Convert ANNs to SNNs, compile them for neuromorphic chips, simulate bit-accurately, report.")
-console = Console()
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+PIPED_WIDTH = 1000   # when stdout is not a terminal, tables take the width they need (no squeezing into 80)
+DEBUG_ENV = "SPIKEPORT_DEBUG"
+_state = {"debug": False}
+YES_HELP = "Run even when the estimated work is far beyond what this machine can do."
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
+def _say_error(prefix: str, message: str) -> None:
+    """Print ``prefix: message`` to stderr; the message is plain text (brackets such as [profile] survive)."""
+    err_console.print(Text(f"{prefix}: ", style="bold red") + Text(message), soft_wrap=True)
 
 
-def _timesteps(text: str) -> list[int]:
+def _os_error_message(e: OSError) -> str:
+    path = e.filename if e.filename is not None else "(unknown path)"
+    why = e.strerror or str(e)
+    if getattr(e, "errno", None) == 28:  # ENOSPC
+        why = f"{why}: the disk is full; nothing was written"
+    return f"{path}: {why}"
+
+
+@contextmanager
+def _handled():
+    """The one place errors become messages and exit codes (see the module docstring)."""
     try:
-        ts = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        _fail(f"--timesteps {text!r}: expected comma-separated positive integers, e.g. 8,16,32")
-    if not ts or min(ts) < 1:
-        _fail(f"--timesteps {text!r}: every value must be >= 1")
-    return ts
+        yield
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise
+    except SpikeportError as e:
+        _say_error("error", str(e))
+        raise typer.Exit(e.exit_code) from None
+    except OSError as e:
+        _say_error("error", _os_error_message(e))
+        raise typer.Exit(EXIT_USER) from None
+    except KeyboardInterrupt:
+        _say_error("interrupted", "stopped by Ctrl-C; no partial output files were left")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as e:  # noqa: BLE001 - anything else is a bug: one line, not a traceback
+        if _state["debug"] or os.environ.get(DEBUG_ENV):
+            err_console.print_exception()
+        _say_error("internal error", f"{type(e).__name__}: {e}")
+        err_console.print(Text(f"This is a bug in spikeport; please report it with the command line. Run with "
+                               f"--debug (or {DEBUG_ENV}=1) for the traceback."), soft_wrap=True)
+        raise typer.Exit(EXIT_INTERNAL) from None
 
 
-def _options(items: list[str]) -> dict:
-    """Parse repeated ``--opt KEY=VALUE``; values become int, float, bool or str."""
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            _fail(f"--opt {item!r}: expected KEY=VALUE")
-        value: object = raw
-        for cast in (int, float):
-            try:
-                value = cast(raw)
-                break
-            except ValueError:
-                pass
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        out[key.strip()] = value
-    return out
+def command(*args, **kwargs):
+    """``app.command`` whose body runs inside :func:`_handled` (use it for every new command)."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            with _handled():
+                return fn(*a, **k)
+        app.command(*args, **kwargs)(wrapper)
+        return fn
+    return deco
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's input, reported without a traceback."""
-    from .ir import IRError
-    errors: list[type[BaseException]] = [IRError, FileNotFoundError]
-    for mod, name in (("frontend", "FrontendError"), ("frontend", "UnsupportedOpError"),
-                      ("hw_profiles", "ProfileError"), ("compiler", "QuantizationError"), ("compiler", "ResourceError"),
-                      ("convert", "ConversionError"), ("datasets", "DataError"),
-                      ("backends.loihi2", "LavaExportError")):
-        try:
-            module = __import__(f"spikeport.{mod}", fromlist=[name])
-            if hasattr(module, name):
-                errors.append(getattr(module, name))
-        except ImportError:
-            pass
-    return tuple(errors)
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an internal error.")):
+    """Convert ANNs to SNNs, compile them for neuromorphic chips, simulate bit-accurately, report."""
+    _state["debug"] = debug
+    for c in (console, err_console):
+        c._width = None  # re-detect (the same Console serves several in-process invocations)
+        if not c.is_terminal and "COLUMNS" not in os.environ:
+            c.width = PIPED_WIDTH
 
 
-def _run(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except _known_errors() as e:
-        _fail(str(e))
+@contextmanager
+def _working(description: str):
+    """A spinner with elapsed time for steps that have no natural progress count."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as p:
+        p.add_task(description, total=None)
+        yield
+
+
+def _workload(net, samples: int, timesteps, yes: bool, what: str, **kwargs):
+    from .simulator import workload
+    return workload.check(workload.estimate(net, samples, timesteps, what=what, **kwargs), override=yes)
+
+
+def _load_net(path: Path, quantized: Optional[bool] = None, hint: str = ""):
+    from . import ir
+    net = ir.load(path)
+    if quantized is not None:
+        check.quantized(net, path, quantized, hint)
+    return net
+
+
+def _profile_for(net, profile: Optional[str], net_path: Path):
+    """The profile to use with an IR: the one a quantised IR was compiled for unless another is named,
+    and a named one must be that one (its bit widths are in the IR's weights)."""
+    from . import hw_profiles
+    if profile is None:
+        return hw_profiles.load_profile(net.datapath.profile if net.quantized else "loihi2")
+    prof = hw_profiles.load_profile(profile)
+    if net.quantized and prof.name != net.datapath.profile:
+        raise check.OptionError(f"--profile {profile!r}: {net_path} is quantised for {net.datapath.profile!r}, "
+                                f"not {prof.name!r}; compile it for {prof.name!r} first, or omit --profile")
+    return prof
 
 
 # --------------------------------------------------------------------------------------------------
-@app.command()
+@command()
 def demo(out: Path = typer.Option(Path("spikeport-demo"), "--out", help="Folder for report.json, IR files and plots."),
          timesteps: str = typer.Option("8,16,32,64", help="Comma-separated T values."),
          profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path)."),
          device: Optional[str] = typer.Option(None, help="torch device, e.g. cuda; default CPU."),
          retrain: bool = typer.Option(False, help="Train the digits CNN instead of loading shipped weights.")):
     """Digits CNN -> IF SNN -> loihi2 fixed point: accuracy vs T, per-layer fidelity, energy, cores."""
+    from . import hw_profiles
     from .demo import run_demo
-    _run(run_demo, out, _timesteps(timesteps), profile=profile, device=device, retrain=retrain, console=console)
+    ts = check.timesteps_list(timesteps)
+    dev = check.device(device)
+    hw_profiles.load_profile(profile)
+    check.output_dir(out, "--out")
+    run_demo(out, ts, profile=profile, device=dev, retrain=retrain, console=console)
 
 
-@app.command()
+@command()
 def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export program (.pt2)."),
             calib: Path = typer.Option(..., "--calib", help="DATA.npz with x (float32) and optional y."),
             method: str = typer.Option("if", help="Conversion method."),
             out: Path = typer.Option(..., "--out", help="Output IR file (NET.h5)."),
-            timesteps: Optional[int] = typer.Option(None, help="Target T (methods that tune for T use it; "
-                                                              "with labels, the float SNN is evaluated at T)."),
+            timesteps: Optional[int] = typer.Option(None, parser=check.int_at_least(1), metavar="INTEGER",
+                                                    help="Target T (methods that tune for T use "
+                                                    "it; with labels, the float SNN is evaluated at T)."),
             percentile: float = typer.Option(99.9, help="IF: activation percentile for thresholds (100 = max)."),
             reset: str = typer.Option("subtract", help="IF: reset rule, subtract or zero."),
             v_init: str = typer.Option("half", help="IF: initial membrane, half (theta/2) or zero."),
             maxpool: str = typer.Option("error", help="MaxPool handling: error, or avg (replace by AvgPool)."),
             opt: list[str] = typer.Option([], "--opt", help="Method option KEY=VALUE (repeatable), e.g. "
                                           "--opt search=both (aif), --opt setting=ibt (negspike)."),
-            json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON summary here.")):
+            json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON summary here."),
+            yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
     """Convert a trained ANN into a float SNN in spikeport's IR."""
     from . import convert as conv
     from . import datasets, frontend, ir, report
+    check.choice(method, sorted(conv.METHODS), "--method")
+    check.choice(maxpool, conv.registry.MAXPOOL_CHOICES, "--maxpool")
     opts = dict(percentile=percentile, reset=reset, v_init=v_init) if method == "if" else {}
-    opts.update(_options(opt))
-    x, y = _run(datasets.load_npz, calib)
-    ann = _run(frontend.load_model, model)
-    net = _run(conv.convert, ann, x, method=method, timesteps=timesteps, maxpool=maxpool, **opts)
-    _run(ir.save, net, out)
+    opts.update(check.key_values(opt))
+    check.output_file(out, "--out")
+    check.output_file(json_out, "--json")
+    check.distinct_outputs({"MODEL": model, "--calib": calib}, {"--out": out, "--json": json_out})
+    x, y = datasets.load_npz(calib)
+    ann = frontend.load_model(model)
+    check.data_for_model(ann, x, y, calib)
+    with _working(f"converting with method {method}"):
+        net = conv.convert(ann, x, method=method, timesteps=timesteps, maxpool=maxpool, **opts)
+    if timesteps and y is not None:
+        _workload(net, len(x), timesteps, yes, "float SNN accuracy on the calibration data")
+    ir.save(net, out)
     summary = {"model": str(model), "method": method, "out": str(out), "layers": net.summary()}
-    console.print(f"converted [bold]{model}[/] with method [bold]{method}[/] -> {out} "
-                  f"({len(net.populations())} populations, {len(net.projections())} projections)")
+    console.print(Text.assemble("converted ", (str(model), "bold"), " with method ", (method, "bold"),
+                                f" -> {out} ({len(net.populations())} populations, {len(net.projections())} projections)"))
     if timesteps and y is not None:
         from .simulator import simulate as sim
         res = sim(net, x, timesteps, progress=True)
@@ -121,19 +195,23 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
         report.write_json(summary, json_out)
 
 
-@app.command(name="compile")
+@command(name="compile")
 def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
              profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path)."),
              out: Path = typer.Option(..., "--out", help="Quantised IR file (QNET.h5)."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the quantisation table as JSON.")):
     """Quantise a float IR to a hardware profile's fixed-point formats; print the per-layer table."""
-    from . import compiler, hw_profiles, ir, report
-    net = _run(ir.load, net_path)
-    prof = _run(hw_profiles.load_profile, profile)
-    qnet, table = _run(compiler.quantize, net, prof)
-    _run(ir.save, qnet, out)
+    from . import hw_profiles, ir
+    check.output_file(out, "--out")
+    check.output_file(json_out, "--json")
+    check.distinct_outputs({"NET.h5": net_path}, {"--out": out, "--json": json_out})
+    net = _load_net(net_path, quantized=False)
+    prof = hw_profiles.load_profile(profile)
+    from . import compiler, report  # torch: imported once the inputs are known to be good
+    qnet, table = compiler.quantize(net, prof)
+    ir.save(qnet, out)
     console.print(compiler.render_quant_table(table))
-    console.print(f"quantised for [bold]{prof.name}[/] -> {out}")
+    console.print(Text.assemble("quantised for ", (prof.name, "bold"), f" -> {out}"))
     if json_out:
         report.write_json({"profile": prof.name, "net": str(net_path), "out": str(out), **table.as_dict()}, json_out)
 
@@ -149,21 +227,29 @@ def _sim_summary(net, res, y, T: int) -> dict:
             "profile": net.datapath.profile if net.quantized else None, "layers": layers}
 
 
-@app.command()
+@command()
 def simulate(net_path: Path = typer.Argument(..., metavar="NET.h5"),
              data: Path = typer.Option(..., "--data", help="DATA.npz with x and optional y."),
-             timesteps: int = typer.Option(..., min=1, help="Timesteps T."),
+             timesteps: int = typer.Option(..., parser=check.int_at_least(1), metavar="INTEGER", help="Timesteps T."),
              json_out: Optional[Path] = typer.Option(None, "--json"),
              save_outputs: Optional[Path] = typer.Option(None, "--save-outputs", help="NPZ of decoded outputs."),
-             batch_size: int = typer.Option(256, min=1),
-             device: Optional[str] = typer.Option(None)):
+             batch_size: int = typer.Option(256, parser=check.int_at_least(1), metavar="INTEGER"),
+             device: Optional[str] = typer.Option(None),
+             yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
     """Float simulation of a float IR, bit-accurate integer simulation of a quantised IR."""
-    from . import datasets, ir, report
+    from . import datasets
+    dev = check.device(device)
+    check.output_file(json_out, "--json")
+    check.output_file(save_outputs, "--save-outputs")
+    check.distinct_outputs({"NET.h5": net_path, "--data": data}, {"--json": json_out, "--save-outputs": save_outputs})
+    net = _load_net(net_path)
+    x, y = datasets.load_npz(data)
+    check.data_for_net(net, x, y, data, net_path)
+    _workload(net, len(x), timesteps, yes, "simulate")
+    from . import report  # torch: imported once the inputs are known to be good
     from .report.tables import simulate_table
     from .simulator import simulate as sim
-    net = _run(ir.load, net_path)
-    x, y = _run(datasets.load_npz, data)
-    res = _run(sim, net, x, timesteps, batch_size=batch_size, device=device, progress=True)
+    res = sim(net, x, timesteps, batch_size=batch_size, device=dev, progress=True)
     summary = _sim_summary(net, res, y, timesteps)
     console.print(simulate_table(summary))
     if json_out:
@@ -175,7 +261,7 @@ def simulate(net_path: Path = typer.Argument(..., metavar="NET.h5"),
         report.write_npz(save_outputs, **arrays)
 
 
-@app.command()
+@command()
 def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
              net_path: Path = typer.Argument(..., metavar="NET.h5"),
              qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
@@ -183,20 +269,35 @@ def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
              timesteps: str = typer.Option("8,16,32,64"),
              json_out: Optional[Path] = typer.Option(None, "--json"),
              plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of accuracy vs T and per-layer divergence."),
-             batch_size: int = typer.Option(256, min=1),
-             device: Optional[str] = typer.Option(None)):
+             batch_size: int = typer.Option(256, parser=check.int_at_least(1), metavar="INTEGER"),
+             device: Optional[str] = typer.Option(None),
+             yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
     """ANN vs float SNN vs fixed-point SNN per T, and per layer where float and fixed diverge and why."""
-    from . import datasets, frontend, ir, report
+    from . import datasets, frontend, report
     from .report.tables import accuracy_table, layer_fidelity_table
     from .simulator import simulate as sim
-    ts = _timesteps(timesteps)
-    net, qnet = _run(ir.load, net_path), _run(ir.load, qnet_path)
-    x, y = _run(datasets.load_npz, data)
-    ann = _run(frontend.load_model, model)
-    acc_ann = ann.evaluate(x, y)["accuracy"] if y is not None else None
-    acts = ann.record_activations(x, [p.source for p in net.populations() if p.source])
-    rep = _run(report.fidelity, net, qnet, x, y, ts, simulate=sim, ann_accuracy=acc_ann,
-               ann_acts=acts, batch_size=batch_size, device=device, progress=True).to_json()
+    ts = check.timesteps_list(timesteps)
+    dev = check.device(device)
+    check.output_file(json_out, "--json")
+    check.output_file(plot, "--plot")
+    check.distinct_outputs({"MODEL": model, "NET.h5": net_path, "QNET.h5": qnet_path, "--data": data},
+                           {"--json": json_out, "--plot": plot})
+    net = _load_net(net_path, quantized=False, hint=" (NET.h5 is the float IR, QNET.h5 the quantised one)")
+    qnet = _load_net(qnet_path, quantized=True, hint=" (NET.h5 is the float IR, QNET.h5 the quantised one)")
+    check.same_structure(net, qnet, net_path, qnet_path)
+    x, y = datasets.load_npz(data)
+    check.data_for_net(net, x, y, data, net_path)
+    ann = frontend.load_model(model)
+    check.model_matches_net(ann, net, model, net_path, need_sources=True)
+    from .simulator import workload
+    workload.check(workload.combine(workload.estimate(net, len(x), ts, what="fidelity (float SNN)"),
+                                    workload.estimate(qnet, len(x), ts, what="fidelity (fixed-point SNN)")),
+                   override=yes)
+    with _working("ANN accuracy and activations"):
+        acc_ann = ann.evaluate(x, y)["accuracy"] if y is not None else None
+        acts = ann.record_activations(x, [p.source for p in net.populations() if p.source])
+    rep = report.fidelity(net, qnet, x, y, ts, simulate=sim, ann_accuracy=acc_ann,
+                          ann_acts=acts, batch_size=batch_size, device=dev, progress=True).to_json()
     console.print(accuracy_table(rep))
     console.print(layer_fidelity_table(rep["points"][-1]))
     if json_out:
@@ -205,11 +306,12 @@ def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
         report.plot_accuracy_vs_timesteps(rep, plot)
 
 
-@app.command()
+@command()
 def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
            data: Path = typer.Option(..., "--data", help="DATA.npz with x (and optional y)."),
-           timesteps: int = typer.Option(..., min=1, help="Timesteps T."),
-           profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path) for the chip estimate."),
+           timesteps: int = typer.Option(..., parser=check.int_at_least(1), metavar="INTEGER", help="Timesteps T."),
+           profile: Optional[str] = typer.Option(None, help="Hardware profile (name or TOML path) for the chip "
+                                                 "estimate; default: the one QNET.h5 was compiled for."),
            model: Optional[Path] = typer.Option(None, "--model", help="The ANN (ONNX or .pt2) for the MAC baseline; "
                                                                        "default: MACs of the IR's projections."),
            convention: str = typer.Option("fp32", help="Horowitz figures: fp32 (E_AC 0.9, E_MAC 4.6 pJ), int8 or int32."),
@@ -217,26 +319,37 @@ def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
            timestep_ms: float = typer.Option(1.0, "--timestep-ms", help="Duration of one step for average power."),
            json_out: Optional[Path] = typer.Option(None, "--json"),
            plot: Optional[Path] = typer.Option(None, "--plot", help="PNG bar chart of energy per layer."),
-           batch_size: int = typer.Option(256, min=1),
-           device: Optional[str] = typer.Option(None)):
+           batch_size: int = typer.Option(256, parser=check.int_at_least(1), metavar="INTEGER"),
+           device: Optional[str] = typer.Option(None),
+           yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
     """Operation counts and energy per layer: compute-only, with memory, the chip's estimate, ANN ratio."""
-    from . import datasets, ir, report
-    from .compiler.partition import ResourceError
-    from .report.energy import energy_report
-    from .simulator.opcount import ann_equivalent_macs
-    net = _run(ir.load, qnet_path)
-    x, _ = _run(datasets.load_npz, data)
+    from . import datasets, report
+    from .report.energy import CONVENTIONS, energy_report
+    from .simulator.opcount import GRADED_AS, ann_equivalent_macs
+    check.choice(convention, CONVENTIONS, "--convention")
+    check.choice(graded_as, GRADED_AS, "--graded-as")
+    check.positive_finite(timestep_ms, "--timestep-ms")
+    dev = check.device(device)
+    check.output_file(json_out, "--json")
+    check.output_file(plot, "--plot")
+    check.distinct_outputs({"QNET.h5": qnet_path, "--data": data, "--model": model},
+                           {"--json": json_out, "--plot": plot})
+    net = _load_net(qnet_path)
+    prof = _profile_for(net, profile, qnet_path)
+    x, y = datasets.load_npz(data)
+    check.data_for_net(net, x, y, data, qnet_path)
     if model is not None:
         from . import frontend
         from .frontend.macs import count_macs
-        ann_macs = count_macs(_run(frontend.load_model, model))
+        ann = frontend.load_model(model)
+        check.model_matches_net(ann, net, model, qnet_path)
+        ann_macs = count_macs(ann)
     else:
         ann_macs = ann_equivalent_macs(net)
-    try:
-        rep = _run(energy_report, net, x, timesteps, profile, ann_macs=ann_macs, convention=convention,
-                   graded_as=graded_as, timestep_s=timestep_ms * 1e-3, batch_size=batch_size, device=device)
-    except (ValueError, ResourceError) as e:
-        _fail(str(e))
+    _workload(net, len(x), timesteps, yes, "energy (operation counts)")
+    with _working(f"counting operations on {len(x)} samples at T={timesteps}"):
+        rep = energy_report(net, x, timesteps, prof, ann_macs=ann_macs, convention=convention,
+                            graded_as=graded_as, timestep_s=timestep_ms * 1e-3, batch_size=batch_size, device=dev)
     for table in rep.tables():
         console.print(table)
     if json_out:
@@ -245,84 +358,94 @@ def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         rep.plot(plot)
 
 
-@app.command()
+@command()
 def resources(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
-              profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path)."),
+              profile: Optional[str] = typer.Option(None, help="Hardware profile (name or TOML path); default: "
+                                                    "the one QNET.h5 was compiled for."),
               json_out: Optional[Path] = typer.Option(None, "--json")):
     """Partition every layer onto cores and chips under the profile's limits; binding limit per layer."""
-    from . import ir, report
-    from .compiler.partition import ResourceError
+    from . import report
     from .report.resources import resources_report
-    net = _run(ir.load, qnet_path)
-    try:
-        rep = _run(resources_report, net, profile)
-    except ResourceError as e:
-        _fail(str(e))
+    check.output_file(json_out, "--json")
+    check.distinct_outputs({"QNET.h5": qnet_path}, {"--json": json_out})
+    net = _load_net(qnet_path)
+    prof = _profile_for(net, profile, qnet_path)
+    rep = resources_report(net, prof)
     console.print(rep.table())
     if json_out:
         report.write_json(rep.to_json(), json_out)
 
 
-@app.command()
+@command()
 def finetune(model: Path = typer.Argument(..., help="The trained ANN (ONNX or .pt2)."),
              method: str = typer.Option("qcfs", help="Method whose activation is swapped in (qcfs, ...)."),
              train: Path = typer.Option(..., "--train", help="DATA.npz with x (float32) and labels y."),
-             epochs: int = typer.Option(..., min=0, help="Fine-tuning epochs."),
+             epochs: int = typer.Option(..., parser=check.int_at_least(0), metavar="INTEGER",
+                                        help="Fine-tuning epochs."),
              out: Path = typer.Option(..., "--out", help="Fine-tuned model, a torch.export program (.pt2)."),
-             levels: Optional[int] = typer.Option(None, min=1, help="Quantisation levels L (default per method)."),
+             levels: Optional[int] = typer.Option(None, parser=check.int_at_least(1), metavar="INTEGER",
+                                                  help="Quantisation levels L (default per method)."),
              lr: float = typer.Option(1e-3, help="Adam learning rate."),
-             batch_size: int = typer.Option(64, min=1),
+             batch_size: int = typer.Option(64, parser=check.int_at_least(1), metavar="INTEGER"),
              seed: int = typer.Option(0),
              device: Optional[str] = typer.Option(None)):
     """Swap the ANN's ReLUs for a method's quantised activation, fine-tune, and write MODEL_Q.pt2 to convert."""
-    from . import datasets
-    from .convert.finetune import finetune_file
-    x, y = _run(datasets.load_npz, train)
+    from . import convert as _methods  # noqa: F401  (registers every method's fine-tuning activation)
+    from . import datasets, frontend
+    from .convert.finetune import ACTIVATION_FACTORIES, finetune_file
+    check.choice(method, sorted(ACTIVATION_FACTORIES), "--method")
+    check.positive_finite(lr, "--lr")
+    dev = check.device(device)
+    if out.suffix.lower() != ".pt2":
+        raise check.OptionError(f"--out {out}: the fine-tuned model is written as a torch.export program; "
+                                "use a .pt2 file name")
+    check.output_file(out, "--out")
+    check.distinct_outputs({"MODEL": model, "--train": train}, {"--out": out})
+    x, y = datasets.load_npz(train)
     if y is None:
-        _fail(f"{train}: fine-tuning needs labels (key 'y')")
-    try:
-        s = _run(finetune_file, model, method, x, y, epochs, out, levels=levels, lr=lr, batch_size=batch_size,
-                 seed=seed, device=device)
-    except ValueError as e:
-        _fail(str(e))
-    console.print(f"fine-tuned [bold]{model}[/] for [bold]{method}[/] (L={s.levels}, {s.epochs} epochs): training "
-                  f"accuracy {100 * s.accuracy_before:.2f}% (ReLU) -> {100 * s.accuracy_after:.2f}% (quantised) -> {s.out}")
+        raise check.OptionError(f"{train}: fine-tuning needs labels (key 'y')")
+    check.data_for_model(frontend.load_model(model, maxpool="avg"), x, y, train)
+    s = finetune_file(model, method, x, y, epochs, out, levels=levels, lr=lr, batch_size=batch_size,
+                      seed=seed, device=dev)
+    console.print(Text.assemble("fine-tuned ", (str(model), "bold"), " for ", (method, "bold"),
+                                f" (L={s.levels}, {s.epochs} epochs): training accuracy {100 * s.accuracy_before:.2f}% "
+                                f"(ReLU) -> {100 * s.accuracy_after:.2f}% (quantised) -> {s.out}"))
     console.print(f"next: spikeport convert {s.out} --calib DATA.npz --method {method}")
 
 
-def _target(target: str, allowed: tuple[str, ...]) -> str:
-    if target not in allowed:
-        _fail(f"--target {target!r}: must be one of {', '.join(allowed)}")
-    return target
-
-
-@app.command()
+@command()
 def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
            target: str = typer.Option("lava", help="lava (a folder with arrays + loader) or netx (an HDF5 file)."),
            out: Path = typer.Option(..., "--out", help="Output folder (lava) or NET.net.h5 (netx)."),
-           timesteps: int = typer.Option(64, min=1, help="T the network will run for (gates each layer's window)."),
+           timesteps: int = typer.Option(64, parser=check.int_at_least(1), metavar="INTEGER",
+                                         help="T the network will run for (gates each layer's window)."),
            json_out: Optional[Path] = typer.Option(None, "--json", help="Write the per-layer export report here.")):
     """Export a quantised IR to Lava (Loihi 2) or to lava-dl netx HDF5; report each layer's mapping."""
     from rich.table import Table
-    from . import hw_profiles, ir, report
+    from . import hw_profiles, report
     from .backends import loihi2
-    _target(target, ("lava", "netx"))
-    qnet = _run(ir.load, qnet_path)
-    if not qnet.quantized:
-        _fail(f"{qnet_path}: not quantised; run `spikeport compile {qnet_path} --profile loihi2 --out QNET.h5` first")
-    rows = _run(loihi2.layer_report, qnet, timesteps)
+    check.choice(target, ("lava", "netx"), "--target")
+    if target == "lava":
+        check.output_dir(out, "--out")
+        from .backends.loihi2.export import EXPORT_FILES
+        if out.is_dir() and any(p.name not in EXPORT_FILES for p in out.iterdir()):
+            raise check.OutputPathError(f"--out {out}: the folder holds other files than a Lava export "
+                                        f"({', '.join(EXPORT_FILES[:3])}); give a new or empty folder")
+    else:
+        check.output_file(out, "--out")
+    check.output_file(json_out, "--json")
+    check.distinct_outputs({"QNET.h5": qnet_path}, {"--out": out, "--json": json_out})
+    qnet = _load_net(qnet_path, quantized=True)
+    rows = loihi2.layer_report(qnet, timesteps)
     cores = {}
     if qnet.datapath.profile == "loihi2":
-        res = _run(report.resources_report, qnet, hw_profiles.load_profile("loihi2")).to_json()
+        res = report.resources_report(qnet, hw_profiles.load_profile("loihi2")).to_json()
         cores = {layer["layer"]: layer.get("cores") for layer in res["layers"]}
     if target == "lava":
-        path = _run(loihi2.export, qnet, out, timesteps)
+        path = loihi2.export(qnet, out, timesteps)
     else:
         from .backends import netx
-        try:
-            path = netx.export_netx(qnet, out, timesteps)
-        except netx.NetxExportError as e:
-            _fail(str(e))
+        path = netx.export_netx(qnet, out, timesteps)
     t = Table(title=f"{qnet_path} -> {path} ({target})")
     for col in ("layer", "Lava process", "Loihi 2 hardware", "payload", "cores", "note"):
         t.add_column(col, overflow="fold")
@@ -335,20 +458,32 @@ def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         report.write_json({"qnet": str(qnet_path), "target": target, "out": str(path), "layers": rows}, json_out)
 
 
-@app.command()
+def _lava_inputs(qnet_path: Path, data: Path, target: str, json_out: Optional[Path]):
+    """Shared checks of `run` and `verify`: target, output path, quantised IR, data."""
+    from . import datasets
+    check.choice(target, ("lava",), "--target")
+    check.output_file(json_out, "--json")
+    check.distinct_outputs({"QNET.h5": qnet_path, "--data": data}, {"--json": json_out})
+    qnet = _load_net(qnet_path, quantized=True)
+    x, y = datasets.load_npz(data)
+    check.data_for_net(qnet, x, y, data, qnet_path)
+    return qnet, x, y
+
+
+@command()
 def run(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         target: str = typer.Option("lava", help="lava: Lava's bit-accurate CPU simulation (Loihi2SimCfg fixed_pt)."),
         data: Path = typer.Option(..., "--data"),
-        timesteps: int = typer.Option(..., min=1),
-        json_out: Optional[Path] = typer.Option(None, "--json")):
+        timesteps: int = typer.Option(..., parser=check.int_at_least(1), metavar="INTEGER"),
+        json_out: Optional[Path] = typer.Option(None, "--json"),
+        yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
     """Run a quantised IR in Lava and report what `spikeport simulate` reports."""
-    from . import datasets, ir, report
+    from . import report
     from .backends import loihi2
     from .report.tables import simulate_table
-    _target(target, ("lava",))
-    qnet = _run(ir.load, qnet_path)
-    x, y = _run(datasets.load_npz, data)
-    res = _run(loihi2.run_lava, qnet, x, timesteps)
+    qnet, x, y = _lava_inputs(qnet_path, data, target, json_out)
+    _workload(qnet, len(x), timesteps, yes, "Lava run", engine="lava")
+    res = loihi2.run_lava(qnet, x, timesteps, progress=True)
     n = len(res.predictions)
     layers = {}
     for pop in qnet.populations():
@@ -364,23 +499,26 @@ def run(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         report.write_json(summary, json_out)
 
 
-@app.command()
+@command()
 def verify(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
            target: str = typer.Option("lava"),
            data: Path = typer.Option(..., "--data"),
-           timesteps: int = typer.Option(..., min=1),
-           json_out: Optional[Path] = typer.Option(None, "--json")):
+           timesteps: int = typer.Option(..., parser=check.int_at_least(1), metavar="INTEGER"),
+           json_out: Optional[Path] = typer.Option(None, "--json"),
+           yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
     """Run spikeport's simulator and Lava on the same inputs; compare every spike and membrane value.
 
-    Exit status 0 only when identical; otherwise the first divergence is printed."""
+    Exit status 0 only when identical (1 when they differ); otherwise the first divergence is printed."""
     from dataclasses import asdict
-    from . import datasets, ir, report
+    from . import report
     from .backends import loihi2
-    _target(target, ("lava",))
-    qnet = _run(ir.load, qnet_path)
-    x, _ = _run(datasets.load_npz, data)
-    rep = _run(loihi2.verify, qnet, x, timesteps)
-    console.print(("[green]" if rep.identical else "[red]") + str(rep) + "[/]", highlight=False)
+    from .simulator import workload
+    qnet, x, _ = _lava_inputs(qnet_path, data, target, json_out)
+    workload.check(workload.combine(
+        workload.estimate(qnet, len(x), timesteps, what="verify (Lava)", engine="lava", record_all=True),
+        workload.estimate(qnet, len(x), timesteps, what="verify (spikeport)", record_all=True)), override=yes)
+    rep = loihi2.verify(qnet, x, timesteps, progress=True)
+    console.print(Text(str(rep), style="green" if rep.identical else "red"))
     if json_out:
         report.write_json({"identical": rep.identical, "compared": rep.compared, "mismatches": rep.mismatches,
                            "predictions_equal": rep.predictions_equal, "notes": rep.notes,
@@ -390,13 +528,13 @@ def verify(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         raise typer.Exit(1)
 
 
-@app.command()
+@command()
 def profiles():
     """List the built-in hardware profiles."""
     from . import hw_profiles
     for name in hw_profiles.list_profiles():
         p = hw_profiles.load_profile(name)
-        console.print(f"[bold]{name}[/]: {getattr(p, 'description', '')}")
+        console.print(Text.assemble((name, "bold"), f": {getattr(p, 'description', '')}"))
 
 
 def main() -> None:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import SpikeportError
+
 DIGITS_MAX = 16.0  # sklearn digits pixels are integers 0..16
 
 
-class DataError(ValueError):
+class DataError(SpikeportError):
     """A data file is missing, unreadable or malformed; the message names the file and key."""
 
 

@@ -19,9 +19,11 @@ import h5py
 import numpy as np
 
 from ..ir import IF, Conv2d, Dense, Input, Network, Population, expand_channel
+from ..atomic import atomic_path
+from ..errors import SpikeportError
 
 
-class NetxExportError(ValueError):
+class NetxExportError(SpikeportError):
     """The network cannot be expressed as a netx HDF5 chain."""
 
 
@@ -93,49 +95,52 @@ def _effective(proj, where: str) -> np.ndarray:
 
 
 def export_netx(qnet: Network, path: str | Path, timesteps: int | None = None) -> Path:
-    """Write ``qnet`` as a netx HDF5 file; reload it with netx and check its synapses; return the path."""
+    """Write ``qnet`` as a netx HDF5 file; reload it with netx and check its synapses; return the path.
+
+    Written atomically: a refused layer or a failed check leaves no file behind."""
     chain = _chain(qnet)
     inp: Input = qnet.inputs()[0]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     steps_run = (timesteps or 1) + qnet.latency()
-    with h5py.File(path, "w") as f:
-        layers = f.create_group("layer")
-        g = layers.create_group("0")
-        g.create_dataset("type", data=np.array([b"input"]))
-        g.create_dataset("shape", data=np.array(inp.shape, dtype=np.int64))
-        idx, prev_shape = 1, tuple(inp.shape)
-        for proj, pop in chain:
-            where = f"projection {proj.name!r} ({proj.source} -> {proj.target})"
-            if proj.delay != 1:
-                raise NetxExportError(f"{where}: delay {proj.delay}; every netx layer adds exactly 1 step")
-            w = _effective(proj, where)
-            if isinstance(proj, Dense):
-                if len(prev_shape) == 3:
-                    layers.create_group(str(idx)).create_dataset("type", data=np.array([b"flatten"]))
-                    idx += 1
-                g = layers.create_group(str(idx))
-                g.create_dataset("type", data=np.array([b"dense"]))
-                g.create_dataset("shape", data=np.array(pop.shape, dtype=np.int64))
-                g.create_dataset("weight", data=w)
-            elif isinstance(proj, Conv2d):
-                if len(pop.shape) != 3 or proj.groups != 1 or proj.stride[0] != proj.stride[1] \
-                        or proj.padding[0] != proj.padding[1] or proj.dilation[0] != proj.dilation[1]:
-                    raise NetxExportError(f"{where}: netx conv export supports groups 1 and equal H/W stride, "
-                                          f"padding and dilation; got {proj.stride}, {proj.padding}, {proj.dilation}")
-                g = layers.create_group(str(idx))
-                g.create_dataset("type", data=np.array([b"conv"]))
-                g.create_dataset("shape", data=np.array(pop.shape, dtype=np.int64))
-                g.create_dataset("weight", data=w)
-                for name in ("stride", "padding", "dilation"):
-                    g.create_dataset(name, data=np.array(getattr(proj, name), dtype=np.int64))
-                g.create_dataset("groups", data=int(proj.groups))
-            else:
-                raise NetxExportError(f"{where}: {type(proj).__name__} has no netx layer (dense, conv)")
-            _neuron_group(g, pop, timesteps or 1, steps_run)
-            idx += 1
-            prev_shape = tuple(pop.shape)
-    _check_loaded(qnet, chain, path)
+    with atomic_path(path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            layers = f.create_group("layer")
+            g = layers.create_group("0")
+            g.create_dataset("type", data=np.array([b"input"]))
+            g.create_dataset("shape", data=np.array(inp.shape, dtype=np.int64))
+            idx, prev_shape = 1, tuple(inp.shape)
+            for proj, pop in chain:
+                where = f"projection {proj.name!r} ({proj.source} -> {proj.target})"
+                if proj.delay != 1:
+                    raise NetxExportError(f"{where}: delay {proj.delay}; every netx layer adds exactly 1 step")
+                w = _effective(proj, where)
+                if isinstance(proj, Dense):
+                    if len(prev_shape) == 3:
+                        layers.create_group(str(idx)).create_dataset("type", data=np.array([b"flatten"]))
+                        idx += 1
+                    g = layers.create_group(str(idx))
+                    g.create_dataset("type", data=np.array([b"dense"]))
+                    g.create_dataset("shape", data=np.array(pop.shape, dtype=np.int64))
+                    g.create_dataset("weight", data=w)
+                elif isinstance(proj, Conv2d):
+                    if len(pop.shape) != 3 or proj.groups != 1 or proj.stride[0] != proj.stride[1] \
+                            or proj.padding[0] != proj.padding[1] or proj.dilation[0] != proj.dilation[1]:
+                        raise NetxExportError(f"{where}: netx conv export supports groups 1 and equal H/W stride, "
+                                              f"padding and dilation; got {proj.stride}, {proj.padding}, {proj.dilation}")
+                    g = layers.create_group(str(idx))
+                    g.create_dataset("type", data=np.array([b"conv"]))
+                    g.create_dataset("shape", data=np.array(pop.shape, dtype=np.int64))
+                    g.create_dataset("weight", data=w)
+                    for name in ("stride", "padding", "dilation"):
+                        g.create_dataset(name, data=np.array(getattr(proj, name), dtype=np.int64))
+                    g.create_dataset("groups", data=int(proj.groups))
+                else:
+                    raise NetxExportError(f"{where}: {type(proj).__name__} has no netx layer (dense, conv)")
+                _neuron_group(g, pop, timesteps or 1, steps_run)
+                idx += 1
+                prev_shape = tuple(pop.shape)
+        _check_loaded(qnet, chain, tmp)  # netx reads the complete file before it gets its name
     return path
 
 

@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import Conv2d, Dense, Identity, Network, Population, Projection
+from ..errors import SpikeportError
 
 
-class ResourceError(ValueError):
+class ResourceError(SpikeportError):
     """A layer cannot be mapped at all: names the layer, the resource, the required amount and the limit."""
 
     def __init__(self, layer: str, resource: str, required: int, limit: int, profile: str = "", detail: str = ""):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
 from .activations import QuantClipFloor, pqa_activation, qcfs_activation, quant_activations, swap_activations
 
 ActivationFactory = Callable[[int], nn.Module]
@@ -164,7 +165,8 @@ def export_finetuned(model: nn.Module, path: str | Path, example_x: np.ndarray) 
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
         ep = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
-    torch.export.save(ep, str(path))
+    with atomic_path(path, suffix=".pt2") as tmp:
+        torch.export.save(ep, str(tmp))
     return path
 
 

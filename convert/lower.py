@@ -37,9 +37,10 @@ import numpy as np
 from .. import ir
 from ..frontend import AnnModel
 from ..frontend import ann_graph as G
+from ..errors import SpikeportError
 
 
-class ConversionError(ValueError):
+class ConversionError(SpikeportError):
     """The ANN graph has a structure the lowering cannot express; the message names the nodes."""
 
 

@@ -65,10 +65,28 @@ def _make_method(method: str, options: dict) -> ConversionMethod:
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConversionError(f"method {method!r}: unknown option(s) {unknown}; options are {sorted(known)}")
+    options = {k: _coerce(method, cls, k, v) for k, v in options.items()}
     try:
         return cls(**options)
     except (TypeError, ValueError) as e:  # the method's own option checks
-        raise ConversionError(f"method {method!r}: {e}") from None
+        text = str(e)
+        raise ConversionError(text if text.startswith(f"method {method!r}") else f"method {method!r}: {text}") from None
+
+
+_SCALAR_TYPES = {"float": float, "int": int, "bool": bool, "str": str}
+
+
+def _coerce(method: str, cls: type, key: str, value):
+    """Check an option value against the field's declared scalar type (``--opt percentile=abc``
+    must name the key, not fail inside the method); ints are accepted where floats are declared."""
+    ftype = next(f.type for f in fields(cls) if f.name == key)
+    want = _SCALAR_TYPES.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
+    if want is None or isinstance(value, want) and not (want is int and isinstance(value, bool)):
+        return value
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    kind = {float: "a number", int: "an integer", bool: "true or false", str: "a word"}[want]
+    raise ConversionError(f"method {method!r}: option {key}={value!r} must be {kind}")
 
 
 def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str | None = None,

@@ -12,6 +12,8 @@ from typing import ClassVar, Iterator
 
 import numpy as np
 
+from ..errors import SpikeportError
+
 SUPPORTED_OPS = (
     "Conv2d (stride, padding, dilation, groups)", "Linear/Gemm/MatMul with constant weights",
     "BatchNorm (inference)", "ReLU", "LeakyReLU",
@@ -22,7 +24,7 @@ SUPPORTED_OPS = (
 )
 
 
-class FrontendError(ValueError):
+class FrontendError(SpikeportError):
     """A model file or module cannot be loaded; the message names the file and the problem."""
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
+
 ONNX_OPSET = 17
 
 
@@ -34,8 +36,10 @@ def export_onnx(model: nn.Module, path: str | Path, example_x, keep_batchnorm: b
     extra = dict(training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False) if keep_batchnorm else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model, (_example(model, example_x),), str(path), dynamo=False, opset_version=opset,
-                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, **extra)
+        with atomic_path(path, suffix=".onnx") as tmp:
+            torch.onnx.export(model, (_example(model, example_x),), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}},
+                              **extra)
     return path
 
 
@@ -47,5 +51,7 @@ def export_pt2(model: nn.Module, path: str | Path, example_x, dynamic_batch: boo
     if dynamic_batch and x.shape[0] < 2:
         x = torch.cat([x, x])  # a batch of 1 would be specialised by torch.export
     shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
-    torch.export.save(torch.export.export(model.eval(), (x,), dynamic_shapes=shapes), str(path))
+    ep = torch.export.export(model.eval(), (x,), dynamic_shapes=shapes)
+    with atomic_path(path, suffix=".pt2") as tmp:
+        torch.export.save(ep, str(tmp))
     return path

@@ -18,7 +18,7 @@ from .ann_graph import FrontendError, UnsupportedOpError
 from .ann_model import AnnModel
 from .maxpool import replace_maxpool
 from .normalise import normalise
-from .onnx_import import import_onnx2torch, inline_constant_identities
+from .onnx_import import check_convertible, import_onnx2torch, inline_constant_identities
 from .pt2_guard import safe_pt2_buffer
 
 ONNX2TORCH_MAX_OPSET = 17  # onnx2torch 1.5.15 lacks converters for several ops at opsets 18+
@@ -72,6 +72,7 @@ def _onnx_to_fx(model, path: Path) -> fx.GraphModule:
     from onnx import version_converter
 
     model = inline_constant_identities(model)
+    check_convertible(model, path)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     try:
         return onnx2torch.convert(model)

@@ -88,3 +88,24 @@ def inline_constant_identities(model):
     del model.graph.node[:]
     model.graph.node.extend(keep)
     return model
+
+
+def check_convertible(model, path) -> None:
+    """Refuse a graph holding op types onnx2torch has no converter for, naming every such node.
+
+    onnx2torch stops at the first such node with a message that names only the op type (and some
+    unknown ops make it fail in other ways), so the graph is inspected before it runs.
+    """
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
+
+    from .ann_graph import unsupported
+
+    known = {(d.domain or "", d.operation_type) for d in _CONVERTER_REGISTRY}
+    bad = [(node.name or f"#{i}", node.op_type, node.domain or "")
+           for i, node in enumerate(model.graph.node)
+           if (node.domain or "", node.op_type) not in known and node.domain in ("", "ai.onnx")]
+    if not bad:
+        return
+    name, op, _ = bad[0]
+    more = f"; also {[f'{n} ({o})' for n, o, _ in bad[1:6]]}" if len(bad) > 1 else ""
+    raise unsupported(name, op, f"ONNX op in {path}, which has no converter to torch{more}")

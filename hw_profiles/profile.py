@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..ir import Datapath
+from ..errors import SpikeportError
 
 
-class ProfileError(ValueError):
+class ProfileError(SpikeportError):
     """A profile file breaks the schema; the message names the file, the key, the value and the rule."""
 
 

@@ -14,9 +14,10 @@ import numpy as np
 
 from .datapath import Datapath
 from .nodes import Input, Node, Operator, Population, Projection
+from ..errors import SpikeportError
 
 
-class IRError(ValueError):
+class IRError(SpikeportError):
     """An IR graph or file breaks the schema; the message names the file, node and value."""
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..atomic import file_mode
 from .datapath import Datapath
 from .graph import IRError, Network
 from .limits import check_limits
@@ -274,9 +275,7 @@ def save(net: Network, path: str | os.PathLike) -> Path:
                 _write_obj(g, node)
                 g.attrs["order"] = order
         seal_file(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)        # mkstemp creates 0600; a saved file gets normal permissions
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; outputs get the umask's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

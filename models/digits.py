@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
+
 
 class DigitsResNet(nn.Module):
     """conv-BN-ReLU, a residual block (conv-BN-ReLU-conv-BN + skip, ReLU), AvgPool, FC-ReLU, FC.
@@ -87,7 +89,8 @@ PRETRAINED_RECIPE = dict(epochs=20, seed=0, lr=1e-2)  # how digits_resnet.npz wa
 def save_state(model: nn.Module, path: str | Path) -> Path:
     """Write the model's state dict as a plain .npz (no pickle)."""
     path = Path(path)
-    np.savez(path, **{k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **{k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
     return path
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import atomic_path, write_text
 
 
 def _clean(value):
@@ -26,33 +27,18 @@ def _clean(value):
 
 
 def write_json(obj: dict, path: str | os.PathLike) -> Path:
-    """Write ``obj`` (a dict) as one JSON object via a temporary file renamed into place."""
+    """Write ``obj`` (a dict) as one JSON object atomically (:mod:`spikeport.atomic`)."""
     if not isinstance(obj, dict):
         raise TypeError(f"report JSON must be one object, got {type(obj).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(obj), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
 
 
 def write_npz(path: str | os.PathLike, **arrays) -> Path:
-    """np.savez through a temporary file (no pickled objects: arrays only)."""
+    """np.savez written atomically (no pickled objects: arrays only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

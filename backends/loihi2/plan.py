@@ -14,6 +14,7 @@ import numpy as np
 
 from ...ir import IF, Conv2d, Dense, Identity, Input, Network, Population, Readout, expand_channel
 from ...ir.neurons_extra import GradedSignedIF, MultiSpikeIF
+from ...errors import SpikeportError
 
 VTH_SHIFT = 6
 VTH_MAX = (1 << 17) - 1
@@ -25,7 +26,7 @@ NATIVE = "native on Loihi 2"
 SIM_ONLY = "simulation-only (a custom neuron needs Loihi 2 microcode)"
 
 
-class LavaExportError(ValueError):
+class LavaExportError(SpikeportError):
     """The network cannot be expressed exactly with the Lava processes spikeport uses."""
 
 

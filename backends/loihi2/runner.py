@@ -85,12 +85,14 @@ def decode(plan: LavaPlan, name: str, spikes: np.ndarray, v_final: np.ndarray) -
     return mean * scale + offset
 
 
-def run_lava(qnet: Network | str | Path, x, timesteps: int | None = None, native: bool = True) -> LavaResult:
+def run_lava(qnet: Network | str | Path, x, timesteps: int | None = None, native: bool = True,
+             progress: bool = False) -> LavaResult:
     """Run every sample of ``x`` (N, *input shape) through Lava's fixed_pt models, one by one.
 
     ``qnet`` is a quantised network (then ``timesteps`` is required) or a folder written by
     :func:`export`. The Lava network is compiled once; between samples its state (u, v, synaptic
     buffers, input data) is reset through Lava's Var interface. Lava's runtime is always stopped.
+    ``progress`` shows a bar over the samples (Lava takes seconds per sample).
     """
     from .build import build_from_plan
     from .export import load_plan
@@ -106,8 +108,12 @@ def run_lava(qnet: Network | str | Path, x, timesteps: int | None = None, native
     batches = _as_batches(plan, x)
     n = next(iter(batches.values())).shape[0]
     rec: dict[str, dict[str, list]] = {p.name: {"spikes": [], "v_final": [], "v": []} for p in plan.neurons}
+    samples = range(n)
+    if progress:
+        from rich.progress import track
+        samples = track(samples, description="Lava", total=n)
     with build_from_plan(plan) as lnet:
-        for i in range(n):
+        for i in samples:
             data = {inp.name: input_frames(inp, input_integers(inp, batches[inp.name][i]), T, plan.steps_run)
                     for inp in plan.inputs}
             for name, r in lnet.run_sample(data).items():

@@ -50,7 +50,8 @@ def _first(a: np.ndarray, b: np.ndarray, lead: int):
     return None if idx.size == 0 else tuple(int(i) for i in idx[0])
 
 
-def verify(qnet: Network, x, timesteps: int, native: bool = True, sim_result=None) -> VerifyReport:
+def verify(qnet: Network, x, timesteps: int, native: bool = True, sim_result=None,
+           progress: bool = False) -> VerifyReport:
     """Run ``spikeport.simulator.simulate`` and Lava on the same inputs; compare per layer.
 
     Compared: the spike code of every neuron at every step (both record it), the final v of every
@@ -59,7 +60,7 @@ def verify(qnet: Network, x, timesteps: int, native: bool = True, sim_result=Non
     """
     from ...simulator import simulate
     sim = sim_result or simulate(qnet, x, timesteps, record_spikes=True, record_states=True, record_voltages=True)
-    lava = run_lava(qnet, x, timesteps, native=native)
+    lava = run_lava(qnet, x, timesteps, native=native, progress=progress)
     order = [p.name for p in qnet.populations()]
     checks: list[tuple[str, str, np.ndarray, np.ndarray, bool]] = []
     for name in order:
