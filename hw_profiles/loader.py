@@ -132,7 +132,7 @@ def validate_profile_data(data: dict, where: str) -> None:
             raise _fail(where, key, data[key], f"unknown section or top-level key (allowed: {_names(SECTIONS + TOP_LEVEL_KEYS)})")
     for section in SECTIONS:
         if section not in data:
-            raise ProfileError(f"{where}: section {section!r} is missing (required sections: {_names(SECTIONS)})")
+            raise ProfileError(f"{where}: section [{section}] is missing (required sections: {_names(SECTIONS)})")
         if not isinstance(data[section], dict):
             raise _fail(where, section, data[section], "must be a table (a section)")
     for section, rules in RULES.items():
