@@ -426,6 +426,8 @@ class _Slot(threading.Thread):
             line = self.proc.stdout.readline() if ready else b""
             if line:
                 self.results.append(json.loads(line))
+                if len(self.results) % 500 == 0:
+                    print(f"  {len(self.results)} mutants done", file=sys.stderr, flush=True)
                 continue
             if not ready:
                 self.results.append({"i": index, "category": category, "outcome": "hang"})
