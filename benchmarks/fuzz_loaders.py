@@ -392,8 +392,10 @@ def worker(seed: int, originals: list[dict], scratch: Path) -> None:
 class _Slot(threading.Thread):
     """One worker process; restarts it after a crash or a hang."""
 
-    def __init__(self, tasks: queue.Queue, results: list, args, originals_file: Path, scratch: Path):
+    def __init__(self, tasks: queue.Queue, results: list, args, originals_file: Path, scratch: Path,
+                 deadline: float = float("inf")):
         super().__init__(daemon=True)
+        self.deadline = deadline
         self.tasks, self.results, self.args = tasks, results, args
         self.originals_file, self.scratch = originals_file, scratch
         self.proc = None
@@ -413,6 +415,8 @@ class _Slot(threading.Thread):
     def run(self):
         while True:
             try:
+                if time.time() > self.deadline:
+                    raise queue.Empty
                 category, index = self.tasks.get_nowait()
             except queue.Empty:
                 self._stop()
@@ -438,8 +442,10 @@ class _Slot(threading.Thread):
             self._stop()
 
 
-def run(n_ir: int, n_profiles: int, workers: int, seed: int, legacy_share: float = 0.1) -> dict:
-    """Run the fuzz; return {category: Counter(outcome)} plus the findings."""
+def run(n_ir: int, n_profiles: int, workers: int, seed: int, legacy_share: float = 0.1,
+        time_limit_s: float = float("inf")) -> dict:
+    """Run the fuzz; return {category: Counter(outcome)} plus the findings. After ``time_limit_s``
+    no new mutant is started (the table then covers the mutants that ran)."""
     tmp = Path(tempfile.mkdtemp(prefix="spikeport-fuzz-"))
     try:
         originals = make_originals(tmp)
@@ -457,7 +463,9 @@ def run(n_ir: int, n_profiles: int, workers: int, seed: int, legacy_share: float
         for t in order:
             tasks.put(t)
         results: list = []
-        slots = [_Slot(tasks, results, argparse.Namespace(seed=seed), originals_file, scratch) for _ in range(workers)]
+        deadline = time.time() + time_limit_s
+        slots = [_Slot(tasks, results, argparse.Namespace(seed=seed), originals_file, scratch, deadline)
+                 for _ in range(workers)]
         for s in slots:
             s.start()
         for s in slots:
@@ -498,6 +506,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--legacy-share", type=float, default=0.1)
+    ap.add_argument("--time-limit", type=float, default=float("inf"), help="seconds after which no new mutant starts")
+    ap.add_argument("--json", help="write the table and findings to this file")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--originals", help=argparse.SUPPRESS)
     ap.add_argument("--scratch", help=argparse.SUPPRESS)
@@ -506,8 +516,11 @@ def main() -> None:
         worker(args.seed, json.loads(Path(args.originals).read_text()), Path(args.scratch))
         return
     t0 = time.time()
-    res = run(args.ir, args.profiles, args.workers, args.seed, args.legacy_share)
+    res = run(args.ir, args.profiles, args.workers, args.seed, args.legacy_share, args.time_limit)
     print(format_table(res["table"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"table": res["table"], "findings": res["findings"], "planned": res["per"],
+                                               "seconds": time.time() - t0, "workers": args.workers, "seed": args.seed}))
     print(f"\n{time.time() - t0:.0f} s, {args.workers} workers, seed {args.seed}")
     for r in res["findings"][:30]:
         print("finding:", json.dumps(r))
