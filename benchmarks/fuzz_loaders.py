@@ -92,11 +92,16 @@ def _input_for(net, rng) -> np.ndarray:
 
 def make_originals(folder: Path) -> list[dict]:
     from spikeport import ir
-    from spikeport.backends.loihi2 import examples as ex
     from spikeport.simulator import simulate
 
-    nets = {"float": _float_net(), "resnet": ex.random_resnet(3), "graded": ex.random_graded_mlp(4),
-            "convnet": ex.random_convnet(5), "multispike": ex.random_multispike_convnet(6)}
+    nets = {"float": _float_net()}
+    try:            # the quantised example networks live with the Loihi 2 backend (whose import needs Lava)
+        from spikeport.backends.loihi2 import examples as ex
+        nets.update({"resnet": ex.random_resnet(3), "graded": ex.random_graded_mlp(4), "convnet": ex.random_convnet(5),
+                     "multispike": ex.random_multispike_convnet(6)})
+    except ImportError:
+        from spikeport.compiler import quantize
+        nets["quantised"] = quantize(nets["float"], "loihi2")[0]
     out = []
     for name, net in nets.items():
         sealed = ir.save(net, folder / f"{name}.h5")
