@@ -66,7 +66,8 @@ TruncToInt RoundToInt RoundDecimal ToFloat Identity
 _SYM_TOKEN = re.compile(r"\s+|[A-Za-z][A-Za-z0-9]*|'[A-Za-z][A-Za-z0-9]*'|[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?"
                         r"|\*\*|[=!<>]=|[-+*/%(),=<>]")
 _SYMBOL_NAME = re.compile(r"[a-z]+[0-9]+")
-_TARGET_OK = re.compile(r"torch\.ops\.(aten|prims)\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?|torch\.sym_[a-z_]+|math\.[a-z_]+"
+_TARGET_OK = re.compile(r"torch\.ops\.(aten|prims)\.[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)?|torch\.sym_[a-z_]+"
+                        r"|math\.[a-z][a-z0-9_]*"
                         r"|_operator\.(getitem|add|sub|mul|truediv|floordiv|neg|pow|mod|eq|ne|lt|le|gt|ge|and_|or_|not_)")
 
 

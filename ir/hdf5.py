@@ -114,6 +114,8 @@ def _member(group: h5py.Group, key: str, where: str):
 
 
 def _dataset(ds: h5py.Dataset, where: str, name: str) -> np.ndarray:
+    if len(ds.attrs):
+        raise _fail(where, name, f"dataset carries attributes {sorted(ds.attrs)[:5]} (spikeport writes none)")
     if ds.dtype.kind not in "biuf":
         raise _fail(where, name, f"dataset dtype {ds.dtype} is not numeric")
     if ds.compression is not None or ds.external or ds.is_virtual or ds.id.get_storage_size() != ds.nbytes:
@@ -295,7 +297,7 @@ def _root_text(f: h5py.File, key: str, where: str) -> str:
 
 def _parse(f: h5py.File, where: str) -> Network:
     fmt = _attr(f, "format", where) if "format" in f.attrs else None
-    if fmt != FORMAT:
+    if not isinstance(fmt, str) or fmt != FORMAT:
         raise IRError(f"{where}: not a spikeport IR file (format attribute {fmt!r}, expected {FORMAT!r})")
     version = _attr(f, "schema_version", where) if "schema_version" in f.attrs else None
     if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)) or version != SCHEMA_VERSION:
