@@ -125,14 +125,20 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
 def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
              profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path)."),
              out: Path = typer.Option(..., "--out", help="Quantised IR file (QNET.h5)."),
-             json_out: Optional[Path] = typer.Option(None, "--json", help="Write the quantisation table as JSON.")):
+             json_out: Optional[Path] = typer.Option(None, "--json", help="Write the quantisation table as JSON."),
+             strict: bool = typer.Option(False, "--strict", help="Treat compile warnings (destroyed layers, "
+                                         "unavoidable wraps) as errors: exit 2, write nothing.")):
     """Quantise a float IR to a hardware profile's fixed-point formats; print the per-layer table."""
     from . import compiler, hw_profiles, ir, report
     net = _run(ir.load, net_path)
     prof = _run(hw_profiles.load_profile, profile)
     qnet, table = _run(compiler.quantize, net, prof)
-    _run(ir.save, qnet, out)
     console.print(compiler.render_quant_table(table))
+    for line in compiler.render_warnings(table.warnings):
+        console.print(line, highlight=False)
+    if strict and table.warnings:
+        _fail(f"--strict: {len(table.warnings)} compile warning(s); first: {table.warnings[0]}")
+    _run(ir.save, qnet, out)
     console.print(f"quantised for [bold]{prof.name}[/] -> {out}")
     if json_out:
         report.write_json({"profile": prof.name, "net": str(net_path), "out": str(out), **table.as_dict()}, json_out)

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..hw_profiles import Profile, load_profile
 from ..ir import IF, Conv2d, Datapath, Dense, Identity, Input, IRError, Network, Population, Projection, Readout, SpikePayload, expand_channel
+from .compile_warnings import compile_warnings
 from .errors import QuantizationError
 from .gain import Bound, WeightRange, choose_gain, weight_bound, weight_exp_for
 from .quant_table import InputQuant, LayerQuant, ProjectionQuant, QuantTable
@@ -259,10 +260,18 @@ def _quantize_weights(inc: _Incoming, gain: float, s_rows, dp: Datapath, where: 
     if e is None:  # choose_gain keeps every projection representable; this guards the invariant
         raise QuantizationError(f"layer {where!r}: projection {proj.name!r} max weight {inc.range.peak:.4g} does not fit "
                                 f"weight_max {dp.weight_max} at weight_exp_max {dp.weight_exp_max}")
-    x = inc.norm * (gain / 2.0 ** e)
-    q = _round(x / dp.weight_step) * dp.weight_step
-    over = (q > dp.weight_max) | (q < dp.weight_min)
-    q = np.clip(q, dp.weight_min, dp.weight_max)
+    q, over = _mantissas(inc, gain, e, dp)
+    acc_bound = acc_limit = 0
+    if isinstance(proj, Conv2d) and dp.conv_acc_bits:
+        # Lava's Conv wraps its per-step sum to conv_acc_bits: raise the exponent (coarser mantissas)
+        # until the worst-case sum fits; where even weight_exp_max cannot, compile warns.
+        acc_limit = 2 ** (dp.conv_acc_bits - 1) - 1
+        p_max = int(math.ceil(inc.src.max_abs / inc.src.unit - 1e-9))
+        acc_bound = _conv_acc_bound(inc, q, p_max)
+        while acc_bound > acc_limit and e < dp.weight_exp_max:
+            e += 1
+            q, over = _mantissas(inc, gain, e, dp)
+            acc_bound = _conv_acc_bound(inc, q, p_max)
     scale_rows = s_rows * 2.0 ** dp.act_shift / inc.src.unit
     view = q * 2.0 ** e * scale_rows
     err = np.abs(view - rows)
@@ -276,7 +285,21 @@ def _quantize_weights(inc: _Incoming, gain: float, s_rows, dp: Datapath, where: 
         clipped=int(over.sum()), zeroed=int(((rows != 0) & (q == 0)).sum()),
         max_abs_err=float(err.max(initial=0.0)), err_bound=float(dp.weight_step / 2 * 2.0 ** e * scale.max()),
         max_rel_err=float(err.max(initial=0.0) / peak) if peak else 0.0, max_mantissa=int(np.abs(q).max(initial=0)),
+        acc_bound=int(acc_bound), acc_limit=int(acc_limit), n_nonzero=int((rows != 0).sum()),
     )
+
+
+def _mantissas(inc: _Incoming, gain: float, e: int, dp: Datapath) -> tuple[np.ndarray, np.ndarray]:
+    """Rounded, clipped weight mantissas at exponent e, and the mask of clipped ones."""
+    q = _round(inc.norm * (gain / 2.0 ** e) / dp.weight_step) * dp.weight_step
+    over = (q > dp.weight_max) | (q < dp.weight_min)
+    return np.clip(q, dp.weight_min, dp.weight_max), over
+
+
+def _conv_acc_bound(inc: _Incoming, q: np.ndarray, p_max: int) -> int:
+    """max over output channels of sum |mantissa| * largest payload: bounds every Conv sum (as the simulator)."""
+    w = np.abs(inc.restore(q)).reshape(np.shape(inc.proj.weight)[0], -1)
+    return int(w.sum(axis=1).max(initial=0)) * p_max
 
 
 # ------------------------------------------------------------------------------------ populations
@@ -490,6 +513,7 @@ def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | N
                                                       "beta_realised": g.neg / g.pos, "rel_err": g.rel_err}
                                                for name, g in graded.items()}
 
+    table.warnings = compile_warnings(table, qnet.outputs)
     qnet.datapath = dp
     qnet = schedule(qnet, dp.synapse_delay)
     # The quantised file carries its own table, so fidelity reports can say why a layer diverges.
