@@ -190,9 +190,13 @@ def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
              json_out: Optional[Path] = typer.Option(None, "--json"),
              plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of accuracy vs T and per-layer divergence."),
              batch_size: int = typer.Option(256, min=1),
-             device: Optional[str] = typer.Option(None)):
+             device: Optional[str] = typer.Option(None),
+             ablation: bool = typer.Option(True, "--ablation/--no-ablation",
+                                           help="Attribute the fixed-point loss at the largest T to layers and "
+                                                "settings by ablation (needs labels).")):
     """ANN vs float SNN vs fixed-point SNN per T, and per layer where float and fixed diverge and why."""
-    from . import datasets, frontend, ir, report
+    from . import compiler, datasets, frontend, hw_profiles, ir, report
+    from .simulator.mixed import run_mixed
     from .report.tables import accuracy_table, layer_fidelity_table
     from .simulator import simulate as sim
     ts = _timesteps(timesteps)
@@ -202,7 +206,9 @@ def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
     acc_ann = ann.evaluate(x, y)["accuracy"] if y is not None else None
     acts = ann.record_activations(x, [p.source for p in net.populations() if p.source])
     rep = _run(report.fidelity, net, qnet, x, y, ts, simulate=sim, ann_accuracy=acc_ann,
-               ann_acts=acts, batch_size=batch_size, device=device, progress=True).to_json()
+               ann_acts=acts, batch_size=batch_size, device=device, progress=True,
+               ablation_at=-1 if ablation else None, run_mixed=run_mixed, quantize=compiler.quantize,
+               template_profile=hw_profiles.load_profile("loihi2")).to_json()
     console.print(accuracy_table(rep))
     console.print(layer_fidelity_table(rep["points"][-1]))
     if json_out:
