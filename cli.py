@@ -92,16 +92,18 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
             timesteps: Optional[int] = typer.Option(None, help="Target T (methods that tune for T use it; "
                                                               "with labels, the float SNN is evaluated at T)."),
             percentile: float = typer.Option(99.9, help="IF: activation percentile for thresholds (100 = max)."),
-            reset: str = typer.Option("subtract", help="IF: reset rule, subtract or zero."),
-            v_init: str = typer.Option("half", help="IF: initial membrane, half (theta/2) or zero."),
+            reset: Optional[str] = typer.Option(None, help="IF: reset rule, subtract (default) or zero."),
+            v_init: Optional[str] = typer.Option(None, help="IF: initial membrane, half (theta/2, default) or zero."),
             maxpool: str = typer.Option("error", help="MaxPool handling: error, or avg (replace by AvgPool)."),
             opt: list[str] = typer.Option([], "--opt", help="Method option KEY=VALUE (repeatable), e.g. "
-                                          "--opt search=both (aif), --opt setting=ibt (negspike)."),
+                                          "--opt search=both (aif), --opt setting=ibt (negspike), --opt neuron=lava-lif "
+                                          "(if: Lava's own LIF)."),
             json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON summary here.")):
     """Convert a trained ANN into a float SNN in spikeport's IR."""
     from . import convert as conv
     from . import datasets, frontend, ir, report
-    opts = dict(percentile=percentile, reset=reset, v_init=v_init) if method == "if" else {}
+    opts = {k: v for k, v in dict(percentile=percentile, reset=reset, v_init=v_init).items()
+            if v is not None} if method == "if" else {}
     opts.update(_options(opt))
     x, y = _run(datasets.load_npz, calib)
     ann = _run(frontend.load_model, model)
@@ -393,8 +395,14 @@ def verify(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
     x, _ = _run(datasets.load_npz, data)
     rep = _run(loihi2.verify, qnet, x, timesteps)
     console.print(("[green]" if rep.identical else "[red]") + str(rep) + "[/]", highlight=False)
+    runs = {row["layer"]: row["runs"] for row in _run(loihi2.layer_report, qnet, timesteps)}
+    for who in ("Lava", "spikeport"):
+        names = [k for k, v in runs.items() if v == who]
+        if names:
+            console.print(f"run by {'Lava' + chr(39) + 's own processes' if who == 'Lava' else 'spikeport' + chr(39) + 's processes (Lava arithmetic re-implemented)'}: "
+                          + ", ".join(names), highlight=False)
     if json_out:
-        report.write_json({"identical": rep.identical, "compared": rep.compared, "mismatches": rep.mismatches,
+        report.write_json({"identical": rep.identical, "compared": rep.compared, "mismatches": rep.mismatches, "runs": runs,
                            "predictions_equal": rep.predictions_equal, "notes": rep.notes,
                            "first_divergence": asdict(rep.first_divergence) if rep.first_divergence else None},
                           json_out)

@@ -462,6 +462,36 @@ def _quantize_population(net: Network, pop: Population, dp: Datapath, sources: d
     )
 
 
+def _cancel_fill_bias(qnet: Network, dp: Datapath) -> dict:
+    """Always-active neurons (``LavaLIF``: Lava's ungated LIF) add their bias during the pipeline fill
+    ``[0, t_start)`` while no input has arrived. Start them at ``v_init - t_start * bias`` so that v at
+    ``t_start`` is the windowed IF's ``v_init``. Exact when no fill step can fire (strict '>': the
+    first fill step's ``v_init' + bias`` must stay <= threshold, which limits it for negative biases)
+    and the state range holds it; leaky neurons are left as they are. Returns per population
+    {t_start, exact, neurons_limited}."""
+    notes = {}
+    for pop in qnet.populations():
+        m = pop.neuron
+        if not getattr(type(m), "always_active", False) or pop.t_start == 0:
+            continue
+        shape = tuple(pop.shape)
+        bias = expand_channel(np.asarray(m.bias, dtype=np.int64), shape).astype(np.int64)
+        if not bias.any():
+            continue
+        if float(m.leak) != 0:
+            notes[pop.name] = {"t_start": int(pop.t_start), "exact": False, "neurons_limited": int(pop.size),
+                               "why": "leaky: the fill decays v, not cancelled"}
+            continue
+        v0 = expand_channel(np.asarray(m.v_init, dtype=np.int64), shape).astype(np.int64)
+        theta = expand_channel(np.asarray(m.threshold, dtype=np.int64), shape).astype(np.int64)
+        want = v0 - int(pop.t_start) * bias
+        new = np.clip(np.minimum(want, theta - bias), -dp.state_max, dp.state_max)
+        m.v_init = _compact(new, shape)
+        limited = int((new != want).sum())
+        notes[pop.name] = {"t_start": int(pop.t_start), "exact": limited == 0, "neurons_limited": limited}
+    return notes
+
+
 # ------------------------------------------------------------------------------------ the pass
 def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | None = None,
              input_range: tuple[float, float] | dict | None = None, max_timesteps: int = 256,
@@ -516,6 +546,9 @@ def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | N
     table.warnings = compile_warnings(table, qnet.outputs)
     qnet.datapath = dp
     qnet = schedule(qnet, dp.synapse_delay)
+    fill = _cancel_fill_bias(qnet, dp)
+    if fill:
+        qnet.meta["fill_bias_cancelled"] = fill
     # The quantised file carries its own table, so fidelity reports can say why a layer diverges.
     qnet.meta["quantization"] = table.as_dict()
     try:

@@ -37,6 +37,12 @@ class Plan:
         return self.net.datapath is not None
 
 
+def always_active(pop: Population) -> bool:
+    """Neuron models that update at every step of the run (Lava's LIF semantics, ``LavaLIF``), not
+    only during their window ``[t_start, t_start + T)``."""
+    return bool(getattr(type(pop.neuron), "always_active", False))
+
+
 def source_max_abs(net: Network, name: str) -> float:
     """Largest |value| a source can emit in one step (bounds for the exact-arithmetic proofs)."""
     node = net[name]
@@ -166,12 +172,13 @@ class BatchRun:
         plan, net = self.plan, self.plan.net
         T = plan.timesteps
         nodes = [net[name] for name in plan.order]
+        always = {p.name for p in net.populations() if always_active(p)}
         for t in range(plan.steps):
             for node in nodes:
                 name = node.name
                 if isinstance(node, Input):
                     em = self.input_emission(node, t)
-                elif node.t_start <= t < node.t_start + T:
+                elif name in always or node.t_start <= t < node.t_start + T:
                     em = self._step_population(node, t)
                 else:
                     em = None

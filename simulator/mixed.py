@@ -24,7 +24,7 @@ import torch
 from ..ir.graph import Network
 from ..ir.nodes import Input, Population
 from .emission import Emission
-from .engine import encode_input, source_max_abs
+from .engine import always_active, encode_input, source_max_abs
 from .neurons import kernel_class
 from .synapses import ProjectionKernel, exact_float_context
 
@@ -44,11 +44,6 @@ class MixedResult:
     spike_counts: dict[str, np.ndarray] = field(default_factory=dict)
     spikes: dict[str, np.ndarray] = field(default_factory=dict)
     events: dict[str, dict] = field(default_factory=dict)
-
-
-def always_active(pop: Population) -> bool:
-    """Neuron models that run every step of the run (Lava's LIF semantics), not only their window."""
-    return bool(getattr(type(pop.neuron), "always_active", False))
 
 
 class _Plan:

@@ -171,7 +171,8 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
                 if isinstance(nd, Input):
                     emitted[nd.name].append(_input_values(nd, np.asarray(x[nd.name][k]), t, T))
                     continue
-                if not nd.t_start <= t < nd.t_start + T:
+                # LavaLIF (always_active) updates at every step, like Lava's ungated LIF process
+                if not (getattr(type(nd.neuron), "always_active", False) or nd.t_start <= t < nd.t_start + T):
                     emitted[nd.name].append(None)
                     continue
                 a_in = np.zeros(nd.size, np.int64)
