@@ -213,7 +213,11 @@ def fidelity(net: Network, qnet: Network, x: np.ndarray, y: np.ndarray | None, t
                 if a is None:
                     continue
                 lf.error_own, lf.error_inherited, lf.share = a.error_own, a.error_inherited, a.share
-                lf.cause, lf.cause_source = a.cause, "ablation"
+                if a.cause.startswith("rounding") and lf.cause not in ("identical", "rounding", "vth rounding"):
+                    # no relaxation changes the accuracy, but the counters show what happens in the layer
+                    lf.cause = f"{lf.cause} (no accuracy effect)"
+                else:
+                    lf.cause, lf.cause_source = a.cause, "ablation"
         points.append(FidelityPoint(T, acc_f, acc_q, agree, rows, ab.to_json() if ab is not None else None))
     profile = qnet.datapath.profile if qnet.datapath is not None else "float"
     return FidelityReport(acc_ann=ann_accuracy, samples=int(len(x)), points=points, profile=profile)

@@ -83,6 +83,21 @@ def test_pinned_exponent_wraps_counts_warns_and_equals_reference(example):
     assert not np.array_equal(simulate(exact, x, 8).spike_counts[conv_pop], res.spike_counts[conv_pop])
 
 
+def test_wrap_events_in_the_fidelity_report(example):
+    from spikeport.report import fidelity
+    from spikeport.simulator.mixed import run_mixed
+    net, x, d = example
+    qnet, _ = quantize(net, load_profile(d / "pinned.toml"))
+    y = simulate(net, x, 8).predictions
+    point = fidelity(net, qnet, x, y, [8], simulate=simulate, run_mixed=run_mixed, quantize=quantize,
+                     template_profile=load_profile("loihi2")).points[-1]
+    rows = {lf.layer: lf for lf in point.layers}
+    conv = next(p.name for p in qnet.populations() if any(i.connectivity == "conv2d" for i in qnet.incoming(p.name)))
+    assert rows[conv].conv_wrap_events == simulate(qnet, x, 8).layers[conv]["conv_wrap_events"] > 0
+    assert "current wrap" in rows[conv].cause
+    assert rows[qnet.outputs[0]].output                      # the output layer is in the report
+
+
 def test_issue_example_verifies_identical_against_lava(example):
     net, x, d = example
     qnet, _ = quantize(net, load_profile(d / "pinned.toml"))
