@@ -156,11 +156,12 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
                                                     help="Target T (methods that tune for T use "
                                                     "it; with labels, the float SNN is evaluated at T)."),
             percentile: float = typer.Option(99.9, help="IF: activation percentile for thresholds (100 = max)."),
-            reset: str = typer.Option("subtract", help="IF: reset rule, subtract or zero."),
-            v_init: str = typer.Option("half", help="IF: initial membrane, half (theta/2) or zero."),
+            reset: Optional[str] = typer.Option(None, help="IF: reset rule, subtract (default) or zero."),
+            v_init: Optional[str] = typer.Option(None, help="IF: initial membrane, half (theta/2, default) or zero."),
             maxpool: str = typer.Option("error", help="MaxPool handling: error, or avg (replace by AvgPool)."),
             opt: list[str] = typer.Option([], "--opt", help="Method option KEY=VALUE (repeatable), e.g. "
-                                          "--opt search=both (aif), --opt setting=ibt (negspike)."),
+                                          "--opt search=both (aif), --opt setting=ibt (negspike), --opt neuron=lava-lif "
+                                          "(if: Lava's own LIF)."),
             json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON summary here."),
             yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
     """Convert a trained ANN into a float SNN in spikeport's IR."""
@@ -168,7 +169,8 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
     from . import datasets, frontend, ir, report
     check.choice(method, sorted(conv.METHODS), "--method")
     check.choice(maxpool, conv.registry.MAXPOOL_CHOICES, "--maxpool")
-    opts = dict(percentile=percentile, reset=reset, v_init=v_init) if method == "if" else {}
+    opts = {k: v for k, v in dict(percentile=percentile, reset=reset, v_init=v_init).items()
+            if v is not None} if method == "if" else {}
     opts.update(check.key_values(opt))
     check.output_file(out, "--out")
     check.output_file(json_out, "--json")
@@ -199,7 +201,9 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
 def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
              profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path)."),
              out: Path = typer.Option(..., "--out", help="Quantised IR file (QNET.h5)."),
-             json_out: Optional[Path] = typer.Option(None, "--json", help="Write the quantisation table as JSON.")):
+             json_out: Optional[Path] = typer.Option(None, "--json", help="Write the quantisation table as JSON."),
+             strict: bool = typer.Option(False, "--strict", help="Treat compile warnings (destroyed layers, "
+                                         "unavoidable wraps) as errors: exit 2, write nothing.")):
     """Quantise a float IR to a hardware profile's fixed-point formats; print the per-layer table."""
     from . import hw_profiles, ir
     check.output_file(out, "--out")
@@ -209,8 +213,13 @@ def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
     prof = hw_profiles.load_profile(profile)
     from . import compiler, report  # torch: imported once the inputs are known to be good
     qnet, table = compiler.quantize(net, prof)
-    ir.save(qnet, out)
     console.print(compiler.render_quant_table(table))
+    for line in compiler.render_warnings(table.warnings):
+        console.print(line, highlight=False)
+    if strict and table.warnings:
+        raise check.OptionError(f"--strict: {len(table.warnings)} compile warning(s), nothing written; "
+                                f"first: {table.warnings[0]}")
+    ir.save(qnet, out)
     console.print(Text.assemble("quantised for ", (prof.name, "bold"), f" -> {out}"))
     if json_out:
         report.write_json({"profile": prof.name, "net": str(net_path), "out": str(out), **table.as_dict()}, json_out)
@@ -271,9 +280,13 @@ def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
              plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of accuracy vs T and per-layer divergence."),
              batch_size: int = typer.Option(256, parser=check.int_at_least(1), metavar="INTEGER"),
              device: Optional[str] = typer.Option(None),
-             yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
+             yes: bool = typer.Option(False, "--yes", help=YES_HELP),
+             ablation: bool = typer.Option(True, "--ablation/--no-ablation",
+                                           help="Attribute the fixed-point loss at the largest T to layers and "
+                                                "settings by ablation (needs labels).")):
     """ANN vs float SNN vs fixed-point SNN per T, and per layer where float and fixed diverge and why."""
-    from . import datasets, frontend, report
+    from . import compiler, datasets, frontend, hw_profiles, report
+    from .simulator.mixed import run_mixed
     from .report.tables import accuracy_table, layer_fidelity_table
     from .simulator import simulate as sim
     ts = check.timesteps_list(timesteps)
@@ -297,7 +310,9 @@ def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
         acc_ann = ann.evaluate(x, y)["accuracy"] if y is not None else None
         acts = ann.record_activations(x, [p.source for p in net.populations() if p.source])
     rep = report.fidelity(net, qnet, x, y, ts, simulate=sim, ann_accuracy=acc_ann,
-                          ann_acts=acts, batch_size=batch_size, device=dev, progress=True).to_json()
+                          ann_acts=acts, batch_size=batch_size, device=dev, progress=True,
+                          ablation_at=-1 if ablation else None, run_mixed=run_mixed, quantize=compiler.quantize,
+                          template_profile=hw_profiles.load_profile("loihi2")).to_json()
     console.print(accuracy_table(rep))
     console.print(layer_fidelity_table(rep["points"][-1]))
     if json_out:
@@ -519,8 +534,14 @@ def verify(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         workload.estimate(qnet, len(x), timesteps, what="verify (spikeport)", record_all=True)), override=yes)
     rep = loihi2.verify(qnet, x, timesteps, progress=True)
     console.print(Text(str(rep), style="green" if rep.identical else "red"))
+    runs = {row["layer"]: row["runs"] for row in loihi2.layer_report(qnet, timesteps)}
+    for who, said in (("Lava", "Lava's own processes"),
+                      ("spikeport", "spikeport's processes (Lava arithmetic re-implemented)")):
+        names = [k for k, v in runs.items() if v == who]
+        if names:
+            console.print(Text(f"run by {said}: " + ", ".join(names)))
     if json_out:
-        report.write_json({"identical": rep.identical, "compared": rep.compared, "mismatches": rep.mismatches,
+        report.write_json({"identical": rep.identical, "compared": rep.compared, "mismatches": rep.mismatches, "runs": runs,
                            "predictions_equal": rep.predictions_equal, "notes": rep.notes,
                            "first_divergence": asdict(rep.first_divergence) if rep.first_divergence else None},
                           json_out)

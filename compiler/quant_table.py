@@ -28,13 +28,15 @@ class ProjectionQuant:
     """One incoming projection of a population.
 
     weight_exp     exponent applied after accumulation
-    n_weights      stored weights (nonzero in float or int)
+    n_weights      stored weights (nonzero in float or int); n_nonzero: nonzero in float
     clipped        weights whose rounded mantissa fell outside [weight_min, weight_max]
     zeroed         weights nonzero in float and zero as integers
     max_abs_err    max |weight * 2**weight_exp * scale - float weight| (real units), clipped included
     err_bound      rounding bound for unclipped weights: weight_step/2 * 2**weight_exp * max(scale)
     max_rel_err    max_abs_err / max |float weight|
     max_mantissa   largest |integer mantissa| used (how well the weight range is filled)
+    acc_bound      Conv2d on a datapath whose conv sums wrap: worst-case |sum| per step (sum |w| * max
+                   payload); acc_limit the largest sum that does not wrap (0: no such limit)
     """
 
     name: str
@@ -48,6 +50,9 @@ class ProjectionQuant:
     err_bound: float
     max_rel_err: float
     max_mantissa: int
+    acc_bound: int = 0
+    acc_limit: int = 0
+    n_nonzero: int = 0
 
 
 @dataclass
@@ -106,6 +111,7 @@ class QuantTable:
     inputs: list[InputQuant] = field(default_factory=list)
     layers: list[LayerQuant] = field(default_factory=list)
     options: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)   # CompileWarning (compiler/compile_warnings.py)
 
     def __getitem__(self, name: str) -> LayerQuant:
         for layer in self.layers:
@@ -121,7 +127,8 @@ class QuantTable:
         return _plain({"profile": self.profile, "options": self.options,
                        "inputs": [asdict(i) for i in self.inputs], "layers": self.rows(),
                        "totals": {"clipped": sum(l.clipped for l in self.layers),
-                                  "zeroed": sum(l.zeroed for l in self.layers)}})
+                                  "zeroed": sum(l.zeroed for l in self.layers)},
+                       "warnings": [w.as_dict() for w in self.warnings]})
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.as_dict(), indent=indent)

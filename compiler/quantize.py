@@ -35,6 +35,7 @@ import numpy as np
 
 from ..hw_profiles import Profile, load_profile
 from ..ir import IF, Conv2d, Datapath, Dense, Identity, Input, IRError, Network, Population, Projection, Readout, SpikePayload, expand_channel
+from .compile_warnings import compile_warnings
 from .errors import QuantizationError
 from .gain import Bound, WeightRange, choose_gain, weight_bound, weight_exp_for
 from .quant_table import InputQuant, LayerQuant, ProjectionQuant, QuantTable
@@ -259,10 +260,18 @@ def _quantize_weights(inc: _Incoming, gain: float, s_rows, dp: Datapath, where: 
     if e is None:  # choose_gain keeps every projection representable; this guards the invariant
         raise QuantizationError(f"layer {where!r}: projection {proj.name!r} max weight {inc.range.peak:.4g} does not fit "
                                 f"weight_max {dp.weight_max} at weight_exp_max {dp.weight_exp_max}")
-    x = inc.norm * (gain / 2.0 ** e)
-    q = _round(x / dp.weight_step) * dp.weight_step
-    over = (q > dp.weight_max) | (q < dp.weight_min)
-    q = np.clip(q, dp.weight_min, dp.weight_max)
+    q, over = _mantissas(inc, gain, e, dp)
+    acc_bound = acc_limit = 0
+    if isinstance(proj, Conv2d) and dp.conv_acc_bits:
+        # Lava's Conv wraps its per-step sum to conv_acc_bits: raise the exponent (coarser mantissas)
+        # until the worst-case sum fits; where even weight_exp_max cannot, compile warns.
+        acc_limit = 2 ** (dp.conv_acc_bits - 1) - 1
+        p_max = int(math.ceil(inc.src.max_abs / inc.src.unit - 1e-9))
+        acc_bound = _conv_acc_bound(inc, q, p_max)
+        while acc_bound > acc_limit and e < dp.weight_exp_max:
+            e += 1
+            q, over = _mantissas(inc, gain, e, dp)
+            acc_bound = _conv_acc_bound(inc, q, p_max)
     scale_rows = s_rows * 2.0 ** dp.act_shift / inc.src.unit
     view = q * 2.0 ** e * scale_rows
     err = np.abs(view - rows)
@@ -276,7 +285,21 @@ def _quantize_weights(inc: _Incoming, gain: float, s_rows, dp: Datapath, where: 
         clipped=int(over.sum()), zeroed=int(((rows != 0) & (q == 0)).sum()),
         max_abs_err=float(err.max(initial=0.0)), err_bound=float(dp.weight_step / 2 * 2.0 ** e * scale.max()),
         max_rel_err=float(err.max(initial=0.0) / peak) if peak else 0.0, max_mantissa=int(np.abs(q).max(initial=0)),
+        acc_bound=int(acc_bound), acc_limit=int(acc_limit), n_nonzero=int((rows != 0).sum()),
     )
+
+
+def _mantissas(inc: _Incoming, gain: float, e: int, dp: Datapath) -> tuple[np.ndarray, np.ndarray]:
+    """Rounded, clipped weight mantissas at exponent e, and the mask of clipped ones."""
+    q = _round(inc.norm * (gain / 2.0 ** e) / dp.weight_step) * dp.weight_step
+    over = (q > dp.weight_max) | (q < dp.weight_min)
+    return np.clip(q, dp.weight_min, dp.weight_max), over
+
+
+def _conv_acc_bound(inc: _Incoming, q: np.ndarray, p_max: int) -> int:
+    """max over output channels of sum |mantissa| * largest payload: bounds every Conv sum (as the simulator)."""
+    w = np.abs(inc.restore(q)).reshape(np.shape(inc.proj.weight)[0], -1)
+    return int(w.sum(axis=1).max(initial=0)) * p_max
 
 
 # ------------------------------------------------------------------------------------ populations
@@ -439,6 +462,36 @@ def _quantize_population(net: Network, pop: Population, dp: Datapath, sources: d
     )
 
 
+def _cancel_fill_bias(qnet: Network, dp: Datapath) -> dict:
+    """Always-active neurons (``LavaLIF``: Lava's ungated LIF) add their bias during the pipeline fill
+    ``[0, t_start)`` while no input has arrived. Start them at ``v_init - t_start * bias`` so that v at
+    ``t_start`` is the windowed IF's ``v_init``. Exact when no fill step can fire (strict '>': the
+    first fill step's ``v_init' + bias`` must stay <= threshold, which limits it for negative biases)
+    and the state range holds it; leaky neurons are left as they are. Returns per population
+    {t_start, exact, neurons_limited}."""
+    notes = {}
+    for pop in qnet.populations():
+        m = pop.neuron
+        if not getattr(type(m), "always_active", False) or pop.t_start == 0:
+            continue
+        shape = tuple(pop.shape)
+        bias = expand_channel(np.asarray(m.bias, dtype=np.int64), shape).astype(np.int64)
+        if not bias.any():
+            continue
+        if float(m.leak) != 0:
+            notes[pop.name] = {"t_start": int(pop.t_start), "exact": False, "neurons_limited": int(pop.size),
+                               "why": "leaky: the fill decays v, not cancelled"}
+            continue
+        v0 = expand_channel(np.asarray(m.v_init, dtype=np.int64), shape).astype(np.int64)
+        theta = expand_channel(np.asarray(m.threshold, dtype=np.int64), shape).astype(np.int64)
+        want = v0 - int(pop.t_start) * bias
+        new = np.clip(np.minimum(want, theta - bias), -dp.state_max, dp.state_max)
+        m.v_init = _compact(new, shape)
+        limited = int((new != want).sum())
+        notes[pop.name] = {"t_start": int(pop.t_start), "exact": limited == 0, "neurons_limited": limited}
+    return notes
+
+
 # ------------------------------------------------------------------------------------ the pass
 def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | None = None,
              input_range: tuple[float, float] | dict | None = None, max_timesteps: int = 256,
@@ -490,8 +543,12 @@ def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | N
                                                       "beta_realised": g.neg / g.pos, "rel_err": g.rel_err}
                                                for name, g in graded.items()}
 
+    table.warnings = compile_warnings(table, qnet.outputs)
     qnet.datapath = dp
     qnet = schedule(qnet, dp.synapse_delay)
+    fill = _cancel_fill_bias(qnet, dp)
+    if fill:
+        qnet.meta["fill_bias_cancelled"] = fill
     # The quantised file carries its own table, so fidelity reports can say why a layer diverges.
     qnet.meta["quantization"] = table.as_dict()
     try:

@@ -7,6 +7,11 @@ carrying lambda_l: the membrane is in ANN units, downstream weights absorb the p
 (W' = W * lambda_prev, done by the lowering through ``event_value``) and ``decode_scale`` = lambda_l.
 The bias is added every step. Soft reset (v -= theta) by default, ``reset="zero"`` optional;
 comparison ``>=`` or ``>``; v(0) = 0 or theta/2 (``v_init="half"``).
+
+``neuron="lava-lif"`` emits :class:`~spikeport.ir.neurons_extra.LavaLIF` populations: Lava's own LIF
+semantics (reset to zero, strict '>', v(0) = 0, updated at every step of the run), so the Loihi 2
+backend runs them with ``lava.proc.lif.LIF`` itself rather than a spikeport process. It implies
+reset="zero", compare=">", v_init="zero"; asking for other values of those is an error.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import ir
+from ..ir.neurons_extra import LavaLIF
 from ..frontend import AnnModel
 from ..frontend import ann_graph as G
 from .calibrate import ActivationStats, calibrate
@@ -22,22 +28,36 @@ from .lower import ActivationContext, ConversionError, NeuronSpec
 from .registry import ConversionMethod, register_method
 
 V_INIT = ("zero", "half")
+NEURONS = ("if", "lava-lif")
+_LAVA_LIF = {"reset": "zero", "compare": ">", "v_init": "zero"}
+_DEFAULTS = {"reset": "subtract", "compare": ">=", "v_init": "half"}
 
 
 @register_method("if")
 @dataclass
 class IFMethod(ConversionMethod):
-    """Options: percentile (100 = max), channelwise, reset, compare, v_init."""
+    """Options: percentile (100 = max), channelwise, reset, compare, v_init, neuron ('if' | 'lava-lif')."""
 
     percentile: float = 99.9
     channelwise: bool = False
-    reset: str = "subtract"
-    compare: str = ">="
-    v_init: str = "half"
+    reset: str | None = None       # default 'subtract' ('zero' with neuron=lava-lif)
+    compare: str | None = None     # default '>=' ('>' with neuron=lava-lif)
+    v_init: str | None = None      # default 'half' ('zero' with neuron=lava-lif)
+    neuron: str = "if"
     _stats: dict = field(default_factory=dict, repr=False)
     _lambdas: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        if self.neuron not in NEURONS:
+            raise ValueError(f"method 'if': neuron {self.neuron!r} must be one of {NEURONS}")
+        implied = _LAVA_LIF if self.neuron == "lava-lif" else _DEFAULTS
+        for name, value in implied.items():
+            given = getattr(self, name)
+            if given is None:
+                setattr(self, name, value)
+            elif self.neuron == "lava-lif" and given != value:
+                raise ValueError(f"method 'if': neuron='lava-lif' is Lava's LIF ({name}={value!r}); {name}={given!r} "
+                                 "contradicts it")
         if not 0.0 < float(self.percentile) <= 100.0:
             raise ValueError(f"method 'if': percentile {self.percentile} must lie in (0, 100]")
         if self.reset not in ("subtract", "zero"):
@@ -78,7 +98,8 @@ class IFMethod(ConversionMethod):
         lam = self._lambda(self._stats[node.name], c)
         self._lambdas[node.name] = lam
         theta = lam if self.channelwise else np.asarray(lam[0])
-        neuron = ir.IF(threshold=np.asarray(theta, np.float64), bias=ctx.bias.astype(np.float64),
+        model = LavaLIF if self.neuron == "lava-lif" else ir.IF
+        neuron = model(threshold=np.asarray(theta, np.float64), bias=ctx.bias.astype(np.float64),
                        v_init=np.asarray(theta / 2.0 if self.v_init == "half" else np.zeros_like(theta), np.float64),
                        reset=self.reset, compare=self.compare)
         return NeuronSpec(neuron=neuron, payload=ir.SpikePayload(), decode_scale=np.asarray(theta, np.float64),

@@ -62,7 +62,10 @@ DATAPATH_RULES: dict[str, Rule] = {
     "payload_bits": _bits(1, 32),
     "synapse_delay": _count(0, MAX_STEPS),
     "input_bits": _bits(1, 32),
+    "conv_acc_bits": ((int,), lambda v: 0 <= v <= 64, "an integer number of bits in 0..64 (0: exact, no wrap)"),
 }
+# Optional datapath keys and the value a profile that omits them gets (a limit it does not declare).
+DATAPATH_OPTIONAL = {"conv_acc_bits": 0}
 
 # Upper bounds are far above any chip; a larger value is a typo that would make estimates absurd.
 LIMIT_RULES: dict[str, Rule] = {
@@ -95,7 +98,7 @@ def _required(cls) -> set[str]:
 
 REQUIRED = {
     "profile": set(PROFILE_RULES),
-    "datapath": set(DATAPATH_RULES),
+    "datapath": set(DATAPATH_RULES) - set(DATAPATH_OPTIONAL),
     "limits": _required(Limits),
     "energy": _required(Energy),
 }
@@ -228,7 +231,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
         raise ProfileError(f"{where}: not valid TOML: {e}") from None
     validate_profile_data(data, where)
     meta = data["profile"]
-    datapath = Datapath(profile=meta["name"], **data["datapath"])
+    datapath = Datapath(profile=meta["name"], **{**DATAPATH_OPTIONAL, **data["datapath"]})
     try:
         datapath.validate()
     except ValueError as e:            # Datapath's own rules, should the two ever drift apart

@@ -15,6 +15,7 @@ class Datapath:
     Per step, for every projection into a population::
 
         acc  = sum_j w[i, j] * payload[j]                        (exact integer)
+        acc  = wrap_{conv_acc_bits}(acc)                         (Conv2d only, when conv_acc_bits > 0)
         a    = acc << weight_exp   (or >> -weight_exp, floor)    (per projection)
     and for the population (IF family, Lava LIF order)::
 
@@ -50,6 +51,8 @@ class Datapath:
     payload_bits: int = 24         # largest graded payload
     synapse_delay: int = 1
     input_bits: int = 8            # graded payload bits of an analog input
+    conv_acc_bits: int = 24        # Conv2d sums wrap modulo 2^b into [-2^(b-1), 2^(b-1)) before weight_exp
+                                   # (Lava PyConvModelFixed signed_clamp); 0 = exact, never wraps
 
     def validate(self) -> None:
         for name in ("weight_bits", "threshold_bits", "bias_bits", "state_bits", "current_bits", "payload_bits", "input_bits"):
@@ -61,6 +64,8 @@ class Datapath:
                 raise ValueError(f"datapath {self.profile!r}: {name} = {getattr(self, name)!r} must be 'saturate' or 'wrap'")
         if self.weight_exp_min > self.weight_exp_max:
             raise ValueError(f"datapath {self.profile!r}: weight_exp_min {self.weight_exp_min} > weight_exp_max {self.weight_exp_max}")
+        if not 0 <= self.conv_acc_bits <= 64:
+            raise ValueError(f"datapath {self.profile!r}: conv_acc_bits = {self.conv_acc_bits} outside 0..64 (0: no wrap)")
         if self.weight_step < 1 or self.synapse_delay < 0:
             raise ValueError(f"datapath {self.profile!r}: weight_step must be >= 1 and synapse_delay >= 0")
 

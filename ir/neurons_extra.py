@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .nodes import ArrayLike, NeuronModel, check_array_fields, check_if_rules, register_neuron
+from .nodes import IF, ArrayLike, NeuronModel, check_array_fields, check_if_rules, register_neuron
 
 
 @register_neuron
@@ -96,3 +96,32 @@ class GradedSignedIF(NeuronModel):
 
 
 __all__ = ["GradedSignedIF", "MultiSpikeIF"]
+
+
+@register_neuron
+@dataclass
+class LavaLIF(IF):
+    """Lava's own LIF neuron (``lava.proc.lif``, du = 4095: no current memory), per step t of the
+    WHOLE run (not only the population's window)::
+
+        v <- v * (1 - leak) + I(t) + bias;   s = v > threshold;   v = 0 where s
+
+    The IF rule with reset to zero and strict '>', except that it is never gated: like Lava's LIF
+    process it updates (adds its bias, may fire) at every step ``0 .. T + latency``, also before
+    its inputs arrive (``t_start``) and after they end. In a float network (no latency) that is the
+    IF window exactly. The quantiser sets ``v_init = v_init - t_start * bias`` (when that cannot
+    fire during the fill, see ``compiler.quantize``) so the state at ``t_start`` is the IF's; events
+    after the window reach no downstream window (delays are aligned), they only add to this layer's
+    own counts. Binary spikes only (Lava's LIF sends 0/1).
+    """
+
+    reset: str = "zero"
+    compare: str = ">"
+    always_active: ClassVar[bool] = True
+
+    def validate(self, where: str, shape: tuple[int, ...]) -> None:
+        if self.reset != "zero" or self.compare != ">" or self.neg_threshold is not None:
+            raise ValueError(f"{where}: LavaLIF has Lava's LIF semantics: reset 'zero', compare '>', no negative "
+                             f"threshold; got reset {self.reset!r}, compare {self.compare!r}, "
+                             f"neg_threshold {self.neg_threshold!r}")
+        super().validate(where, shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import matplotlib
 
 matplotlib.use("Agg")
@@ -47,11 +48,20 @@ def plot_accuracy_vs_timesteps(report: dict, path: str | os.PathLike, title: str
     ax.set_title(title or "accuracy vs timesteps")
     ax.grid(alpha=0.3)
     ax.legend()
-    last = pts[-1]
-    names = [lf["layer"] for lf in last["layers"]]
-    ax2.bar(range(len(names)), [100 * lf["count_mismatch"] for lf in last["layers"]], color="tab:orange")
-    ax2.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax2.set_ylabel("neurons with different spike count (%)")
+    last = next((p for p in reversed(pts) if p.get("ablation")), pts[-1])
+    names = [lf["layer"] + (" (out)" if lf.get("output") else "") for lf in last["layers"]]
+    idx = np.arange(len(names))
+    if last.get("ablation"):
+        # own error (the layer's quantisation, float input) next to inherited error (float layer,
+        # fixed input): unlike spike-count mismatch, this does not grow with depth by construction
+        ax2.bar(idx - 0.2, [lf["error_own"] or 0 for lf in last["layers"]], 0.4, color="tab:red", label="own")
+        ax2.bar(idx + 0.2, [lf["error_inherited"] or 0 for lf in last["layers"]], 0.4, color="tab:blue",
+                label="inherited")
+        ax2.legend()
+    else:
+        ax2.bar(idx, [lf["decode_error_fixed"] for lf in last["layers"]], color="tab:orange")
+    ax2.set_xticks(idx, names, rotation=45, ha="right")
+    ax2.set_ylabel("decoded-activation error vs float SNN")
     ax2.set_title(f"float vs fixed per layer, T={last['timesteps']}")
     ax2.grid(alpha=0.3, axis="y")
     return _save(fig, path)

@@ -20,18 +20,47 @@ def accuracy_table(report: dict, title: str = "accuracy vs timesteps") -> Table:
 
 
 def layer_fidelity_table(point: dict) -> Table:
-    """Per-layer divergence between the float and the fixed-point SNN at one T."""
+    """Per-layer divergence between the float and the fixed-point SNN at one T, output layer included."""
+    ablated = point.get("ablation") is not None
     t = Table(title=f"per-layer fidelity at T={point['timesteps']} (float SNN vs fixed-point SNN)")
-    cols = ("layer", "counts differ %", "err vs float", "err vs ANN", "rate f/q", "sat", "clip", "zero", "likely cause")
+    cols = ["layer", "err vs float"]
+    if ablated:
+        cols += ["own", "inherited", "share of loss"]
+    cols += ["err vs ANN", "rate f/q", "sat", "wrap", "clip", "zero", "cause"]
     for c in cols:
-        t.add_column(c, justify="left" if c in ("layer", "likely cause") else "right", overflow="fold")
+        t.add_column(c, justify="left" if c in ("layer", "cause") else "right", overflow="fold")
     for lf in point["layers"]:
         ann = "-" if lf["decode_error_ann"] is None else f"{lf['decode_error_ann']:.4f}"
-        t.add_row(lf["layer"], f"{100 * lf['count_mismatch']:.1f}", f"{lf['decode_error_fixed']:.4f}", ann,
-                  f"{lf['rate_float']:.3f}/{lf['rate_fixed']:.3f}", str(lf["saturation_events"]),
-                  str(lf["clipped_weights"]), str(lf["zeroed_weights"]), lf["cause"])
-    t.caption = ("err: mean |decoded activation difference| / max |reference|; sat: neuron-steps clipped at the "
-                 "top of the membrane range; clip/zero: weights clipped / rounded to zero by the quantiser")
+        name = lf["layer"] + (" (output)" if lf.get("output") else "")
+        if lf.get("constant_output"):
+            name += " [red]CONSTANT[/]"
+        row = [name, f"{lf['decode_error_fixed']:.4f}"]
+        if ablated:
+            row += [f"{lf['error_own']:.4f}" if lf.get("error_own") is not None else "-",
+                    f"{lf['error_inherited']:.4f}" if lf.get("error_inherited") is not None else "-",
+                    f"{100 * lf['share']:+.1f} pt" if lf.get("share") is not None else "-"]
+        rate = "-" if lf.get("count_mismatch") is None else f"{lf['rate_float']:.3f}/{lf['rate_fixed']:.3f}"
+        row += [ann, rate, str(lf["saturation_events"]), str(lf["wrap_events"] + lf.get("conv_wrap_events", 0)),
+                str(lf["clipped_weights"]), str(lf["zeroed_weights"]), lf["cause"]]
+        t.add_row(*row)
+    caption = ("err: mean |decoded activation difference| / max |reference|; own: the layer fixed, fed the float "
+               "network's spikes; inherited: the layer float, fed the fixed network's spikes; share: accuracy points "
+               "of the float->fixed loss attributed by ablation (shares add up to the loss); sat: neuron-steps clipped "
+               "at the top of the membrane range; wrap: current + conv-sum wraps; clip/zero: weights clipped / rounded "
+               "to zero") if ablated else (
+               "err: mean |decoded activation difference| / max |reference|; sat: neuron-steps clipped at the "
+               "top of the membrane range; wrap: current + conv-sum wraps; clip/zero: weights clipped / rounded to "
+               "zero; cause: heuristic (run with ablation for causes)")
+    ab = point.get("ablation")
+    if ab:
+        caption += (f"\nablation: float {100 * ab['acc_float']:.2f}% -> fixed {100 * ab['acc_fixed']:.2f}% "
+                    f"(loss {100 * ab['loss']:.2f} pt); largest share: {ab['blame_layer'] or '-'}; setting whose "
+                    f"network-wide relaxation recovers most: {ab['blame_setting'] or '-'}")
+        for s, layers in ab["hurt_most"].items():
+            if layers and ab["network_recovery"].get(s):
+                caption += f"\n  {s}: recovers {100 * ab['network_recovery'][s]:+.1f} pt; hurts most {', '.join(layers[:3])}"
+        caption += f"\n  {ab['runs']} runs in {ab['seconds']:.1f} s"
+    t.caption = caption
     return t
 
 

@@ -82,7 +82,7 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
 def _collect(run: BatchRun, record_states: bool) -> dict:
     plan = run.plan
     net = plan.net
-    out = {"decoded": {}, "counts": {}, "stats": {}, "states": {}, "spikes": {}, "voltages": {}}
+    out = {"decoded": {}, "counts": {}, "stats": {}, "states": {}, "spikes": {}, "voltages": {}, "acc_wrap": {}}
     for pop in net.populations():
         k = run.kernels[pop.name]
         shape = (run.batch,) + tuple(pop.shape)
@@ -95,6 +95,8 @@ def _collect(run: BatchRun, record_states: bool) -> dict:
             "wrap_events": int(k.wrap.item()),
             "a_in_16bit_events": int(k.a16.item()), "int32_events": int(k.int32.item()),
         }
+        if pop.name in run.acc_wrap:
+            out["acc_wrap"][pop.name] = run.acc_wrap[pop.name].cpu().numpy()
         if record_states or (plan.quantized and pop.name in net.outputs):
             out["states"][pop.name] = k.v.cpu().numpy().reshape(shape)
         if run.voltages is not None:
@@ -118,6 +120,11 @@ def _merge(plan: Plan, chunks: list[dict], record_states: bool, record_spikes: b
         for c in chunks:
             for key, val in c["stats"][pop.name].items():
                 setattr(s, key, getattr(s, key) + val)
+        steps = [c["acc_wrap"][pop.name] for c in chunks if pop.name in c["acc_wrap"]]
+        if steps:
+            per_step = np.sum(steps, axis=0)
+            s.conv_wrap_events = int(per_step.sum())
+            s.conv_wrap_per_step = [int(v) for v in per_step]
         if pop.name in counts:
             s.spikes = int(counts[pop.name].sum())
             s.rate = s.spikes / (n * pop.size * plan.timesteps)

@@ -37,6 +37,12 @@ class Plan:
         return self.net.datapath is not None
 
 
+def always_active(pop: Population) -> bool:
+    """Neuron models that update at every step of the run (Lava's LIF semantics, ``LavaLIF``), not
+    only during their window ``[t_start, t_start + T)``."""
+    return bool(getattr(type(pop.neuron), "always_active", False))
+
+
 def source_max_abs(net: Network, name: str) -> float:
     """Largest |value| a source can emit in one step (bounds for the exact-arithmetic proofs)."""
     node = net[name]
@@ -69,7 +75,8 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto") -> Plan
                 raise NotImplementedError(f"projection {proj.name!r} reads operator {src.name!r} (op {src.op!r}); "
                                           "Operator nodes are not simulated yet")
             pk = ProjectionKernel(proj, net.shape_of(proj.source), tuple(pop.shape),
-                                  source_max_abs(net, proj.source), net.quantized, device, path)
+                                  source_max_abs(net, proj.source), net.quantized, device, path,
+                                  acc_bits=net.datapath.conv_acc_bits if net.quantized else 0)
             entries.append((pk, proj.source, int(proj.delay)))
             ring[proj.source] = max(ring[proj.source], int(proj.delay) + 1)
             if net.quantized:
@@ -146,6 +153,9 @@ class BatchRun:
         if record_spikes:
             self.records = {p.name: torch.zeros((self.batch, plan.steps, p.size), dtype=torch.int8, device=plan.device)
                             for p in net.populations() if self.kernels[p.name].spiking}
+        # per population and step: Conv sums wrapped to conv_acc_bits (only where a sum can wrap)
+        self.acc_wrap = {name: torch.zeros(plan.steps, dtype=torch.int64, device=plan.device)
+                         for name, entries in plan.incoming.items() if any(pk.acc_bits for pk, _, _ in entries)}
         self.voltages = None
         if record_voltages:  # v after the step's reset, every step (frozen outside the active window)
             self.voltages = {p.name: [] for p in net.populations()}
@@ -162,12 +172,13 @@ class BatchRun:
         plan, net = self.plan, self.plan.net
         T = plan.timesteps
         nodes = [net[name] for name in plan.order]
+        always = {p.name for p in net.populations() if always_active(p)}
         for t in range(plan.steps):
             for node in nodes:
                 name = node.name
                 if isinstance(node, Input):
                     em = self.input_emission(node, t)
-                elif node.t_start <= t < node.t_start + T:
+                elif name in always or node.t_start <= t < node.t_start + T:
                     em = self._step_population(node, t)
                 else:
                     em = None
@@ -187,6 +198,8 @@ class BatchRun:
             if em is None:
                 continue
             c = pk(em)
+            if pk.acc_bits:
+                self.acc_wrap[pop.name][t] += pk.last_wrap
             current = c if current is None else current + c
         kernel = self.kernels[pop.name]
         spikes = kernel.step(current)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..ir.neurons_extra import GradedSignedIF, MultiSpikeIF
+from ..ir.neurons_extra import GradedSignedIF, LavaLIF, MultiSpikeIF
 from ..ir.nodes import Population
 from .neurons import (FixedIF, FloatIF, NeuronKernel, _current, _saturate, _setup_fixed_common,
                       register_kernel)
@@ -146,5 +146,6 @@ class FixedGradedSignedIF(_GradedValues, FixedIF):
 
 register_kernel(MultiSpikeIF, FloatMultiSpikeIF, FixedMultiSpikeIF)
 register_kernel(GradedSignedIF, FloatGradedSignedIF, FixedGradedSignedIF)
+register_kernel(LavaLIF, FloatIF, FixedIF)   # IF arithmetic; the engine runs it at every step (always_active)
 
 __all__ = ["FixedGradedSignedIF", "FixedMultiSpikeIF", "FloatGradedSignedIF", "FloatMultiSpikeIF"]

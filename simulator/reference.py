@@ -18,12 +18,14 @@ from ..ir.nodes import IF, Conv2d, Dense, Identity, Input, Population, Readout, 
 @dataclass
 class ReferenceResult:
     """spikes: (N, steps, *shape) int8 per spiking population; v: final state (N, *shape) int64;
-    saturation / wrap: event totals per population."""
+    saturation / wrap: event totals per population; conv_wrap: Conv2d sums wrapped to conv_acc_bits,
+    per population and step (steps,)."""
 
     spikes: dict[str, np.ndarray]
     v: dict[str, np.ndarray]
     saturation: dict[str, int]
     wrap: dict[str, int]
+    conv_wrap: dict[str, np.ndarray]
 
 
 def _full(pop: Population, value) -> np.ndarray:
@@ -73,18 +75,26 @@ def _conv_direct(p: Conv2d, x: np.ndarray, src_shape, dst_shape) -> np.ndarray:
     return out.reshape(-1)
 
 
-def _projection(net: Network, p, x: np.ndarray) -> np.ndarray:
+def _projection(net: Network, p, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """(a, number of Conv sums wrapped) of one projection for one sample and step."""
     src_shape, dst_shape = net.shape_of(p.source), net.shape_of(p.target)
+    wrapped = 0
     if isinstance(p, Dense):
         acc = np.asarray(p.weight).astype(np.int64).dot(x)
     elif isinstance(p, Conv2d):
         acc = _conv_direct(p, x, src_shape, dst_shape)
+        bits = net.datapath.conv_acc_bits
+        if bits:  # Lava PyConvModelFixed: signed_clamp(acc, 24) = (acc + 2^23) mod 2^24 - 2^23
+            modulus = 2 ** bits
+            kept = np.mod(acc + modulus // 2, modulus) - modulus // 2
+            wrapped = int(np.count_nonzero(kept != acc))
+            acc = kept
     elif isinstance(p, Identity):
         acc = expand_channel(np.asarray(p.weight), tuple(dst_shape)).reshape(-1).astype(np.int64) * x
     else:
         raise NotImplementedError(type(p).__name__)
     e = int(p.weight_exp)
-    return acc << e if e >= 0 else acc >> (-e)
+    return (acc << e if e >= 0 else acc >> (-e)), wrapped
 
 
 def _fire_if(m, nd: Population, vv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,6 +160,7 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
     finals = {p.name: np.zeros((n,) + tuple(p.shape), np.int64) for p in pops}
     sat = {p.name: 0 for p in pops}
     wrap = {p.name: 0 for p in pops}
+    conv_wrap = {p.name: np.zeros(steps, np.int64) for p in pops}
     half_u = 2 ** (dp.current_bits - 1)
     vmax = 2 ** (dp.state_bits - 1) - 1
     for k in range(n):
@@ -160,13 +171,16 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
                 if isinstance(nd, Input):
                     emitted[nd.name].append(_input_values(nd, np.asarray(x[nd.name][k]), t, T))
                     continue
-                if not nd.t_start <= t < nd.t_start + T:
+                # LavaLIF (always_active) updates at every step, like Lava's ungated LIF process
+                if not (getattr(type(nd.neuron), "always_active", False) or nd.t_start <= t < nd.t_start + T):
                     emitted[nd.name].append(None)
                     continue
                 a_in = np.zeros(nd.size, np.int64)
                 for p in net.incoming(nd.name):
                     if t - p.delay >= 0 and emitted[p.source][t - p.delay] is not None:
-                        a_in = a_in + _projection(net, p, emitted[p.source][t - p.delay])
+                        a, wrapped = _projection(net, p, emitted[p.source][t - p.delay])
+                        a_in = a_in + a
+                        conv_wrap[nd.name][t] += wrapped
                 # u: a_in << act_shift in Lava's int32, then one wrap into the current range
                 xs = a_in << dp.act_shift
                 xs = (xs + 2 ** 31) % 2 ** 32 - 2 ** 31
@@ -199,4 +213,4 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
                 emitted[nd.name].append(_event_value(nd, s))
         for p in pops:
             finals[p.name][k] = v[p.name].reshape(p.shape)
-    return ReferenceResult(spikes, finals, sat, wrap)
+    return ReferenceResult(spikes, finals, sat, wrap, conv_wrap)

@@ -20,6 +20,9 @@ class LayerStats:
                         port declares int16 precision 16 but its Python model never truncates)
     int32_events        neuron-steps where a_in << act_shift left int32 (Lava's Python model wraps
                         it modulo 2^32 there; we do the same)
+    conv_wrap_events    incoming Conv2d sums wrapped to the datapath's conv_acc_bits (Lava's Conv
+                        wraps to signed 24 bits), one per (sample, projection, neuron, step)
+    conv_wrap_per_step  the same per simulation step (empty when no sum can wrap)
     """
 
     spikes: int = 0
@@ -29,10 +32,12 @@ class LayerStats:
     wrap_events: int = 0
     a_in_16bit_events: int = 0
     int32_events: int = 0
+    conv_wrap_events: int = 0
+    conv_wrap_per_step: list = field(default_factory=list)
     neurons: int = 0
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()}
 
 
 @dataclass

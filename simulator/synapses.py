@@ -13,6 +13,11 @@ fan_in * max|w| * max|p| bound and is tighter):
     chunked   any device float64 pieces: fan-in split into chunks and weights into base-2^L limbs so
                          each piece's bound is < 2^53, pieces summed in int64
 
+A Conv2d on a datapath with ``conv_acc_bits = b > 0`` then wraps the exact sum modulo 2^b into
+``[-2^(b-1), 2^(b-1))`` before the weight_exp shift, as Lava's ``PyConvModelFixed`` does
+(``utils.signed_clamp(acc, bits=24)``; docs/fixed_point.md); ``last_wrap`` counts the wrapped sums
+of the last call (skipped when the static bound proves no sum can wrap).
+
 TF32 is switched off while simulating (see :func:`exact_float_context`), otherwise float32 on
 Ampere+ GPUs would round operands to 10-bit mantissas.
 """
@@ -53,7 +58,7 @@ class ProjectionKernel:
     """
 
     def __init__(self, proj: Projection, src_shape: tuple[int, ...], dst_shape: tuple[int, ...],
-                 src_max_abs: float, quantized: bool, device, path: str = "auto"):
+                 src_max_abs: float, quantized: bool, device, path: str = "auto", acc_bits: int = 0):
         if path not in PATHS:
             raise ValueError(f"projection {proj.name!r}: arithmetic path {path!r} is not one of {PATHS}")
         self.proj = proj
@@ -71,6 +76,8 @@ class ProjectionKernel:
         self.w_np = w
         self.int_dtype = torch.int64   # set to int32 by the plan when the target's input sum fits
         self._last: tuple[Emission | None, torch.Tensor | None] = (None, None)
+        self.acc_bits = 0                # > 0: this kernel wraps its sums (set below when they can wrap)
+        self.last_wrap = None            # wrapped sums of the last call (int64 scalar tensor)
         if not quantized:
             self.path = "float64"
             self.bound = None
@@ -84,6 +91,8 @@ class ProjectionKernel:
             raise ValueError(f"projection {proj.name!r}: accumulator bound {self.bound} reaches 2^62; "
                              "the exact integer simulator needs it below 2^62")
         self.path = self._choose_path(path)
+        if acc_bits and isinstance(proj, Conv2d) and self.bound >= 2 ** (acc_bits - 1):
+            self.acc_bits = int(acc_bits)
         if self.path in _DTYPE:
             self._w = torch.as_tensor(self._layout(self.w_int), device=self.device).to(_DTYPE[self.path])
         else:
@@ -119,14 +128,15 @@ class ProjectionKernel:
 
     def use_int32_if(self, sum_bound: int) -> None:
         """Compute in int32 when this projection's acc, its shifted value and the target's sum fit."""
-        if max(self.bound, self.acc_bound, sum_bound) < 2 ** 31:
+        if max(self.bound, self.acc_bound, sum_bound) < 2 ** 31 and not self.acc_bits:
             self.int_dtype = torch.int32
 
     @property
     def acc_bound(self) -> int:
         """Bound on |a| after the weight_exp shift (floor shift keeps |a| <= ceil)."""
         e = self.weight_exp
-        return self.bound << e if e >= 0 else -((-self.bound) >> -e)
+        b = min(self.bound, 2 ** (self.acc_bits - 1)) if self.acc_bits else self.bound
+        return b << e if e >= 0 else -((-b) >> -e)
 
     # ------------------------------------------------------------------ compute
     def _apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -153,6 +163,12 @@ class ProjectionKernel:
             acc = self._apply(em.as_dtype(_DTYPE[self.path]), self._w)
         else:
             acc = self._compute_pieces(em.as_dtype(torch.float64))
+        if self.acc_bits:
+            acc = acc.to(torch.int64)
+            half = 2 ** (self.acc_bits - 1)
+            wrapped = ((acc + half) & (2 * half - 1)) - half    # Lava signed_clamp: (x + h) % 2h - h
+            self.last_wrap = (wrapped != acc).sum()
+            acc = wrapped
         acc = acc.to(self.int_dtype)
         e = self.weight_exp
         if e > 0:

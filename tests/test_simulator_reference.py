@@ -49,7 +49,8 @@ def quantised_networks(draw):
     T = draw(st.integers(1, 6))
     dp = draw(st.sampled_from([Datapath(), Datapath(state_bits=12, current_bits=11, act_shift=2),
                                Datapath(state_bits=10, state_overflow="wrap", current_bits=9, act_shift=1),
-                               Datapath(act_shift=12)]))   # bounds past int32: int64 state, Lava int32 wrap
+                               Datapath(act_shift=12),     # bounds past int32: int64 state, Lava int32 wrap
+                               Datapath(conv_acc_bits=12), Datapath(conv_acc_bits=7, state_bits=14, current_bits=13)]))
     wmax = draw(st.sampled_from([3, 40, 255, 4000]))
     conv = draw(st.booleans())
     coding = draw(st.sampled_from(["analog", "once", "spikes"]))
@@ -116,6 +117,9 @@ def _assert_same(res, ref, net):
         np.testing.assert_array_equal(res.states[name], v, err_msg=f"final v of {name}")
         assert res.layers[name]["saturation_events"] == ref.saturation[name], name
         assert res.layers[name]["wrap_events"] == ref.wrap[name], name
+        per_step = res.layers[name]["conv_wrap_per_step"] or [0] * res.steps_run
+        np.testing.assert_array_equal(per_step, ref.conv_wrap[name], err_msg=f"conv wraps of {name}")
+        assert res.layers[name]["conv_wrap_events"] == int(ref.conv_wrap[name].sum()), name
     np.testing.assert_array_equal(res.output_states["out"], ref.v["out"])
 
 

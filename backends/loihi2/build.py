@@ -61,7 +61,8 @@ class LavaNet:
         for plan in self.plan.neurons:
             proc = self.neurons[plan.name]
             proc.u.set(np.zeros(plan.lava_shape, dtype=np.int32))
-            init = proc.v_init.get() if plan.process == "SpikeportNeuron" else np.zeros(plan.lava_shape)
+            init = (proc.v_init.get() if plan.process == "SpikeportNeuron"
+                    else np.broadcast_to(np.asarray(plan.params.get("v", 0)), plan.lava_shape))  # LIF's own v(0)
             proc.v.set(np.asarray(init, dtype=np.int32))
         for proc in self.synapses.values():
             buf = proc.a_buff if isinstance(proc, Dense) else proc.a_buf

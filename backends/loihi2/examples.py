@@ -155,3 +155,21 @@ def random_multispike_convnet(seed: int = 0) -> Network:
     net.outputs = ["o"]
     net.validate()
     return net
+
+
+def wrapping_convnet(seed: int = 0) -> Network:
+    """(16,6,6) 8-bit graded input -> Lava's own Conv (16 -> 4, 5x5, pad 2, weight_exp 0, weights
+    near the 8-bit top) -> IF(zero, '>') -> Dense -> Readout. Worst-case conv sum 400 * 254 * 255
+    ~ 26M > 2^23: Lava's Conv wraps it modulo 2^24 (issue 14's example at full mantissa)."""
+    rng = np.random.default_rng(seed)
+    net = Network(datapath=Datapath())
+    net.add(Input("x", shape=(16, 6, 6), payload=SpikePayload(**GRADED8)))
+    net.add(Population("c", shape=(4, 6, 6), neuron=IF(threshold=np.array(64 * 60000), reset="zero", compare=">"),
+                       t_start=1))
+    net.add(Conv2d("x_c", source="x", target="c", weight=even_weights(rng, (4, 16, 5, 5), 200, 254), padding=(2, 2),
+                   delay=1))
+    net.add(Population("o", shape=(3,), neuron=Readout(bias=np.zeros(3)), t_start=2))
+    net.add(Dense("c_o", source="c", target="o", weight=even_weights(rng, (3, 144)), delay=1))
+    net.outputs = ["o"]
+    net.validate()
+    return net

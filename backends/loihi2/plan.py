@@ -84,6 +84,14 @@ def emitted_levels(pop: Population) -> tuple[int, int] | None:
     return None
 
 
+LAVA_OWN = ("LIF", "TernaryLIF", "Dense", "DelayDense", "Conv")
+
+
+def runs_as(process: str) -> str:
+    """'Lava' for Lava's own processes, 'spikeport' for spikeport's processes (processes/)."""
+    return "Lava" if process in LAVA_OWN else "spikeport"
+
+
 @dataclass
 class NeuronPlan:
     """One population as a Lava neuron process."""
@@ -97,6 +105,7 @@ class NeuronPlan:
     hardware: str
     why: str = ""                 # why a custom process was needed
     t_start: int = 0
+    always_active: bool = False   # LavaLIF: updates (and counts events) at every step of the run
 
 
 @dataclass
@@ -138,10 +147,15 @@ class LavaPlan:
     decode: dict = field(default_factory=dict)   # population -> (decode_scale, decode_offset, state_scale)
 
     def report(self) -> list[dict]:
-        """One row per layer: Lava process, hardware support, payload."""
-        rows = [{"layer": n.name, "process": n.process, "hardware": n.hardware, "payload": n.payload,
-                 "note": n.why} for n in self.neurons]
-        rows += [{"layer": s.name, "process": s.process, "hardware": s.hardware,
+        """One row per layer: Lava process, whose code runs it (``runs``), hardware support, payload.
+
+        ``runs`` is "Lava" for Lava's own processes (LIF, TernaryLIF, Dense, DelayDense, Conv): an
+        identical verify then compares spikeport with Lava's code. It is "spikeport" for spikeport's
+        processes (SpikeportNeuron, ScaledConv), whose fixed-point models re-implement Lava's
+        arithmetic: identical then means identical to that re-implementation."""
+        rows = [{"layer": n.name, "process": n.process, "runs": runs_as(n.process), "hardware": n.hardware,
+                 "payload": n.payload, "note": n.why} for n in self.neurons]
+        rows += [{"layer": s.name, "process": s.process, "runs": runs_as(s.process), "hardware": s.hardware,
                   "payload": "graded" if s.params.get("num_message_bits", 0) else "binary", "note": s.note}
                  for s in self.synapses]
         return rows
@@ -193,6 +207,7 @@ def _neuron_plan(net: Network, pop: Population, timesteps: int, steps_run: int, 
     # A native LIF runs for the whole run: exact only if nothing happens before t_start (zero bias,
     # zero state, upstream silent) and the population's window ends with the run.
     gating_free = (pop.t_start == 0 or not bias.any()) and t_end == steps_run and not v_init.any()
+    ungated = bool(getattr(type(neuron), "always_active", False))   # LavaLIF: the IR itself is ungated
     common = dict(shape=lava_shape(shape), bias_mant=L(mant), bias_exp=L(exp))
     if isinstance(neuron, Readout):
         params = dict(common, vth=L(np.full(shape, 1)), v_init=L(v_init), dv=0, spiking=False, reset_subtract=False,
@@ -219,7 +234,7 @@ def _neuron_plan(net: Network, pop: Population, timesteps: int, steps_run: int, 
         reasons.append("reset by subtraction")
     if neuron.compare != ">":
         reasons.append(f"compare {neuron.compare!r} (Lava LIF fires on '>')")
-    if not gating_free:
+    if not gating_free and not ungated:
         reasons.append(f"t_start gating (active steps [{pop.t_start}, {t_end}) of {steps_run})")
     neg_th = neg_reset = None
     if signed:
@@ -231,19 +246,24 @@ def _neuron_plan(net: Network, pop: Population, timesteps: int, steps_run: int, 
         reasons.append("per-neuron thresholds (Lava's LIF holds one vth per population)")
     payload = "signed (graded)" if signed else "binary"
     if native and not reasons:
-        lif = dict(common, vth=int(vth.flat[0]), du=4095, dv=dv, u=0, v=0)
+        lif = dict(common, vth=int(vth.flat[0]), du=4095, dv=dv, u=0, v=L(v_init) if v_init.any() else 0)
         if signed:
             lif.pop("vth")
             lif.update(vth_hi=int(vth.flat[0]), vth_lo=int(-(neg_th.flat[0] >> VTH_SHIFT)))
             return NeuronPlan(pop.name, "TernaryLIF", shape, lava_shape(shape), lif, payload, NATIVE, t_start=pop.t_start)
-        return NeuronPlan(pop.name, "LIF", shape, lava_shape(shape), lif, payload, NATIVE, t_start=pop.t_start)
+        return NeuronPlan(pop.name, "LIF", shape, lava_shape(shape), lif, payload, NATIVE, t_start=pop.t_start,
+                          always_active=ungated)
+    if ungated:  # a spikeport process standing in for Lava's LIF must not gate either
+        t_start_p, t_end = 0, steps_run
+    else:
+        t_start_p = pop.t_start
     params = dict(common, vth=L(vth), v_init=L(v_init), dv=dv, spiking=True,
                   reset_subtract=neuron.reset == "subtract", compare_ge=neuron.compare == ">=",
-                  neg_value=int(neg_value), t_start=pop.t_start, t_end=t_end, period=steps_run)
+                  neg_value=int(neg_value), t_start=t_start_p, t_end=t_end, period=steps_run)
     if signed:
         params.update(neg_threshold=L(neg_th), neg_reset=L(neg_reset))
     return NeuronPlan(pop.name, "SpikeportNeuron", shape, lava_shape(shape), params, payload, SIM_ONLY,
-                      "; ".join(reasons) or "native mapping disabled", pop.t_start)
+                      "; ".join(reasons) or "native mapping disabled", pop.t_start, always_active=ungated)
 
 
 def _graded_bits(where: str, lo: int, hi: int) -> int:

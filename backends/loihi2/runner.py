@@ -124,7 +124,8 @@ def run_lava(qnet: Network | str | Path, x, timesteps: int | None = None, native
     states = {k: np.stack(r["v_final"]) for k, r in rec.items()}
     v = {k: np.stack(r["v"]) for k, r in rec.items() if r["v"]}
     pops = {p.name: p for p in plan.neurons}
-    counts = {k: (spikes[k][:, p.t_start:p.t_start + T] != 0).sum(axis=1).astype(np.int64) for k, p in pops.items()}
+    window = {k: slice(0, plan.steps_run) if p.always_active else slice(p.t_start, p.t_start + T) for k, p in pops.items()}
+    counts = {k: (spikes[k][:, window[k]] != 0).sum(axis=1).astype(np.int64) for k in pops}
     all_outputs = {o: decode(plan, o, spikes[o][:, pops[o].t_start:pops[o].t_start + T], states[o])
                    for o in plan.outputs}
     outputs = all_outputs[plan.outputs[0]]
