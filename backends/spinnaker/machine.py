@@ -14,7 +14,7 @@ Specs
 
 Global state: spinnmachine's ``virtual_machine`` reads the board version from spinn_utilities'
 configuration (``[Machine] version``) through ``MachineDataView``. :func:`_configure` resets that
-configuration to spinnmachine's defaults, sets the version and calls ``MachineDataWriter.setup()``
+configuration to spinnmachine's defaults, sets the version and calls ``MachineDataWriter.mock()``
 each time a machine is built; nothing else of spinnmachine's or PACMAN's global state is used
 (PACMAN's compressor and checker are called as plain functions on lists of entries).
 """
@@ -74,7 +74,7 @@ def _configure(version: int) -> None:
     clear_cfg_files(True)
     add_spinn_machine_cfg()
     set_config("Machine", "version", str(version))
-    MachineDataWriter.setup()
+    MachineDataWriter.mock()      # mock(): no report folders on disk (setup() makes ./reports)
 
 
 def _torus(width: int, height: int, n_cores: int, n_entries: int, sdram: int):
