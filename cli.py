@@ -55,7 +55,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     for mod, name in (("frontend", "FrontendError"), ("frontend", "UnsupportedOpError"),
                       ("hw_profiles", "ProfileError"), ("compiler", "QuantizationError"), ("compiler", "ResourceError"),
                       ("convert", "ConversionError"), ("datasets", "DataError"),
-                      ("backends.loihi2", "LavaExportError")):
+                      ("backends.loihi2", "LavaExportError"), ("backends.spinnaker", "SpinnakerError")):
         try:
             module = __import__(f"spikeport.{mod}", fromlist=[name])
             if hasattr(module, name):
@@ -298,18 +298,45 @@ def _target(target: str, allowed: tuple[str, ...]) -> str:
 
 @app.command()
 def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
-           target: str = typer.Option("lava", help="lava (a folder with arrays + loader) or netx (an HDF5 file)."),
-           out: Path = typer.Option(..., "--out", help="Output folder (lava) or NET.net.h5 (netx)."),
+           target: str = typer.Option("lava", help="lava (a folder with arrays + loader), netx (an HDF5 file) or "
+                                                   "spinnaker (a folder: description.json + tables.bin)."),
+           out: Path = typer.Option(..., "--out", help="Output folder (lava, spinnaker) or NET.net.h5 (netx)."),
            timesteps: int = typer.Option(64, min=1, help="T the network will run for (gates each layer's window)."),
-           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the per-layer export report here.")):
-    """Export a quantised IR to Lava (Loihi 2) or to lava-dl netx HDF5; report each layer's mapping."""
+           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the per-layer export report here."),
+           profile: Optional[str] = typer.Option(None, help="spinnaker: spinnaker1 or spinnaker2 (default: the "
+                                                            "network's if it is a SpiNNaker one, else spinnaker1)."),
+           machine: str = typer.Option("48-chip", help="spinnaker: 48-chip (one SpiNN-5 board) or WxH chips (a torus).")):
+    """Export a quantised IR to Lava (Loihi 2), lava-dl netx HDF5 or SpiNNaker; report each layer's mapping."""
     from rich.table import Table
     from . import hw_profiles, ir, report
     from .backends import loihi2
-    _target(target, ("lava", "netx"))
+    _target(target, ("lava", "netx", "spinnaker"))
     qnet = _run(ir.load, qnet_path)
     if not qnet.quantized:
         _fail(f"{qnet_path}: not quantised; run `spikeport compile {qnet_path} --profile loihi2 --out QNET.h5` first")
+    if target == "spinnaker":
+        from .backends import spinnaker
+        desc = _run(spinnaker.describe, qnet, _spinnaker_profile(qnet, profile), machine)
+        path = _run(spinnaker.export, desc, out)
+        rows = spinnaker.summary(desc)
+        t = Table(title=f"{qnet_path} -> {path} (spinnaker: {desc.profile.name}, machine {desc.machine.spec}, "
+                        f"{desc.machine.n_chips} chips)")
+        for col in ("layer", "neurons", "cores", "chips", "keys", "payload", "entries", "max packets/step"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r["layer"], str(r["neurons"]), str(r["cores"]), str(len(r["chips"])), str(r["keys"]),
+                      {None: "-", True: "32-bit", False: "none"}[r["payload"]], str(r["entries_uncompressed"]),
+                      str(r["max_packets_per_step"]))
+        console.print(t)
+        st = desc.routing.stats
+        console.print(f"routing: {st['entries_uncompressed']} entries ({st['defaultable']} defaultable) -> "
+                      f"{st['entries']} after compression, at most {st['max_entries_per_chip']} per chip "
+                      f"(limit {st['limit']}); every key checked ({desc.check['keys']} keys, PACMAN compare_tables "
+                      f"on {desc.check.get('pacman_compare_tables')} tables)")
+        if json_out:
+            report.write_json({"qnet": str(qnet_path), "target": target, "out": str(path), "layers": rows,
+                               "routing": st}, json_out)
+        return
     rows = _run(loihi2.layer_report, qnet, timesteps)
     cores = {}
     if qnet.datapath.profile == "loihi2":
@@ -337,17 +364,24 @@ def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
 
 @app.command()
 def run(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
-        target: str = typer.Option("lava", help="lava: Lava's bit-accurate CPU simulation (Loihi2SimCfg fixed_pt)."),
+        target: str = typer.Option("lava", help="lava: Lava's bit-accurate CPU simulation (Loihi2SimCfg fixed_pt); "
+                                                "spinnaker: packet-level replay through the routing tables."),
         data: Path = typer.Option(..., "--data"),
         timesteps: int = typer.Option(..., min=1),
-        json_out: Optional[Path] = typer.Option(None, "--json")):
-    """Run a quantised IR in Lava and report what `spikeport simulate` reports."""
+        json_out: Optional[Path] = typer.Option(None, "--json"),
+        profile: Optional[str] = typer.Option(None, help="spinnaker: spinnaker1 or spinnaker2."),
+        machine: str = typer.Option("48-chip", help="spinnaker: 48-chip or WxH chips."),
+        trace: Optional[Path] = typer.Option(None, "--trace", help="spinnaker: write the packets as EIEIO data messages.")):
+    """Run a quantised IR in Lava, or replay it packet by packet on SpiNNaker, and report accuracy."""
     from . import datasets, ir, report
     from .backends import loihi2
     from .report.tables import simulate_table
-    _target(target, ("lava",))
+    _target(target, ("lava", "spinnaker"))
     qnet = _run(ir.load, qnet_path)
     x, y = _run(datasets.load_npz, data)
+    if target == "spinnaker":
+        _spinnaker_run(qnet, qnet_path, x, y, timesteps, profile, machine, trace, json_out)
+        return
     res = _run(loihi2.run_lava, qnet, x, timesteps)
     n = len(res.predictions)
     layers = {}
@@ -369,16 +403,31 @@ def verify(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
            target: str = typer.Option("lava"),
            data: Path = typer.Option(..., "--data"),
            timesteps: int = typer.Option(..., min=1),
-           json_out: Optional[Path] = typer.Option(None, "--json")):
-    """Run spikeport's simulator and Lava on the same inputs; compare every spike and membrane value.
+           json_out: Optional[Path] = typer.Option(None, "--json"),
+           profile: Optional[str] = typer.Option(None, help="spinnaker: spinnaker1 or spinnaker2."),
+           machine: str = typer.Option("48-chip", help="spinnaker: 48-chip or WxH chips.")):
+    """Run spikeport's simulator and Lava (or the SpiNNaker packet replay) on the same inputs; compare
+    every spike (and membrane value / delivered packet).
 
     Exit status 0 only when identical; otherwise the first divergence is printed."""
     from dataclasses import asdict
     from . import datasets, ir, report
     from .backends import loihi2
-    _target(target, ("lava",))
+    _target(target, ("lava", "spinnaker"))
     qnet = _run(ir.load, qnet_path)
     x, _ = _run(datasets.load_npz, data)
+    if target == "spinnaker":
+        from .backends import spinnaker
+        desc = _run(spinnaker.describe, qnet, _spinnaker_profile(qnet, profile), machine)
+        rep = _run(spinnaker.verify, desc, x, timesteps)
+        console.print(("[green]" if rep.identical else "[red]") + str(rep) + "[/]", highlight=False)
+        if json_out:
+            report.write_json({"identical": rep.identical, "compared": rep.compared,
+                               "outputs_equal": rep.outputs_equal, "predictions_equal": rep.predictions_equal,
+                               "first_divergence": asdict(rep.divergence) if rep.divergence else None}, json_out)
+        if not rep.identical:
+            raise typer.Exit(1)
+        return
     rep = _run(loihi2.verify, qnet, x, timesteps)
     console.print(("[green]" if rep.identical else "[red]") + str(rep) + "[/]", highlight=False)
     if json_out:
@@ -388,6 +437,44 @@ def verify(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
                           json_out)
     if not rep.identical:
         raise typer.Exit(1)
+
+
+def _spinnaker_profile(qnet, profile: Optional[str]) -> str:
+    """--profile for the spinnaker target: given, else the network's own if it is a SpiNNaker profile."""
+    if profile:
+        return profile
+    return qnet.datapath.profile if qnet.datapath.profile in ("spinnaker1", "spinnaker2") else "spinnaker1"
+
+
+def _spinnaker_run(qnet, qnet_path, x, y, timesteps, profile, machine, trace, json_out) -> None:
+    from rich.table import Table
+    from . import report
+    from .backends import spinnaker
+    desc = _run(spinnaker.describe, qnet, _spinnaker_profile(qnet, profile), machine)
+    rr = _run(spinnaker.replay, desc, x, timesteps, trace_path=trace)
+    traffic = rr.traffic.to_json(desc, 1e-3)
+    acc = float((rr.result.predictions == y).mean()) if y is not None else None
+    t = Table(title=f"{qnet_path}: SpiNNaker packet replay ({desc.profile.name}, machine {desc.machine.spec}, "
+                    f"T={timesteps}, {traffic['samples']} samples)")
+    t.add_column("quantity")
+    t.add_column("value")
+    cap = lambda v: "not modelled" if v is None else f"{v:,.0f}"  # noqa: E731
+    rows = [("accuracy", "-" if acc is None else f"{100 * acc:.2f}%"),
+            ("packets per step (mean / max)", f"{traffic['packets_per_step']:.1f} / {traffic['max_packets_per_step']}"),
+            ("busiest link per step (max / capacity at 1 ms)",
+             f"{traffic['max_link_packets_per_step']} ({traffic['busiest_link']}) / {cap(traffic['link_capacity_per_step'])}"),
+            ("busiest router per step (max / capacity at 1 ms)",
+             f"{traffic['max_router_packets_per_step']} ({traffic['busiest_router']}) / {cap(traffic['router_capacity_per_step'])}"),
+            ("payload bits", f"{traffic['payload_bits']:,}"), ("dropped packets", str(traffic["dropped"])),
+            ("routing energy per sample", "-" if traffic["routing_energy_j_per_sample"] is None
+             else f"{traffic['routing_energy_j_per_sample'] * 1e6:.3f} uJ")]
+    if trace is not None:
+        rows.append(("EIEIO trace", f"{trace} ({rr.trace_messages} messages)"))
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+    if json_out:
+        report.write_json({"target": "spinnaker", "accuracy": acc, "timesteps": timesteps, "traffic": traffic}, json_out)
 
 
 @app.command()

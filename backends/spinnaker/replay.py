@@ -20,7 +20,10 @@ the way; ``--trace`` writes the packets as EIEIO data messages.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -140,6 +143,11 @@ class _Context:
         for s in pl.slices:
             self.core_slice[s.chip, s.core] = s.id
         self.slice_layer = [s.layer for s in pl.slices]
+        self.layer_id = {name: k for k, name in enumerate(pl.by_layer)}
+        self.slice_layer_id = np.array([self.layer_id[s.layer] for s in pl.slices], dtype=np.int64)
+        self.value_dtype = {name: (torch.int8 if not src.payload else
+                                   torch.int32 if max(-src.value_range[0], src.value_range[1]) < 2 ** 31 else torch.int64)
+                            for name, src in keys.sources.items()}
         self.slice_start = np.array([s.start for s in pl.slices], dtype=np.int64)
         self.slice_stop = np.array([s.stop for s in pl.slices], dtype=np.int64)
         self.sender_of_number = np.full(max(len(keys.slice_key), 1), -1, dtype=np.int64)
@@ -174,8 +182,11 @@ class ReplayRun(BatchRun):
         T = plan.timesteps
         nodes = [net[name] for name in plan.order]
         senders = ctx.keys
+        nc = ctx.desc.machine.n_chips
         for t in range(plan.steps):
             step_packets = np.zeros(self.batch, dtype=np.int64)
+            self.step_links = np.zeros((self.batch, nc * N_LINKS), dtype=np.int64)
+            self.step_routers = np.zeros((self.batch, nc), dtype=np.int64)
             for node in nodes:
                 name = node.name
                 if isinstance(node, Input):
@@ -191,7 +202,14 @@ class ReplayRun(BatchRun):
                     step_packets += self._send(name, em, t)
             for key in [k for k in self.inbox if k[2] <= t - self.keep]:
                 del self.inbox[key]
-            ctx.traffic.max_packets_per_step = max(ctx.traffic.max_packets_per_step, int(step_packets.max(initial=0)))
+            tr = ctx.traffic
+            tr.max_packets_per_step = max(tr.max_packets_per_step, int(step_packets.max(initial=0)))
+            per_link, per_router = self.step_links.max(axis=0), self.step_routers.max(axis=0)
+            for g in np.nonzero(per_link)[0]:
+                key = (int(g) // N_LINKS, int(g) % N_LINKS)
+                tr.link_max[key] = max(tr.link_max.get(key, 0), int(per_link[g]))
+            for c in np.nonzero(per_router)[0]:
+                tr.router_max[int(c)] = max(tr.router_max.get(int(c), 0), int(per_router[c]))
             if self.voltages is not None:
                 for name, trace in self.voltages.items():
                     trace.append(self.kernels[name].v.clone())
@@ -231,18 +249,13 @@ class ReplayRun(BatchRun):
             p, chip, why = w.dropped[0]
             raise SpinnakerError(f"replay: {len(w.dropped)} packets dropped at step {t}; first: layer {name!r}, neuron "
                                  f"{int(i[p])}, key 0x{int(keys[p]):08X}, chip {desc.machine.chip_name(chip)} ({why})")
-        nl = desc.machine.n_chips * N_LINKS
+        nl, nc = desc.machine.n_chips * N_LINKS, desc.machine.n_chips
         if len(w.link_packet):
             lk = w.link_chip * N_LINKS + w.link_id
-            per = np.bincount(b[w.link_packet] * nl + lk, minlength=self.batch * nl).reshape(self.batch, nl).max(axis=0)
-            for g in np.nonzero(per)[0]:
-                key = (int(g) // N_LINKS, int(g) % N_LINKS)
-                tr.link_max[key] = max(tr.link_max.get(key, 0), int(per[g]))
-        nc = desc.machine.n_chips
+            self.step_links += np.bincount(b[w.link_packet] * nl + lk, minlength=self.batch * nl).reshape(self.batch, nl)
         if len(w.router_packet):
-            per = np.bincount(b[w.router_packet] * nc + w.router_chip, minlength=self.batch * nc).reshape(self.batch, nc).max(axis=0)
-            for c in np.nonzero(per)[0]:
-                tr.router_max[int(c)] = max(tr.router_max.get(int(c), 0), int(per[c]))
+            self.step_routers += np.bincount(b[w.router_packet] * nc + w.router_chip,
+                                             minlength=self.batch * nc).reshape(self.batch, nc)
         if ctx.trace is not None and n:
             ctx.trace.write(b + self.offset, t, keys, vals if src.payload else None)
         self._deliver(name, t, w, head, pay, src.payload, b)
@@ -272,8 +285,9 @@ class ReplayRun(BatchRun):
         sample = b[p]
         if not payload:
             v = np.ones(len(k), dtype=np.int64)
+        target_layer = ctx.slice_layer_id[target]
         for layer in ctx.receivers[name]:
-            sel = np.array([ctx.slice_layer[s] == layer for s in target], dtype=bool) if len(target) else np.zeros(0, bool)
+            sel = target_layer == ctx.layer_id[layer]
             self.inbox[(layer, name, t)] = (target[sel], sample[sel], neuron[sel], v[sel])
 
     # ---------------------------------------------------------------------------------- receiving
@@ -304,9 +318,10 @@ class ReplayRun(BatchRun):
         prev_v, prev_c = None, None
         for s in self.ctx.desc.placement.by_layer[pop.name]:
             sel = target == s.id
-            v = torch.zeros((self.batch, n_src), dtype=torch.int64)
+            dtype = self.ctx.value_dtype[src]
+            v = torch.zeros((self.batch, n_src), dtype=dtype)
             if sel.any():
-                v[torch.as_tensor(sample[sel]), torch.as_tensor(neuron[sel])] = torch.as_tensor(value[sel])
+                v[torch.as_tensor(sample[sel]), torch.as_tensor(neuron[sel])] = torch.as_tensor(value[sel]).to(dtype)
             v = v.to(self.plan.device)
             if prev_v is not None and torch.equal(v, prev_v):
                 c = prev_c
@@ -378,17 +393,24 @@ class ReplayResult:
 
 def replay(desc: Description, x, timesteps: int, *, batch_size: int = 256, trace_path=None,
            record_spikes: bool = False, device=None) -> ReplayResult:
-    """Packet-level replay of ``desc`` on samples ``x`` (module docstring)."""
+    """Packet-level replay of ``desc`` on samples ``x`` (module docstring); ``trace_path`` receives the
+    packets as EIEIO data messages (packets.py), written to a temporary file renamed on success."""
     ctx = _Context(desc)
-    fh = open(trace_path, "wb") if trace_path is not None else None
-    try:
-        if fh is not None:
-            ctx.trace = pk_.TraceWriter(fh)
+    if trace_path is None:
         res = simulate(desc.net, x, timesteps, batch_size=batch_size, record_spikes=record_spikes, device=device,
                        run_class=ctx.new_run)
+        return ReplayResult(res, ctx.traffic, 0)
+    trace_path = Path(trace_path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{trace_path.name}.", suffix=".tmp", dir=trace_path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            ctx.trace = pk_.TraceWriter(fh)
+            res = simulate(desc.net, x, timesteps, batch_size=batch_size, record_spikes=record_spikes,
+                           device=device, run_class=ctx.new_run)
+        os.replace(tmp, trace_path)
     finally:
-        if fh is not None:
-            fh.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return ReplayResult(res, ctx.traffic, ctx.trace.messages if ctx.trace is not None else 0)
 
 
