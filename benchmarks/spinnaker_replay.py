@@ -2,7 +2,8 @@
 
 Runs (1) the 784-512-256-10 benchmark network (benchmarks/simulator.py: Bernoulli(0.1) binary input
 spikes, delays of 1 as on SpiNNaker) and (2) the digits CNN (method if, spinnaker1, the test set),
-each on a 48-chip board, once with ``simulate`` and once with the packet replay (every packet encoded,
+each on a 48-chip board (the MLP also spread to one 64-neuron core per chip, so packets cross
+links), once with ``simulate`` and once with the packet replay (every packet encoded,
 routed hop by hop through the compressed tables, delivered, decoded, inputs rebuilt per core), and
 prints packets, replay packets/s and the time of both. The replay's outputs are checked equal to the
 simulator's.
@@ -12,6 +13,7 @@ simulator's.
 from __future__ import annotations
 
 import argparse
+import dataclasses as dc
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from simulator import build_network  # noqa: E402  (benchmarks/simulator.py)
 from spikeport import compiler, datasets, frontend  # noqa: E402
 from spikeport.backends import spinnaker as sp  # noqa: E402
 from spikeport.convert import convert  # noqa: E402
+from spikeport.hw_profiles import load_profile  # noqa: E402
 from spikeport.models.digits import pretrained_digits_resnet  # noqa: E402
 from spikeport.simulator import simulate  # noqa: E402
 
@@ -56,8 +59,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    for label, net, x in (_mlp(args.samples, args.timesteps), _digits(args.samples)):
-        desc = sp.describe(net, "spinnaker1", "48-chip")
+    base = load_profile("spinnaker1")
+    spread = dc.replace(base, limits=dc.replace(base.limits, neurons_per_core=64, cores_per_chip=1,
+                                                    max_neurons_per_chip=64))
+    label, net, x = _mlp(args.samples, args.timesteps)
+    cases = [(label, net, x, base), (label + ", 64 neurons/core, 1 core/chip", net, x, spread),
+             (*_digits(args.samples), base)]
+    for label, net, x, profile in cases:
+        desc = sp.describe(net, profile, "48-chip")
         t0 = time.perf_counter()
         ref = simulate(net, x, args.timesteps, batch_size=args.samples)
         t_sim = time.perf_counter() - t0
@@ -68,11 +77,12 @@ def main() -> None:
             raise SystemExit(f"{label}: replay outputs differ from the simulator's")
         tr = rr.traffic
         cores = sum(len(v) for v in desc.placement.by_layer.values())
-        rows.append((label, cores, desc.routing.stats["entries"], tr.packets, tr.router_visits,
+        rows.append((label, f"{cores} / {len({s.chip for s in desc.placement.slices})}", desc.routing.stats["entries"],
+                     tr.packets, tr.router_visits,
                      tr.packets / t_rep, t_sim, t_rep))
     print(f"\nSpiNNaker packet replay vs bit-accurate simulator ({args.samples} samples, T = {args.timesteps}, "
           f"{args.threads} thread(s), spinnaker1, 48-chip board; outputs equal)\n")
-    head = ("network", "cores", "entries", "packets", "router visits", "replay packets/s", "simulate s", "replay s",
+    head = ("network", "cores / chips", "entries", "packets", "router visits", "replay packets/s", "simulate s", "replay s",
             "replay / simulate")
     print(" | ".join(head))
     print("|".join("---" for _ in head))

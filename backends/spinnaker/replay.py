@@ -35,7 +35,7 @@ from ...simulator.engine import BatchRun
 from . import packets as pk_
 from .description import Description
 from .errors import SpinnakerError
-from .routing import N_LINKS, walk
+from .routing import N_LINKS, flatten, walk
 
 
 @dataclass
@@ -156,6 +156,7 @@ class _Context:
         self.expects = np.zeros((n_slices, n_slices), dtype=bool)      # [target slice, sender slice]
         for sid, tids in desc.routing.targets.items():
             self.expects[tids, sid] = True
+        self.flat = flatten(desc.routing.tables, desc.machine.n_chips)     # the tables as the replay sees them
         self.receivers = {name: sorted({p.target for p in net.outgoing(name)}) for name in keys.sources}
 
     def new_run(self, plan, xs, record_spikes, record_voltages=False):
@@ -236,7 +237,7 @@ class ReplayRun(BatchRun):
                                  "(binary events must be 1)")
         keys = ctx.keys[name][i]
         head, pay = pk_.encode(keys, vals if src.payload else None, t)
-        w = walk(desc.machine, desc.routing.tables, keys, ctx.chip_of[name][i])
+        w = walk(desc.machine, ctx.flat, keys, ctx.chip_of[name][i])
         n = len(keys)
         tr.packets += n
         tr.per_layer[name] = tr.per_layer.get(name, 0) + n

@@ -168,6 +168,34 @@ def _arrays(chip: int, entries: list) -> ChipTable:
 
 # ------------------------------------------------------------------------------ hop-by-hop walk
 @dataclass
+class FlatTables:
+    """All chips' tables padded to one length E, for lookups of many packets at once."""
+
+    keys: np.ndarray        # (n_chips, E) uint64
+    masks: np.ndarray       # (n_chips, E) uint64
+    valid: np.ndarray       # (n_chips, E) bool
+    links: np.ndarray       # (n_chips, E) int64 link bits
+    cores: np.ndarray       # (n_chips, E, C) core ids, -1 padded
+
+
+def flatten(tables: dict[int, ChipTable], n_chips: int) -> FlatTables:
+    e = max((len(t) for t in tables.values()), default=0) or 1
+    core_lists = {(c, i): [p for p in range(bits.bit_length()) if bits >> p & 1]
+                  for c, t in tables.items() for i, bits in enumerate(t.cores)}
+    width = max((len(v) for v in core_lists.values()), default=0) or 1
+    f = FlatTables(np.zeros((n_chips, e), dtype=np.uint64), np.zeros((n_chips, e), dtype=np.uint64),
+                   np.zeros((n_chips, e), dtype=bool), np.zeros((n_chips, e), dtype=np.int64),
+                   np.full((n_chips, e, width), -1, dtype=np.int64))
+    for c, t in tables.items():
+        n = len(t)
+        f.keys[c, :n], f.masks[c, :n], f.valid[c, :n], f.links[c, :n] = t.keys, t.masks, True, t.links
+        for i in range(n):
+            ids = core_lists[(c, i)]
+            f.cores[c, i, :len(ids)] = ids
+    return f
+
+
+@dataclass
 class Walk:
     """Where packets went. Arrays are parallel per event; ``packet`` indexes the walked packets."""
 
@@ -182,9 +210,25 @@ class Walk:
     dropped: list[tuple[int, int, str]]   # (packet, chip, reason)
 
 
-def walk(machine: MachineModel, tables: dict[int, ChipTable], keys: np.ndarray, chips: np.ndarray) -> Walk:
+def _lookup(flat: FlatTables, keys: np.ndarray, chip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First matching entry of every packet's chip table: (hit, entry index)."""
+    e = flat.keys.shape[1]
+    hit = np.zeros(len(keys), dtype=bool)
+    first = np.zeros(len(keys), dtype=np.int64)
+    step = max(1, (1 << 22) // e)
+    for a in range(0, len(keys), step):
+        k, c = keys[a:a + step], chip[a:a + step]
+        match = ((k[:, None] & flat.masks[c]) == flat.keys[c]) & flat.valid[c]
+        hit[a:a + step] = match.any(axis=1)
+        first[a:a + step] = match.argmax(axis=1)
+    return hit, first
+
+
+def walk(machine: MachineModel, tables: dict[int, ChipTable] | FlatTables, keys: np.ndarray,
+         chips: np.ndarray) -> Walk:
     """Route packets with ``keys`` sent by cores on ``chips`` hop by hop through ``tables`` (module
-    docstring), all packets at once per chip and hop."""
+    docstring): every hop looks all travelling packets up at once."""
+    flat = tables if isinstance(tables, FlatTables) else flatten(tables, machine.n_chips)
     keys = np.asarray(keys, dtype=np.uint64)
     pkt = np.arange(len(keys), dtype=np.int64)
     chip = np.asarray(chips, dtype=np.int64).copy()
@@ -193,7 +237,6 @@ def walk(machine: MachineModel, tables: dict[int, ChipTable], keys: np.ndarray, 
     dropped: list[tuple[int, int, str]] = []
     limit = 2 * machine.n_chips + 2
     hops = 0
-    core_cache: dict[int, np.ndarray] = {}
     while len(pkt):
         hops += 1
         if hops > limit:
@@ -201,52 +244,32 @@ def walk(machine: MachineModel, tables: dict[int, ChipTable], keys: np.ndarray, 
                                  f"(e.g. key 0x{int(keys[pkt[0]]):08X} at chip {machine.chip_name(int(chip[0]))})")
         rp.append(pkt)
         rc.append(chip)
+        hit, first = _lookup(flat, keys[pkt], chip)
+        links = np.where(hit, flat.links[chip, first], 0)
+        links = np.where(~hit & (arrived >= 0), 1 << ((arrived + 3) % N_LINKS), links)
+        for q in np.nonzero(~hit & (arrived < 0))[0]:
+            dropped.append((int(pkt[q]), int(chip[q]), "no table entry for a packet from a local core"))
+        if hit.any():
+            cm = flat.cores[chip[hit], first[hit]]
+            r, j = np.nonzero(cm >= 0)
+            dp.append(pkt[hit][r])
+            dc.append(chip[hit][r])
+            dco.append(cm[r, j])
         n_pkt, n_chip, n_arr = [], [], []
-        for c in np.unique(chip):
-            sel = np.nonzero(chip == c)[0]
-            p, arr = pkt[sel], arrived[sel]
-            t = tables.get(int(c))
-            k = keys[p]
-            if t is not None and len(t):
-                match = (k[:, None] & t.masks[None, :]) == t.keys[None, :]
-                hit = match.any(axis=1)
-                first = match.argmax(axis=1)
-                links = np.where(hit, t.links[first], 0)
-            else:
-                hit = np.zeros(len(p), dtype=bool)
-                first = np.zeros(len(p), dtype=np.int64)
-                links = np.zeros(len(p), dtype=np.int64)
-            default = ~hit & (arr >= 0)
-            links = np.where(default, 1 << ((arr + 3) % N_LINKS), links)
-            for q in np.nonzero(~hit & (arr < 0))[0]:
-                dropped.append((int(p[q]), int(c), "no table entry for a packet from a local core"))
-            if hit.any():
-                for e in np.unique(first[hit]):
-                    bits = t.cores[e]
-                    if not bits:
-                        continue
-                    ids = core_cache.get(bits)
-                    if ids is None:
-                        ids = core_cache[bits] = np.array([i for i in range(bits.bit_length()) if bits >> i & 1])
-                    who = p[hit & (first == e)]
-                    dp.append(np.repeat(who, len(ids)))
-                    dc.append(np.full(len(who) * len(ids), c, dtype=np.int64))
-                    dco.append(np.tile(ids, len(who)))
-            for link in range(N_LINKS):
-                go = (links >> link) & 1 == 1
-                if not go.any():
-                    continue
-                nxt = int(machine.neighbour[c, link])
-                if nxt < 0:
-                    for q in np.nonzero(go)[0]:
-                        dropped.append((int(p[q]), int(c), f"link {link} does not exist"))
-                    continue
-                lp.append(p[go])
-                lc.append(np.full(int(go.sum()), c, dtype=np.int64))
-                li.append(np.full(int(go.sum()), link, dtype=np.int64))
-                n_pkt.append(p[go])
-                n_chip.append(np.full(int(go.sum()), nxt, dtype=np.int64))
-                n_arr.append(np.full(int(go.sum()), (link + 3) % N_LINKS, dtype=np.int64))
+        for link in range(N_LINKS):
+            go = np.nonzero((links >> link) & 1)[0]
+            if not len(go):
+                continue
+            nxt = machine.neighbour[chip[go], link]
+            for q in go[nxt < 0]:
+                dropped.append((int(pkt[q]), int(chip[q]), f"link {link} does not exist"))
+            go, nxt = go[nxt >= 0], nxt[nxt >= 0]
+            lp.append(pkt[go])
+            lc.append(chip[go])
+            li.append(np.full(len(go), link, dtype=np.int64))
+            n_pkt.append(pkt[go])
+            n_chip.append(nxt)
+            n_arr.append(np.full(len(go), (link + 3) % N_LINKS, dtype=np.int64))
         cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64)  # noqa: E731
         pkt, chip, arrived = cat(n_pkt), cat(n_chip), cat(n_arr)
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64)  # noqa: E731
