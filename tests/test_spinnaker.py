@@ -416,3 +416,23 @@ def test_spinnaker2_routes_to_cores_beyond_18(tmp_path):
     assert [r for _, _, r in rows] == d.routing.tables[0].route_words()
     rep = sp.verify(d, _x(net, n=2), 5)
     assert rep.identical, str(rep)
+
+
+def test_cli_export_refuses_uncompressible_tables_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+    from spikeport.cli import app
+    from spikeport.hw_profiles.loader import PROFILE_DIR
+    text = (PROFILE_DIR / "spinnaker1.toml").read_text()
+    for old, new in (('name = "spinnaker1"', 'name = "tight-spinnaker"'), ("neurons_per_core = 256", "neurons_per_core = 4"),
+                     ("cores_per_chip = 16", "cores_per_chip = 1"), ("max_neurons_per_chip = 4096", "max_neurons_per_chip = 4"),
+                     ("router_entries = 1024", "router_entries = 2"), ("router_entries_usable = 1023", "router_entries_usable = 2")):
+        assert old in text
+        text = text.replace(old, new)
+    (tmp_path / "tight.toml").write_text(text)
+    ir.save(random_if_mlp(sizes=(64, 48, 32, 10), seed=1), tmp_path / "q.h5")
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "q.h5"), "--target", "spinnaker", "--out", str(tmp_path / "out"),
+                                   "--profile", str(tmp_path / "tight.toml")])
+    assert res.exit_code == 2, res.output
+    flat = " ".join(res.output.split())
+    assert "routing table of chip (" in flat and "entries after compression, the router holds 2" in flat
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.h5", "tight.toml"]
