@@ -430,17 +430,21 @@ def finetune(model: Path = typer.Argument(..., help="The trained ANN (ONNX or .p
 
 @command()
 def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
-           target: str = typer.Option("lava", help="lava (a folder with arrays + loader) or netx (an HDF5 file)."),
-           out: Path = typer.Option(..., "--out", help="Output folder (lava) or NET.net.h5 (netx)."),
+           target: str = typer.Option("lava", help="lava (a folder with arrays + loader), netx (an HDF5 file) or "
+                                                   "spinnaker (a folder: description.json + tables.bin)."),
+           out: Path = typer.Option(..., "--out", help="Output folder (lava, spinnaker) or NET.net.h5 (netx)."),
            timesteps: int = typer.Option(64, parser=check.int_at_least(1), metavar="INTEGER",
                                          help="T the network will run for (gates each layer's window)."),
-           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the per-layer export report here.")):
-    """Export a quantised IR to Lava (Loihi 2) or to lava-dl netx HDF5; report each layer's mapping."""
+           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the per-layer export report here."),
+           profile: Optional[str] = typer.Option(None, help=SPINNAKER_PROFILE_HELP),
+           machine: str = typer.Option("48-chip", help=SPINNAKER_MACHINE_HELP)):
+    """Export a quantised IR to Lava (Loihi 2), lava-dl netx HDF5 or SpiNNaker; report each layer's mapping."""
     from rich.table import Table
     from . import hw_profiles, report
-    from .backends import loihi2
-    check.choice(target, ("lava", "netx"), "--target")
-    if target == "lava":
+    check.choice(target, ("lava", "netx", "spinnaker"), "--target")
+    if target == "spinnaker":
+        check.output_dir(out, "--out")
+    elif target == "lava":
         check.output_dir(out, "--out")
         from .backends.loihi2.export import EXPORT_FILES
         if out.is_dir() and any(p.name not in EXPORT_FILES for p in out.iterdir()):
@@ -451,6 +455,10 @@ def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
     check.output_file(json_out, "--json")
     check.distinct_outputs({"QNET.h5": qnet_path}, {"--out": out, "--json": json_out})
     qnet = _load_net(qnet_path, quantized=True)
+    if target == "spinnaker":
+        _spinnaker_export(qnet, qnet_path, out, profile, machine, json_out)
+        return
+    from .backends import loihi2
     rows = loihi2.layer_report(qnet, timesteps)
     cores = {}
     if qnet.datapath.profile == "loihi2":
@@ -473,12 +481,13 @@ def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         report.write_json({"qnet": str(qnet_path), "target": target, "out": str(path), "layers": rows}, json_out)
 
 
-def _lava_inputs(qnet_path: Path, data: Path, target: str, json_out: Optional[Path]):
-    """Shared checks of `run` and `verify`: target, output path, quantised IR, data."""
+def _backend_inputs(qnet_path: Path, data: Path, target: str, json_out: Optional[Path], trace: Optional[Path] = None):
+    """Shared checks of `run` and `verify`: target, output paths, quantised IR, data."""
     from . import datasets
-    check.choice(target, ("lava",), "--target")
+    check.choice(target, ("lava", "spinnaker"), "--target")
     check.output_file(json_out, "--json")
-    check.distinct_outputs({"QNET.h5": qnet_path, "--data": data}, {"--json": json_out})
+    check.output_file(trace, "--trace")
+    check.distinct_outputs({"QNET.h5": qnet_path, "--data": data}, {"--json": json_out, "--trace": trace})
     qnet = _load_net(qnet_path, quantized=True)
     x, y = datasets.load_npz(data)
     check.data_for_net(qnet, x, y, data, qnet_path)
@@ -487,16 +496,24 @@ def _lava_inputs(qnet_path: Path, data: Path, target: str, json_out: Optional[Pa
 
 @command()
 def run(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
-        target: str = typer.Option("lava", help="lava: Lava's bit-accurate CPU simulation (Loihi2SimCfg fixed_pt)."),
+        target: str = typer.Option("lava", help="lava: Lava's bit-accurate CPU simulation (Loihi2SimCfg fixed_pt); "
+                                                "spinnaker: packet-level replay through the routing tables."),
         data: Path = typer.Option(..., "--data"),
         timesteps: int = typer.Option(..., parser=check.int_at_least(1), metavar="INTEGER"),
         json_out: Optional[Path] = typer.Option(None, "--json"),
-        yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
-    """Run a quantised IR in Lava and report what `spikeport simulate` reports."""
+        yes: bool = typer.Option(False, "--yes", help=YES_HELP),
+        profile: Optional[str] = typer.Option(None, help=SPINNAKER_PROFILE_HELP),
+        machine: str = typer.Option("48-chip", help=SPINNAKER_MACHINE_HELP),
+        trace: Optional[Path] = typer.Option(None, "--trace", help="spinnaker: write the packets as EIEIO data messages.")):
+    """Run a quantised IR in Lava, or replay it packet by packet on SpiNNaker, and report accuracy."""
     from . import report
-    from .backends import loihi2
     from .report.tables import simulate_table
-    qnet, x, y = _lava_inputs(qnet_path, data, target, json_out)
+    qnet, x, y = _backend_inputs(qnet_path, data, target, json_out, trace)
+    if target == "spinnaker":
+        _workload(qnet, len(x), timesteps, yes, "SpiNNaker packet replay")
+        _spinnaker_run(qnet, qnet_path, x, y, timesteps, profile, machine, trace, json_out)
+        return
+    from .backends import loihi2
     _workload(qnet, len(x), timesteps, yes, "Lava run", engine="lava")
     res = loihi2.run_lava(qnet, x, timesteps, progress=True)
     n = len(res.predictions)
@@ -520,15 +537,31 @@ def verify(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
            data: Path = typer.Option(..., "--data"),
            timesteps: int = typer.Option(..., parser=check.int_at_least(1), metavar="INTEGER"),
            json_out: Optional[Path] = typer.Option(None, "--json"),
-           yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
-    """Run spikeport's simulator and Lava on the same inputs; compare every spike and membrane value.
+           yes: bool = typer.Option(False, "--yes", help=YES_HELP),
+           profile: Optional[str] = typer.Option(None, help=SPINNAKER_PROFILE_HELP),
+           machine: str = typer.Option("48-chip", help=SPINNAKER_MACHINE_HELP)):
+    """Run spikeport's simulator and Lava (or the SpiNNaker packet replay) on the same inputs; compare
+    every spike (and membrane value / delivered packet).
 
     Exit status 0 only when identical (1 when they differ); otherwise the first divergence is printed."""
     from dataclasses import asdict
     from . import report
-    from .backends import loihi2
     from .simulator import workload
-    qnet, x, _ = _lava_inputs(qnet_path, data, target, json_out)
+    qnet, x, _ = _backend_inputs(qnet_path, data, target, json_out)
+    if target == "spinnaker":
+        from .backends import spinnaker
+        _workload(qnet, len(x), timesteps, yes, "SpiNNaker verify", record_all=True)
+        desc = spinnaker.describe(qnet, _spinnaker_profile(qnet, profile), machine)
+        rep = spinnaker.verify(desc, x, timesteps)
+        console.print(Text(str(rep), style="green" if rep.identical else "red"))
+        if json_out:
+            report.write_json({"identical": rep.identical, "compared": rep.compared,
+                               "outputs_equal": rep.outputs_equal, "predictions_equal": rep.predictions_equal,
+                               "first_divergence": asdict(rep.divergence) if rep.divergence else None}, json_out)
+        if not rep.identical:
+            raise typer.Exit(1)
+        return
+    from .backends import loihi2
     workload.check(workload.combine(
         workload.estimate(qnet, len(x), timesteps, what="verify (Lava)", engine="lava", record_all=True),
         workload.estimate(qnet, len(x), timesteps, what="verify (spikeport)", record_all=True)), override=yes)
@@ -547,6 +580,76 @@ def verify(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
                           json_out)
     if not rep.identical:
         raise typer.Exit(1)
+
+
+SPINNAKER_PROFILE_HELP = ("spinnaker: spinnaker1 or spinnaker2 (default: the network's if it is a SpiNNaker one, "
+                          "else spinnaker1).")
+SPINNAKER_MACHINE_HELP = "spinnaker: 48-chip (one SpiNN-5 board) or WxH chips (a torus)."
+
+
+def _spinnaker_profile(qnet, profile: Optional[str]) -> str:
+    """--profile for the spinnaker target: given, else the network's own if it is a SpiNNaker profile."""
+    if profile:
+        return profile
+    return qnet.datapath.profile if qnet.datapath.profile in ("spinnaker1", "spinnaker2") else "spinnaker1"
+
+
+def _spinnaker_export(qnet, qnet_path: Path, out: Path, profile: Optional[str], machine: str,
+                      json_out: Optional[Path]) -> None:
+    from rich.table import Table
+    from . import report
+    from .backends import spinnaker
+    desc = spinnaker.describe(qnet, _spinnaker_profile(qnet, profile), machine)
+    path = spinnaker.export(desc, out)
+    rows = spinnaker.summary(desc)
+    t = Table(title=f"{qnet_path} -> {path} (spinnaker: {desc.profile.name}, machine {desc.machine.spec}, "
+                    f"{desc.machine.n_chips} chips)")
+    for col in ("layer", "neurons", "cores", "chips", "keys", "payload", "entries", "max packets/step"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["layer"], str(r["neurons"]), str(r["cores"]), str(len(r["chips"])), str(r["keys"]),
+                  {None: "-", True: "32-bit", False: "none"}[r["payload"]], str(r["entries_uncompressed"]),
+                  str(r["max_packets_per_step"]))
+    console.print(t)
+    st = desc.routing.stats
+    console.print(Text(f"routing: {st['entries_uncompressed']} entries ({st['defaultable']} defaultable) -> "
+                       f"{st['entries']} after compression, at most {st['max_entries_per_chip']} per chip "
+                       f"(limit {st['limit']}); every key checked ({desc.check['keys']} keys, PACMAN compare_tables "
+                       f"on {desc.check.get('pacman_compare_tables')} tables)"))
+    if json_out:
+        report.write_json({"qnet": str(qnet_path), "target": "spinnaker", "out": str(path), "layers": rows,
+                           "routing": st}, json_out)
+
+
+def _spinnaker_run(qnet, qnet_path, x, y, timesteps, profile, machine, trace, json_out) -> None:
+    from rich.table import Table
+    from . import report
+    from .backends import spinnaker
+    desc = spinnaker.describe(qnet, _spinnaker_profile(qnet, profile), machine)
+    rr = spinnaker.replay(desc, x, timesteps, trace_path=trace)
+    traffic = rr.traffic.to_json(desc, 1e-3)
+    acc = float((rr.result.predictions == y).mean()) if y is not None else None
+    t = Table(title=f"{qnet_path}: SpiNNaker packet replay ({desc.profile.name}, machine {desc.machine.spec}, "
+                    f"T={timesteps}, {traffic['samples']} samples)")
+    t.add_column("quantity")
+    t.add_column("value")
+    cap = lambda v: "not modelled" if v is None else f"{v:,.0f}"  # noqa: E731
+    rows = [("accuracy", "-" if acc is None else f"{100 * acc:.2f}%"),
+            ("packets per step (mean / max)", f"{traffic['packets_per_step']:.1f} / {traffic['max_packets_per_step']}"),
+            ("busiest link per step (max / capacity at 1 ms)",
+             f"{traffic['max_link_packets_per_step']} ({traffic['busiest_link']}) / {cap(traffic['link_capacity_per_step'])}"),
+            ("busiest router per step (max / capacity at 1 ms)",
+             f"{traffic['max_router_packets_per_step']} ({traffic['busiest_router']}) / {cap(traffic['router_capacity_per_step'])}"),
+            ("payload bits", f"{traffic['payload_bits']:,}"), ("dropped packets", str(traffic["dropped"])),
+            ("routing energy per sample", "-" if traffic["routing_energy_j_per_sample"] is None
+             else f"{traffic['routing_energy_j_per_sample'] * 1e6:.3f} uJ")]
+    if trace is not None:
+        rows.append(("EIEIO trace", f"{trace} ({rr.trace_messages} messages)"))
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+    if json_out:
+        report.write_json({"target": "spinnaker", "accuracy": acc, "timesteps": timesteps, "traffic": traffic}, json_out)
 
 
 @command()

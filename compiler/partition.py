@@ -311,8 +311,41 @@ def _cut(name: str, starts, stops) -> list[CoreUse]:
     return [CoreUse(name, int(a), int(b)) for a, b in zip(starts, stops)]
 
 
-def partition(net: Network, profile) -> Placement:
+def reach_matrix(net: Network, proj: Projection, starts, stops) -> np.ndarray:
+    """Structural connectivity of ``proj`` at slice granularity: ``(n_source, n_slices)`` booleans,
+    True where source neuron i has at least one synapse (zero weights included) onto a target neuron
+    in slice s = [starts[s], stops[s]). Routing (which target cores a source core must reach) and the
+    SpiNNaker replay's subscription tables are built from it."""
+    src_shape, dst_shape = net.shape_of(proj.source), net.shape_of(proj.target)
+    n_src = int(np.prod(src_shape))
+    starts, stops = np.asarray(starts, dtype=np.int64), np.asarray(stops, dtype=np.int64)
+    if isinstance(proj, Dense):
+        return np.ones((n_src, len(starts)), dtype=bool)
+    if isinstance(proj, Identity):
+        idx = np.arange(n_src)
+        return (idx[:, None] >= starts[None, :]) & (idx[:, None] < stops[None, :])
+    if not isinstance(proj, Conv2d):
+        raise NotImplementedError(f"projection {proj.name!r}: no reach rule for {type(proj).__name__}")
+    cin, h, w = src_shape
+    co, ho, wo = dst_shape
+    g = proj.groups
+    kh, kw = np.asarray(proj.weight).shape[2:]
+    ind = torch.zeros((len(starts), g, ho * wo), dtype=torch.float32)
+    for s, (a, b) in enumerate(zip(starts, stops)):
+        flat = torch.arange(int(a), int(b))
+        ind[s, (flat // (ho * wo)) // (co // g), flat % (ho * wo)] = 1
+    hit = _receptive_union(ind.reshape(len(starts), g, ho, wo) > 0, proj, (h, w), (kh, kw))
+    hit = hit.reshape(len(starts), g, h * w).numpy()                    # (slices, group, pixel)
+    group_of_channel = np.arange(cin) // (cin // g)
+    return hit[:, group_of_channel, :].transpose(1, 2, 0).reshape(n_src, len(starts))
+
+
+def partition(net: Network, profile, sources: bool = False) -> Placement:
     """Place every population of ``net`` on cores and chips of ``profile`` (a hw_profiles.Profile).
+
+    ``sources=True`` also gives every Input node with outgoing projections cores of its own (spike
+    source cores, ``neurons_per_core`` each, no synapses), placed before the populations: the
+    SpiNNaker backend injects the input as multicast packets from such cores.
 
     Raises ResourceError when a layer cannot be mapped (even one neuron per core exceeds a limit, a
     programmed delay (projection delay minus the quantised datapath's ``synapse_delay``, the latency
@@ -331,14 +364,24 @@ def partition(net: Network, profile) -> Placement:
     for pop in net.populations():
         models[pop.name] = m = _LayerModel(net, pop, profile)
         sizes[pop.name], binding[pop.name] = _largest_fit(m, profile.name)
-    layers = {name: LayerPlacement(name, m.size, sizes[name], binding[name], _cut(name, *_slices(m.size, sizes[name])))
-              for name, m in models.items()}
+    layers = {}
+    if sources:
+        for node in net.inputs():
+            if net.outgoing(node.name):
+                size = int(np.prod(node.shape))
+                n = min(lim.neurons_per_core, size)
+                layers[node.name] = LayerPlacement(node.name, size, n, "neurons_per_core (spike source)",
+                                                   _cut(node.name, *_slices(size, n)))
+    layers.update({name: LayerPlacement(name, m.size, sizes[name], binding[name], _cut(name, *_slices(m.size, sizes[name])))
+                   for name, m in models.items()})
     # fan-out: output axons of a source core = sum over its neurons of target cores reached
     reach: dict[str, np.ndarray] = {name: np.zeros(m.size, dtype=np.int64) for name, m in models.items()}
     for proj in net.projections():
         if proj.source in reach:
             reach[proj.source] += _cores_reached(net, proj, layers[proj.target])
     for name, lp in layers.items():
+        if name not in models:          # spike source cores: no synapses, no per-core model
+            continue
         cum = np.concatenate([[0], np.cumsum(reach[name])])
         limit = lim.fan_out_per_core
         if limit is not None:

@@ -37,6 +37,8 @@ class Limits:
     router_entries            routing table entries per chip router
     router_entries_usable     entries left to the application (SpiNNaker 1: one is reserved)
     axon_entry_bytes          bytes of the core's input-axon table per distinct source neuron (None: not modelled)
+    router_packets_per_s      packets one chip's router can route per second (None: not modelled)
+    link_packets_per_s        40-bit packets one inter-chip link carries per second (None: not modelled)
     conv_weights              how conv projections are stored: 'expanded' (every target neuron keeps its own
                               synapse list, like a sparse matrix) or 'shared' (one kernel copy per core)
     """
@@ -56,6 +58,8 @@ class Limits:
     router_entries: int | None = None
     router_entries_usable: int | None = None
     axon_entry_bytes: int | None = None
+    router_packets_per_s: int | None = None
+    link_packets_per_s: int | None = None
     conv_weights: str = "expanded"
 
 

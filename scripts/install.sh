@@ -21,6 +21,12 @@ $PIP numpy==1.26.4 scipy==1.13.1 scikit-learn==1.5.2 networkx==2.8.7 asteval==0.
 $PIP --no-deps onnx2torch==1.5.15
 # Lava and lava-dl without their declared (Python 3.10 / torch 2.3) dependencies.
 $PIP --no-deps --ignore-requires-python lava-nc==0.10.0 lava-dl==0.6.0
+# SpiNNaker community libraries (PACMAN routing tables/compressors, spinnmachine machine model, spinnman
+# EIEIO messages; pure Python), without their declared dependencies: those spikeport's imports need are
+# pinned here (checked in a clean venv); the rest serve board access and reports spikeport never uses
+# (spinnman: websocket-client, ebrains_drive; spinn_utilities: requests, pyyaml; PACMAN: jsonschema).
+$PIP --no-deps "spinnutilities==1!7.4.1" "spinnmachine==1!7.4.1" "spinnaker-pacman==1!7.4.1" "spinnman==1!7.4.1" \
+     appdirs==1.4.4 docstring_parser==0.18.0 deprecated==1.3.1 wrapt==2.1.2 typing_extensions==4.15.0
 # spikeport itself, editable, without re-resolving the pins above.
 $PIP --no-deps -e .
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true   # make the `spikeport` command visible under pyenv

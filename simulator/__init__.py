@@ -41,7 +41,7 @@ def _as_inputs(net: Network, x) -> dict[str, torch.Tensor]:
 
 def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=None, progress: bool = False,
              record_states: bool = False, record_spikes: bool = False, record_voltages: bool = False,
-             path: str = "auto") -> SimResult:
+             path: str = "auto", run_class=BatchRun) -> SimResult:
     """Run ``net`` on samples ``x`` for ``timesteps`` (T) presentation steps.
 
     x              (N, *input.shape) for analog/once coding, (N, T, *input.shape) for spike coding, or a
@@ -56,6 +56,8 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
     path           quantised nets: arithmetic path for every projection ('auto' picks the fastest
                    exact one; 'float32' / 'float64' force a float GEMM, exact only under the bound
                    in simulator/synapses.py; 'int64' CPU integer; 'chunked' float64 pieces).
+    run_class      the per-batch runner, ``BatchRun`` or a subclass with the same constructor (the
+                   SpiNNaker packet replay rebuilds every population's input from routed packets).
     """
     if batch_size < 1:
         raise ValueError(f"simulate: batch_size must be >= 1, got {batch_size}")
@@ -73,7 +75,7 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
     with torch.no_grad(), exact_float_context():
         for a in starts:
             xs = {k: v[a:a + batch_size].to(plan.device) for k, v in data.items()}
-            run = BatchRun(plan, xs, record_spikes, record_voltages)
+            run = run_class(plan, xs, record_spikes, record_voltages)
             run.run()
             chunks.append(_collect(run, record_states))
     return _merge(plan, chunks, record_states, record_spikes, record_voltages)
