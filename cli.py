@@ -95,6 +95,8 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
             reset: str = typer.Option("subtract", help="IF: reset rule, subtract or zero."),
             v_init: str = typer.Option("half", help="IF: initial membrane, half (theta/2) or zero."),
             maxpool: str = typer.Option("error", help="MaxPool handling: error, or avg (replace by AvgPool)."),
+            pool: str = typer.Option("auto", help="AvgPool before a conv: auto (fold only where that adds no MACs, "
+                                     "else a relay population), fold, or separate."),
             opt: list[str] = typer.Option([], "--opt", help="Method option KEY=VALUE (repeatable), e.g. "
                                           "--opt search=both (aif), --opt setting=ibt (negspike)."),
             json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON summary here.")):
@@ -105,9 +107,13 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
     opts.update(_options(opt))
     x, y = _run(datasets.load_npz, calib)
     ann = _run(frontend.load_model, model)
-    net = _run(conv.convert, ann, x, method=method, timesteps=timesteps, maxpool=maxpool, **opts)
+    net = _run(conv.convert, ann, x, method=method, timesteps=timesteps, maxpool=maxpool, pool=pool, **opts)
     _run(ir.save, net, out)
-    summary = {"model": str(model), "method": method, "out": str(out), "layers": net.summary()}
+    summary = {"model": str(model), "method": method, "out": str(out), "layers": net.summary(),
+               "pooling": net.meta.get("pooling", [])}
+    for d in summary["pooling"]:
+        console.print(f"pool {d['pool']} -> {d['layer']}: {d['decision']} (MACs folded {d['folded_macs']:,}, "
+                      f"separate {d['separate_macs']:,}; {d['reason']})")
     console.print(f"converted [bold]{model}[/] with method [bold]{method}[/] -> {out} "
                   f"({len(net.populations())} populations, {len(net.projections())} projections)")
     if timesteps and y is not None:
