@@ -159,6 +159,8 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
             reset: Optional[str] = typer.Option(None, help="IF: reset rule, subtract (default) or zero."),
             v_init: Optional[str] = typer.Option(None, help="IF: initial membrane, half (theta/2, default) or zero."),
             maxpool: str = typer.Option("error", help="MaxPool handling: error, or avg (replace by AvgPool)."),
+            pool: str = typer.Option("auto", help="AvgPool before a conv: auto (fold only where that adds no MACs, "
+                                     "else a relay population), fold, or separate."),
             opt: list[str] = typer.Option([], "--opt", help="Method option KEY=VALUE (repeatable), e.g. "
                                           "--opt search=both (aif), --opt setting=ibt (negspike), --opt neuron=lava-lif "
                                           "(if: Lava's own LIF)."),
@@ -169,6 +171,7 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
     from . import datasets, frontend, ir, report
     check.choice(method, sorted(conv.METHODS), "--method")
     check.choice(maxpool, conv.registry.MAXPOOL_CHOICES, "--maxpool")
+    check.choice(pool, ("auto", "fold", "separate"), "--pool")
     opts = {k: v for k, v in dict(percentile=percentile, reset=reset, v_init=v_init).items()
             if v is not None} if method == "if" else {}
     opts.update(check.key_values(opt))
@@ -179,11 +182,15 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
     ann = frontend.load_model(model)
     check.data_for_model(ann, x, y, calib)
     with _working(f"converting with method {method}"):
-        net = conv.convert(ann, x, method=method, timesteps=timesteps, maxpool=maxpool, **opts)
+        net = conv.convert(ann, x, method=method, timesteps=timesteps, maxpool=maxpool, pool=pool, **opts)
     if timesteps and y is not None:
         _workload(net, len(x), timesteps, yes, "float SNN accuracy on the calibration data")
     ir.save(net, out)
-    summary = {"model": str(model), "method": method, "out": str(out), "layers": net.summary()}
+    summary = {"model": str(model), "method": method, "out": str(out), "layers": net.summary(),
+               "pooling": net.meta.get("pooling", [])}
+    for d in summary["pooling"]:
+        console.print(Text(f"pool {d['pool']} -> {d['layer']}: {d['decision']} (MACs folded {d['folded_macs']:,}, "
+                           f"separate {d['separate_macs']:,}; {d['reason']})"))
     console.print(Text.assemble("converted ", (str(model), "bold"), " with method ", (method, "bold"),
                                 f" -> {out} ({len(net.populations())} populations, {len(net.projections())} projections)"))
     if timesteps and y is not None:

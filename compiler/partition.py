@@ -28,11 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..ir import Conv2d, Dense, Identity, Network, Population, Projection
 from ..errors import SpikeportError
+from ..ir.conv_counts import conv_covers, conv_fan_in
 
 
 class ResourceError(SpikeportError):
@@ -127,35 +126,41 @@ def _slices(size: int, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _conv_true_fan_in(proj: Conv2d, src_shape, dst_shape) -> np.ndarray:
-    ones = torch.ones((1,) + tuple(src_shape), dtype=torch.float64)
-    w = torch.ones(np.asarray(proj.weight).shape, dtype=torch.float64)
-    out = F.conv2d(ones, w, stride=proj.stride, padding=proj.padding, dilation=proj.dilation, groups=proj.groups)
-    return out.reshape(-1).round().long().numpy()
+    return conv_fan_in(proj, src_shape, dst_shape)
 
 
-def _receptive_union(pix: torch.Tensor, proj: Conv2d, in_hw: tuple[int, int], k_hw: tuple[int, int]) -> torch.Tensor:
-    """(..., H_out, W_out) bool target pixels -> (..., H, W) bool input pixels in their receptive fields.
+def _rows(cum: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, n_in) bool: inputs read by any output index in [a, b] (empty when b < a), from the
+    cumulative cover ``cum`` ((n_out + 1, n_in), row y = covers of outputs < y)."""
+    ok = b >= a
+    hi = np.where(ok, b + 1, 0)
+    lo = np.where(ok, a, 0)
+    return (cum[hi] - cum[lo]) > 0
 
-    One strided copy per kernel tap (a transposed convolution with a ones kernel, done as boolean
-    OR): output pixel y reads input row ``y*stride - padding + i*dilation``; rows off the input are padding.
+
+def _ranges_field(ranges, wo: int, cum_y: np.ndarray, cum_x: np.ndarray) -> np.ndarray:
+    """(n, H, W) bool: input pixels in the receptive fields of a union of flat pixel ranges.
+
+    ``ranges`` holds pairs (lo, hi) of (n,) arrays, flat output-pixel ranges [lo, hi) (empty when
+    lo >= hi). A flat range is at most three rectangles (first partial row, full rows, last partial
+    row), and the receptive field of a rectangle of output pixels is the product of its per-axis
+    receptive fields, so the union needs no per-synapse work.
     """
-    h, w = in_hw
-    ho, wo = pix.shape[-2:]
-    out = torch.zeros(pix.shape[:-2] + (h, w), dtype=torch.bool)
-    axes = []
-    for n_out, n_in, k, s, p, d in ((ho, h, k_hw[0], proj.stride[0], proj.padding[0], proj.dilation[0]),
-                                    (wo, w, k_hw[1], proj.stride[1], proj.padding[1], proj.dilation[1])):
-        taps = []
-        for i in range(k):
-            src = torch.arange(n_out)
-            dst = src * s - p + i * d
-            ok = (dst >= 0) & (dst < n_in)
-            taps.append((src[ok], dst[ok]))
-        axes.append(taps)
-    for ys, yd in axes[0]:
-        for xs, xd in axes[1]:
-            if len(ys) and len(xs):
-                out[..., yd[:, None], xd[None, :]] |= pix[..., ys[:, None], xs[None, :]]
+    n = len(ranges[0][0])
+    h, w = cum_y.shape[1], cum_x.shape[1]
+    out = np.zeros((n, h, w), dtype=bool)
+    for lo, hi in ranges:
+        ok = lo < hi
+        last = np.maximum(hi - 1, lo)
+        r0, q0, r1, q1 = lo // wo, lo % wo, last // wo, last % wo
+        one = r0 == r1
+        rects = ((r0, r0, q0, np.where(one, q1, wo - 1)),
+                 (r0 + 1, r1 - 1, np.zeros_like(q0), np.full_like(q0, wo - 1)),
+                 (r1, np.where(one, r1 - 1, r1), np.zeros_like(q0), q1))
+        for ya, yb, xa, xb in rects:
+            rows = _rows(cum_y, ya, np.where(ok, yb, ya - 1))
+            cols = _rows(cum_x, xa, xb)
+            out |= rows[:, :, None] & cols[:, None, :]
     return out
 
 
@@ -164,30 +169,60 @@ def _conv_reach(proj: Conv2d, src_shape, dst_shape, starts, stops, per_source: b
     the number of slices it reaches.
 
     Every synapse is stored (structural), so a source (c, y, x) of group g reaches a slice exactly
-    when (y, x) lies in the receptive field of a slice pixel whose channel is in group g: one
-    per-group pixel map of each slice is spread over its receptive fields (:func:`_receptive_union`)
-    and ``C_in / groups`` channels share the result.
+    when (y, x) lies in the receptive field of a slice pixel whose channel is in group g, and the
+    ``C_in / groups`` channels of a group share the answer. A slice [start, stop) of the flattened
+    (C_out, H_out, W_out) target is whole channels plus at most a partial first and last channel, so
+    every group it touches either holds a whole channel (its field is the full receptive field) or
+    is the first or last group with the union of at most two flat pixel ranges
+    (:func:`_ranges_field`): closed forms per slice, no per-synapse or per-target-pixel tensor.
     """
     cin, h, w = src_shape
     co, ho, wo = dst_shape
     g = proj.groups
-    kh, kw = np.asarray(proj.weight).shape[2:]
-    per_group_out, per_group_in = co // g, cin // g
+    hw = ho * wo
+    pgo, pgi = co // g, cin // g
+    cov_y, cov_x = conv_covers(proj, src_shape, dst_shape)
+    cum_y = np.concatenate([np.zeros((1, h), np.int64), np.cumsum(cov_y, axis=0)])
+    cum_x = np.concatenate([np.zeros((1, w), np.int64), np.cumsum(cov_x, axis=0)])
+    full = np.outer(cov_y.any(axis=0), cov_x.any(axis=0)).reshape(-1)
+    full_count = int(full.sum())
+    starts, stops = np.asarray(starts, np.int64), np.asarray(stops, np.int64)
     fan = np.zeros(len(starts), dtype=np.int64)
     reach = np.zeros((g, h * w), dtype=np.int64) if per_source else None
-    chunk = max(1, 2_000_000 // (g * (h * w + ho * wo)))
+    full_groups = np.zeros(g + 1, dtype=np.int64) if per_source else None
+    chunk = max(1, 4_000_000 // (h * w))
     for a in range(0, len(starts), chunk):
-        st, sp = starts[a:a + chunk], stops[a:a + chunk]
-        flat = torch.arange(int(st[0]), int(sp[-1]))
-        slice_id = torch.as_tensor(np.searchsorted(st, flat.numpy(), side="right") - 1)
-        ind = torch.zeros((len(st), g, ho * wo), dtype=torch.float32)
-        ind[slice_id, (flat // (ho * wo)) // per_group_out, flat % (ho * wo)] = 1
-        hit = _receptive_union(ind.reshape(len(st), g, ho, wo) > 0, proj, (h, w), (kh, kw)).reshape(len(st), g, h * w)
-        fan[a:a + len(st)] = hit.sum(dim=(1, 2)).numpy() * per_group_in
+        s, e = starts[a:a + chunk], stops[a:a + chunk]
+        c0, c1 = s // hw, (e - 1) // hw
+        g0, g1 = c0 // pgo, c1 // pgo
+        head_lo, head_hi = s - c0 * hw, np.where(c1 > c0, hw, e - c0 * hw)
+        tail_lo, tail_hi = np.zeros_like(s), np.where(c1 > c0, e - c1 * hw, 0)
+        head_full = (head_lo == 0) & (head_hi == hw)
+        tail_full = (c1 > c0) & (tail_hi == hw)
+        same = g0 == g1
+        # first group: full when it holds a whole channel (a full head, a channel after c0 in the group)
+        first_full = head_full | np.where(same, (c1 - c0 >= 2) | tail_full, c0 % pgo != pgo - 1)
+        last_full = ~same & (tail_full | (c1 % pgo != 0))
+        mid = np.maximum(g1 - g0 - 1, 0)
+        first = _ranges_field([(head_lo, head_hi), (tail_lo, np.where(same, tail_hi, 0))], wo, cum_y, cum_x)
+        last = _ranges_field([(tail_lo, np.where(same, 0, tail_hi))], wo, cum_y, cum_x)
+        n_first = np.where(first_full, full_count, first.sum(axis=(1, 2)))
+        n_last = np.where(same, 0, np.where(last_full, full_count, last.sum(axis=(1, 2))))
+        fan[a:a + len(s)] = (mid * full_count + n_first + n_last) * pgi
         if per_source:
-            reach += hit.sum(dim=0).numpy()
+            # whole-field groups through a difference array over groups, partial ones added pixel-wise
+            lo_full = np.where(first_full, g0, g0 + 1)
+            hi_full = np.where(same, np.where(first_full, g0 + 1, g0 + 1), np.where(last_full, g1 + 1, g1))
+            lo_full = np.minimum(lo_full, hi_full)
+            np.add.at(full_groups, lo_full, 1)
+            np.add.at(full_groups, hi_full, -1)
+            pf = ~first_full
+            np.add.at(reach, g0[pf], first[pf].reshape(-1, h * w).astype(np.int64))
+            pl = ~same & ~last_full
+            np.add.at(reach, g1[pl], last[pl].reshape(-1, h * w).astype(np.int64))
     if per_source:
-        reach = np.repeat(reach, per_group_in, axis=0).reshape(-1)    # (C_in, H*W) in C order
+        reach += np.cumsum(full_groups)[:g, None] * full[None, :]
+        reach = np.repeat(reach, pgi, axis=0).reshape(-1)    # (C_in, H*W) in C order
     return fan, reach
 
 

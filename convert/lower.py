@@ -22,6 +22,12 @@ Rules (all exact in real arithmetic):
   ``W' @ flatten(x)`` with ``W'[o, c, h, w] = W[o, c, h // k, w // k] / k^2`` (rows and columns
   that floor division drops get weight 0). GlobalAvgPool then Linear: ``W'[o, c, h, w] = W[o, c]/(H*W)``.
   Any AvgPool followed by an activation becomes a depthwise ``ir.Conv2d`` (groups = C, weight 1/k^2).
+  Folding into a convolution is decided per layer (``pool="auto"``): it is done only where the
+  folded conv has no more ANN-equivalent MACs (= synapses, up to padding) than pooling separately
+  (``C*H*W`` for the pool + the conv at pooled resolution); otherwise, when the pooled value comes
+  from one non-negative binary IF population, the pool becomes its own relay population
+  (:func:`pool_relay_spec`). A Linear after pooling stays folded unless ``pool="separate"``. The
+  decisions, with both MAC counts, are kept in ``net.meta["pooling"]``.
 * Concat of spiking values followed by a linear op splits its weights along input channels, one
   projection per source. Flatten (C order) feeding Linear gives an ``ir.Dense`` from the (C, H, W)
   population.
@@ -165,7 +171,12 @@ def _node_list(names) -> str:
 class Lowering:
     """Walks the ANN graph once, building the IR network (see module docstring)."""
 
-    def __init__(self, ann: AnnModel, method: NeuronProvider, input_nonneg: bool, input_coding: str = "analog"):
+    def __init__(self, ann: AnnModel, method: NeuronProvider, input_nonneg: bool, input_coding: str = "analog",
+                 pool: str = "auto"):
+        if pool not in POOL_CHOICES:
+            raise ConversionError(f"pool={pool!r} must be one of {POOL_CHOICES}")
+        self.pool_mode = pool
+        self.pooling: list[dict] = []      # one decision per pooled value absorbed by a linear layer
         self.ann = ann
         self.graph = ann.graph
         self.method = method
@@ -246,6 +257,12 @@ class Lowering:
         stride, padding, dilation, groups = node.stride, node.padding, node.dilation, node.groups
         if v.pool is not None:
             kh, kw = v.pool
+            per_out = w.shape[1] * w.shape[2] * w.shape[3]
+            n_out = int(np.prod(node.shape))
+            v = self._decide_pool(node, v, folded=n_out * per_out * kh * kw,
+                                  separate=int(np.prod(v.shape)) * kh * kw + n_out * per_out)
+        if v.pool is not None:
+            kh, kw = v.pool
             src_h, src_w = v.parts[0].shape[1:]
             if dilation != (1, 1):
                 raise self.err(node, f"AvgPool {v.origin!r} cannot fold into a dilated convolution (dilation {dilation})")
@@ -286,6 +303,11 @@ class Lowering:
             for part, lo, hi in self._channel_split(node, v, w.shape[1]):
                 terms.append(Term(part.node, "dense", w[:, lo:hi] * part.scale[None, :]))
         else:
+            if v.pool is not None:
+                window = int(np.prod(v.parts[0].shape[1:])) if v.pool == "global" else int(np.prod(v.pool))
+                full = sum(int(np.prod(p.shape)) for p in v.parts)
+                v = self._decide_pool(node, v, folded=out * full,
+                                      separate=int(np.prod(v.grid)) * window + out * int(np.prod(v.grid)), linear=True)
             grid = v.grid
             if int(np.prod(grid)) != w.shape[1]:
                 raise self.err(node, f"weight has {w.shape[1]} inputs, the flattened input has {int(np.prod(grid))}")
@@ -351,6 +373,54 @@ class Lowering:
         term = Term(part.node, "conv2d", w, tuple(stride), tuple(padding), (1, 1), c)
         out = ir.Conv2d("_check", weight=w, stride=tuple(stride), padding=tuple(padding), groups=c).out_shape(part.shape)
         return PreAct([term], np.zeros(c), out, tuple(node.shape) if len(node.shape) == 3 else out, [node.name])
+
+    def _decide_pool(self, node: G.AnnNode, v: SpikeValue, folded: int, separate: int,
+                     linear: bool = False) -> SpikeValue:
+        """Fold the pending pool of ``v`` into ``node`` or relay it through its own population.
+
+        ``folded`` / ``separate``: ANN-equivalent MACs per sample of the folded layer and of the pool
+        plus the layer at pooled resolution. Returns ``v`` unchanged (fold) or the relayed value.
+        In ``auto`` mode a Linear layer (the classifier after the last pool in the networks we
+        convert) stays folded: its input remains exact and no relay population rounds it.
+        """
+        relay_ok, why = self._relay_possible(v)
+        want = self.pool_mode == "separate" or (self.pool_mode == "auto" and folded > separate and not linear)
+        decision = "separate" if want and relay_ok else "fold"
+        reason = (f"folding multiplies MACs by {folded / separate:.2f}" if folded > separate
+                  else "folding adds no MACs")
+        if linear and folded > separate and self.pool_mode == "auto":
+            reason += "; Linear layer: auto keeps it folded (exact classifier input), pool='separate' relays it"
+        if want and not relay_ok:
+            reason += f"; kept folded: {why}"
+        self.pooling.append({"pool": v.origin, "layer": node.name, "decision": decision, "folded_macs": int(folded),
+                             "separate_macs": int(separate), "reason": reason})
+        if decision == "fold":
+            return v
+        return self._pool_relay(v)
+
+    def _relay_possible(self, v: SpikeValue) -> tuple[bool, str]:
+        if len(v.parts) != 1:
+            return False, "the pooled value is a Concat"
+        node = self.net[v.parts[0].node] if v.parts[0].node in self.net else None
+        if not isinstance(node, ir.Population):
+            return False, "the pooled value is the network input"
+        n = node.neuron
+        if type(n) is not ir.IF or n.neg_threshold is not None or node.payload.kind != "binary" or not v.nonneg:
+            return False, f"the pooled population {node.name!r} is not a non-negative binary IF population"
+        return True, ""
+
+    def _pool_relay(self, v: SpikeValue) -> SpikeValue:
+        """The pending pool of ``v`` as its own population (depthwise projection + relay IF)."""
+        pool_node = self.graph[v.origin]
+        part = v.parts[0]
+        c, h, w = part.shape
+        kernel = (h, w) if v.pool == "global" else tuple(v.pool)
+        pre = self._depthwise(pool_node, replace(v, pool=None), kernel, kernel, (0, 0))
+        spec = pool_relay_spec(part.scale)
+        out = self._population(pool_node, pre, lambda ctx: spec)
+        if v.flat:
+            return replace(out, flat=True, grid=tuple(pre.shape), shape=tuple(v.shape))
+        return replace(out, shape=tuple(pre.shape))
 
     def _materialise(self, node: G.AnnNode, v: SpikeValue) -> PreAct:
         """Turn a spiking value that cannot be passed on as is into a pre-activation."""
@@ -435,8 +505,32 @@ class Lowering:
         return out
 
 
-def lower(ann: AnnModel, method: NeuronProvider, input_nonneg: bool, input_coding: str = "analog") -> tuple[ir.Network, dict[str, str]]:
-    """Lower ``ann`` to an IR network; returns it and the map ANN activation node -> population."""
-    low = Lowering(ann, method, input_nonneg, input_coding)
+def lower(ann: AnnModel, method: NeuronProvider, input_nonneg: bool, input_coding: str = "analog",
+          pool: str = "auto") -> tuple[ir.Network, dict[str, str]]:
+    """Lower ``ann`` to an IR network; returns it and the map ANN activation node -> population.
+
+    pool  'auto' (fold an AvgPool into the next linear layer only where that adds no MACs), 'fold'
+          (always fold, exact), 'separate' (a relay population wherever possible); decisions in
+          ``net.meta["pooling"]``.
+    """
+    low = Lowering(ann, method, input_nonneg, input_coding, pool)
     net = low.run()
+    net.meta["pooling"] = low.pooling
     return net, low.populations
+
+
+POOL_CHOICES = ("auto", "fold", "separate")
+
+
+def pool_relay_spec(event_value: np.ndarray) -> NeuronSpec:
+    """The relay neuron of a separate AvgPool of a binary IF source with event value lambda_c.
+
+    The depthwise projection delivers ``lambda_c * n / k^2`` per step (n of the k^2 inputs spiked);
+    an IF with threshold lambda_c, soft reset and v(0) = lambda_c / 2 emits floor(sum_t n_t / k^2 +
+    1/2) events of value lambda_c by step T: the window's mean rate rounded to the nearest count,
+    never more than one event per step (the mean of rates <= 1 is <= 1), so no calibration is needed.
+    """
+    lam = np.asarray(event_value, dtype=np.float64).reshape(-1)
+    theta = np.asarray(lam[0]) if np.all(lam == lam[0]) else lam
+    neuron = ir.IF(threshold=theta, bias=np.zeros_like(theta), v_init=theta / 2.0, reset="subtract", compare=">=")
+    return NeuronSpec(neuron=neuron, payload=ir.SpikePayload(), decode_scale=theta, event_value=lam, nonneg=True)

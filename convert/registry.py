@@ -90,7 +90,7 @@ def _coerce(method: str, cls: type, key: str, value):
 
 
 def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str | None = None,
-            timesteps: int | None = None, **options) -> ir.Network:
+            timesteps: int | None = None, pool: str = "auto", **options) -> ir.Network:
     """Convert ``ann`` to a float IR network with ``method``, calibrating on ``calib_x``.
 
     maxpool  'error' (default): a MaxPool stops the conversion with an explanation; 'avg': each
@@ -99,6 +99,10 @@ def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str
              fine-tuning (``spikeport finetune``), not at conversion.
     timesteps the target T; passed to methods that have a ``timesteps`` option, recorded in
               ``net.meta['timesteps']`` either way.
+    pool     AvgPool before a conv: 'auto' (fold it into the conv only where that adds no MACs,
+             else a relay population; a Linear after pooling stays folded; decided per layer,
+             ``net.meta['pooling']``), 'fold' (always fold, exact), 'separate' (relay wherever the
+             pooled source is a non-negative binary IF population).
     options  the method's own options (see ``METHODS[method]``).
     """
     if maxpool is None:
@@ -115,7 +119,7 @@ def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str
     x = check_calibration_data(ann, calib_x)
     m.prepare(ann, x)
     x_min, x_max = float(x.min()), float(x.max())
-    net, populations = lower(ann, m, input_nonneg=x_min >= 0.0, input_coding=m.input_coding)
+    net, populations = lower(ann, m, input_nonneg=x_min >= 0.0, input_coding=m.input_coding, pool=pool)
     net.coding = m.coding
     net.meta.update({
         "method": method,

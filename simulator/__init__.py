@@ -112,7 +112,8 @@ def _collect(run: BatchRun, record_states: bool) -> dict:
 def _merge(plan: Plan, chunks: list[dict], record_states: bool, record_spikes: bool,
            record_voltages: bool = False) -> SimResult:
     net = plan.net
-    cat = lambda key, name: np.concatenate([c[key][name] for c in chunks], axis=0)  # noqa: E731
+    def cat(key, name):      # one chunk: no copy (spike records can be large)
+        return chunks[0][key][name] if len(chunks) == 1 else np.concatenate([c[key][name] for c in chunks], axis=0)
     all_outputs = {o: cat("decoded", o) for o in net.outputs}
     counts = {name: cat("counts", name) for name in chunks[0]["counts"]}
     n = all_outputs[net.outputs[0]].shape[0]

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ir.graph import Network
+from ..ir.conv_counts import conv_fan_in, conv_fan_out
 from ..ir.nodes import Conv2d, Dense, Identity, Input, Operator, Population, Projection, expand_channel
 
 GRADED_AS = ("ac", "mac")
@@ -50,9 +51,15 @@ def fan_out(proj: Projection, src_shape: tuple[int, ...], dst_shape: tuple[int, 
             count_zero_weights: bool = True) -> np.ndarray:
     """Synapses of every source neuron in ``proj`` (flattened source order), int64.
 
-    Conv: a transposed convolution of an all-ones target map with the synapse mask, so border
-    neurons (padding) and neurons skipped by the stride get their true, smaller fan-out.
+    Conv: border neurons (padding) and neurons skipped by the stride get their true, smaller
+    fan-out. With every stored synapse counted this is the closed form of ``ir.conv_counts`` (per
+    axis counts, no per-synapse array); with zero weights skipped, a transposed convolution of an
+    all-ones target map with the non-zero mask.
     """
+    if count_zero_weights and isinstance(proj, Conv2d):
+        return conv_fan_out(proj, src_shape, dst_shape)
+    if count_zero_weights and isinstance(proj, Dense):
+        return np.full(int(np.prod(src_shape)), int(np.prod(dst_shape)), dtype=np.int64)
     mask = synapse_mask(proj, dst_shape, count_zero_weights)
     if isinstance(proj, Dense):
         return mask.sum(axis=0).astype(np.int64)
@@ -74,6 +81,10 @@ def fan_out(proj: Projection, src_shape: tuple[int, ...], dst_shape: tuple[int, 
 def fan_in(proj: Projection, src_shape: tuple[int, ...], dst_shape: tuple[int, ...],
            count_zero_weights: bool = True) -> np.ndarray:
     """Synapses onto every target neuron (flattened target order), int64; conv excludes padding."""
+    if count_zero_weights and isinstance(proj, Conv2d):
+        return conv_fan_in(proj, src_shape, dst_shape)
+    if count_zero_weights and isinstance(proj, Dense):
+        return np.full(int(np.prod(dst_shape)), int(np.prod(src_shape)), dtype=np.int64)
     mask = synapse_mask(proj, dst_shape, count_zero_weights)
     if isinstance(proj, Dense):
         return mask.sum(axis=1).astype(np.int64)
@@ -85,17 +96,48 @@ def fan_in(proj: Projection, src_shape: tuple[int, ...], dst_shape: tuple[int, .
     return fi.reshape(-1).round().long().numpy()
 
 
-def _reached(proj: Projection, mask: torch.Tensor, events: torch.Tensor, src_shape, dst_shape) -> torch.Tensor:
-    """Boolean (rows, n_dst): which targets receive at least one synaptic op from ``events`` (rows, n_src)."""
-    x = events.to(mask.dtype)
-    if isinstance(proj, Dense):
-        out = x @ mask.T
-    elif isinstance(proj, Identity):
-        out = x * mask
-    else:
-        out = F.conv2d(x.reshape((-1,) + tuple(src_shape)), mask, stride=proj.stride, padding=proj.padding,
-                       dilation=proj.dilation, groups=proj.groups).reshape(x.shape[0], -1)
-    return out > 0
+class _Reach:
+    """Which targets receive at least one synaptic op from a (rows, n_src) bool event matrix.
+
+    With every stored synapse counted, the answer does not depend on the weights: a dense target is
+    reached when any source fired, an identity target when its own source fired, a conv target when
+    any source of its group fired inside its receptive field, found by reducing each group's
+    channels first and convolving the (rows, G, H, W) map with a ones kernel per group (C_in x
+    C_out times less work than the synapse mask). With zero weights skipped, the non-zero mask is
+    convolved as before.
+    """
+
+    def __init__(self, proj: Projection, src_shape, dst_shape, count_zero_weights: bool):
+        self.proj, self.src_shape, self.dst_shape = proj, tuple(src_shape), tuple(dst_shape)
+        self.structural = count_zero_weights
+        self.mask = None
+        if isinstance(proj, Identity):
+            self.mask = torch.as_tensor(synapse_mask(proj, dst_shape, count_zero_weights) != 0)
+        elif not count_zero_weights:
+            self.mask = torch.as_tensor(synapse_mask(proj, dst_shape, False), dtype=torch.float32)
+        elif isinstance(proj, Conv2d):
+            kh, kw = np.asarray(proj.weight).shape[2:]
+            self.ones = torch.ones((proj.groups, 1, int(kh), int(kw)), dtype=torch.float32)
+
+    def __call__(self, events: torch.Tensor) -> torch.Tensor:
+        proj, rows = self.proj, events.shape[0]
+        if isinstance(proj, Identity):
+            return events & self.mask.reshape(1, -1)
+        if isinstance(proj, Dense):
+            if self.structural:
+                return events.any(dim=1, keepdim=True).expand(rows, int(np.prod(self.dst_shape)))
+            return (events.to(self.mask.dtype) @ self.mask.T) > 0
+        if not self.structural:
+            out = F.conv2d(events.to(self.mask.dtype).reshape((-1,) + self.src_shape), self.mask, stride=proj.stride,
+                           padding=proj.padding, dilation=proj.dilation, groups=proj.groups)
+            return out.reshape(rows, -1) > 0
+        g = proj.groups
+        cin, h, w = self.src_shape
+        co = self.dst_shape[0]
+        per_group = events.reshape(rows, g, cin // g, h, w).any(dim=2).to(torch.float32)
+        out = F.conv2d(per_group, self.ones, stride=proj.stride, padding=proj.padding, dilation=proj.dilation,
+                       groups=g) > 0
+        return out.repeat_interleave(co // g, dim=1).reshape(rows, -1)
 
 
 # ------------------------------------------------------------------------------ results
@@ -273,8 +315,8 @@ class _Counter:
             src_shape, dst_shape = net.shape_of(proj.source), net.shape_of(proj.target)
             fo = fan_out(proj, src_shape, dst_shape, count_zero_weights)
             fi = fan_in(proj, src_shape, dst_shape, count_zero_weights)
-            mask = torch.as_tensor(synapse_mask(proj, dst_shape, count_zero_weights), dtype=torch.float32)
-            self.static[proj.name] = (fo, fi, mask, src_shape, dst_shape)
+            reach = _Reach(proj, src_shape, dst_shape, count_zero_weights)
+            self.static[proj.name] = (fo, fi, reach, src_shape, dst_shape)
             self.projections[proj.name] = ProjectionOps(proj.name, proj.source, proj.target, proj.connectivity,
                                                         self._op_kind(proj), int(fo.sum()), z())
 
@@ -310,33 +352,32 @@ class _Counter:
             layer.neuron_updates += act.astype(np.int64) * batch * pop.size
             reached = torch.zeros((batch, steps, pop.size), dtype=torch.bool)
             for proj in net.incoming(pop.name):
-                ops, got = self._deliver(proj, sources.get(proj.source), batch, act)
+                ops = self._deliver(proj, sources.get(proj.source), batch, act, reached)
                 self.projections[proj.name].synops += ops
                 target = layer.macs if self.projections[proj.name].op == "mac" else layer.acs
                 target += ops
-                reached |= got
             layer.active_updates += (reached & torch.as_tensor(act)[None, :, None]).sum(dim=(0, 2)).numpy()
 
-    def _deliver(self, proj: Projection, src: _Source | None, batch: int, act: np.ndarray):
-        """Synaptic ops per delivery step and the (B, steps, n_dst) mask of targets reached."""
-        fo, fi, mask, src_shape, dst_shape = self.static[proj.name]
+    def _deliver(self, proj: Projection, src: _Source | None, batch: int, act: np.ndarray,
+                 reached: torch.Tensor) -> np.ndarray:
+        """Synaptic ops per delivery step; marks the targets reached in ``reached`` (B, steps, n_dst)."""
+        fo, fi, reach, src_shape, dst_shape = self.static[proj.name]
         steps, d = self.steps, int(proj.delay)
         n_dst = int(np.prod(dst_shape))
-        reached = torch.zeros((batch, steps, n_dst), dtype=torch.bool)
         if src is None and not isinstance(self.net[proj.source], Operator):
-            return np.zeros(steps, dtype=np.int64), reached          # a non-spiking population emits nothing
+            return np.zeros(steps, dtype=np.int64)          # a non-spiking population emits nothing
         if src is None or src.analog:      # operator or analog input: every synapse, every delivered step
             on = np.ones(steps, dtype=bool) if src is None else _shift(src.steps, d)
             on &= act
-            reached[:, torch.as_tensor(on)] = torch.as_tensor(fi > 0)
-            return on.astype(np.int64) * batch * int(fi.sum()), reached
+            reached[:, torch.as_tensor(on)] |= torch.as_tensor(fi > 0)
+            return on.astype(np.int64) * batch * int(fi.sum())
         nz = src.nonzero
-        per_emit = (nz.to(torch.float64).sum(dim=0) @ torch.as_tensor(fo, dtype=torch.float64)).round().long().numpy()
+        per_emit = (nz.sum(dim=0).to(torch.float64) @ torch.as_tensor(fo, dtype=torch.float64)).round().long().numpy()
         ops = _shift(per_emit, d) * act
         if d < steps:
-            hit = _reached(proj, mask, nz[:, :steps - d].reshape(-1, nz.shape[-1]), src_shape, dst_shape)
-            reached[:, d:] = hit.reshape(batch, steps - d, n_dst)
-        return ops.astype(np.int64), reached
+            hit = reach(nz[:, :steps - d].reshape(-1, nz.shape[-1]))
+            reached[:, d:] |= hit.reshape(batch, steps - d, n_dst)
+        return ops.astype(np.int64)
 
     def result(self, samples: int) -> OpCounts:
         return OpCounts(samples, self.T, self.steps, self.graded_as, self.czw, self.layers, self.projections)
@@ -347,8 +388,9 @@ def count_ops(net: Network, x, timesteps: int, *, result=None, graded_as: str = 
     """Simulate ``net`` on ``x`` for ``timesteps`` and count its operations (module docstring rules).
 
     result              a ``SimResult`` of the same net, x and T recorded with ``record_spikes=True``
-                        (skips the simulation); otherwise the net is simulated in chunks of
-                        ``batch_size`` samples on ``device``.
+                        (skips the simulation); otherwise the net is simulated in chunks of at
+                        most ``batch_size`` samples on ``device``, fewer when the chunk's event
+                        records would exceed ``RECORD_BUDGET_BYTES`` (counts do not depend on it).
     graded_as           'ac' (spikeport: a graded event is one event, ACs per synapse) or 'mac'
                         (NeuroBench: graded payloads are multiply-accumulates).
     count_zero_weights  True: every stored synapse costs an op (dense hardware); False: synapses of
@@ -368,18 +410,37 @@ def count_ops(net: Network, x, timesteps: int, *, result=None, graded_as: str = 
             raise ValueError(f"count_ops: the SimResult is for T={result.timesteps} and {len(result.predictions)} "
                              f"samples, asked for T={timesteps} and {n}")
         counter = _Counter(net, timesteps, result.steps_run, graded_as, count_zero_weights)
-        counter.add_chunk(data, result.spikes)
+        step = chunk_samples(net, result.steps_run, n)
+        for a in range(0, n, step):
+            counter.add_chunk({k: v[a:a + step] for k, v in data.items()},
+                              {k: v[a:a + step] for k, v in result.spikes.items()})
         return counter.result(n)
     counter = None
-    for a in range(0, n, batch_size):
-        chunk = {k: v[a:a + batch_size] for k, v in data.items()}
-        res = simulate(net, chunk, timesteps, batch_size=batch_size, device=device, record_spikes=True)
+    step = chunk_samples(net, int(timesteps) + net.latency(), batch_size)
+    for a in range(0, n, step):
+        chunk = {k: v[a:a + step] for k, v in data.items()}
+        res = simulate(net, chunk, timesteps, batch_size=step, device=device, record_spikes=True)
         if counter is None:
             counter = _Counter(net, timesteps, res.steps_run, graded_as, count_zero_weights)
         counter.add_chunk(chunk, res.spikes)
     if counter is None:
         raise ValueError("count_ops: no samples given")
     return counter.result(n)
+
+
+#: bytes of one copy of the per-step event records a counting chunk may hold (int8 per neuron and
+#: step); counting keeps a few such copies (records, their non-zero masks, targets reached), so
+#: peak memory stays a small multiple of this whatever the network and sample count.
+RECORD_BUDGET_BYTES = 96 * 2 ** 20
+
+
+def chunk_samples(net: Network, steps: int, batch_size: int) -> int:
+    """Samples per counting chunk: at most ``batch_size`` and within ``RECORD_BUDGET_BYTES``.
+
+    Counts are sums over samples, so they do not depend on the chunk size.
+    """
+    neurons = sum(int(np.prod(node.shape)) for node in net.nodes() if isinstance(node, (Input, Population)))
+    return max(1, min(int(batch_size), RECORD_BUDGET_BYTES // max(1, neurons * int(steps))))
 
 
 def ann_equivalent_macs(net: Network) -> int:
