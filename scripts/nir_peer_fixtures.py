@@ -1,0 +1,215 @@
+"""Regenerate tests/data/nir/: NIR files written by peer SNN libraries, fixed input spikes, and the
+peers' own output spikes for them (tests/test_nir_peers.py checks spikeport against these).
+
+Run with the peers' virtual environment, never the main one (peers are not spikeport dependencies)::
+
+    python3 -m venv --system-site-packages /work/wt/peers-venv      # sees the main env's torch 2.13
+    /work/wt/peers-venv/bin/pip install --no-deps snntorch==1.0.0 norse==1.1.0 sinabs==3.1.3 pbr \
+        spikingjelly==2.0.0 nirtorch==2.6 nir==1.0.8
+    PYTHONPATH=<spikeport on the path> /work/wt/peers-venv/bin/python scripts/nir_peer_fixtures.py
+
+Every case writes ``<peer>_<case>.nir`` and ``<peer>_<case>.npz`` (x: (N, T, *input shape) spikes;
+``spk__<layer>``: the peer's spikes per recorded neuron layer, (N, T, *shape), named after the NIR
+node of that layer; ``versions``). ``manifest.json`` lists the cases, layers and versions.
+For zero-reset IF/LIF networks spikeport exports itself (``spikeport_*``), a peer imports that NIR
+file and runs it; those spikes are recorded too (``*_in_<peer>.npz``).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "nir"
+N, T = 3, 12
+torch.manual_seed(0)
+
+
+def _spikes(rng, shape, p=0.3) -> np.ndarray:
+    return (rng.random((N, T) + tuple(shape)) < p).astype(np.float32)
+
+
+def _save(name: str, graph, x: np.ndarray, layers: dict[str, np.ndarray], versions: dict, manifest: dict, note: str = "") -> None:
+    import nir
+    nir.write(OUT / f"{name}.nir", graph)
+    arrays = {"x": x}
+    arrays.update({f"spk__{k}": np.asarray(v, dtype=np.float32) for k, v in layers.items()})
+    np.savez_compressed(OUT / f"{name}.npz", **arrays)
+    manifest[name] = {"layers": sorted(layers), "versions": versions, "N": N, "T": T, "note": note,
+                      "spikes": {k: int(np.asarray(v).sum()) for k, v in layers.items()}}
+    print(f"{name}: " + ", ".join(f"{k} {int(np.asarray(v).sum())} spikes" for k, v in layers.items()))
+
+
+def _layer_names(graph, types: tuple[str, ...]) -> list[str]:
+    """NIR node names of neuron layers in topological (edge) order."""
+    order, seen = [], set()
+    succ = {}
+    for a, b in graph.edges:
+        succ.setdefault(a, []).append(b)
+    stack = [k for k, v in graph.nodes.items() if type(v).__name__ == "Input"]
+    while stack:
+        k = stack.pop(0)
+        if k in seen:
+            continue
+        seen.add(k)
+        order.append(k)
+        stack += succ.get(k, [])
+    return [k for k in order if type(graph.nodes[k]).__name__ in types]
+
+
+# ----------------------------------------------------------------------------------- snntorch
+def snntorch_cases(manifest: dict) -> None:
+    import snntorch as snn
+    from snntorch import utils as sutils
+    from snntorch.export_nir import export_to_nir
+    versions = {"snntorch": snn.__version__, "torch": torch.__version__}
+    rng = np.random.default_rng(1)
+
+    def run(net, x):
+        """Step the network T times; record every Leaky/Synaptic layer's spikes with hooks."""
+        rec = {}
+        mods = [(i, m) for i, m in enumerate(net) if isinstance(m, (snn.Leaky, snn.Synaptic))]
+        outs = {i: [] for i, _ in mods}
+        hooks = [m.register_forward_hook(lambda mod, inp, out, i=i: outs[i].append(out[0] if isinstance(out, tuple) else out))
+                 for i, m in mods]
+        with torch.no_grad():
+            sutils.reset(net)
+            for t in range(T):
+                net(torch.as_tensor(x[:, t]))
+        for h in hooks:
+            h.remove()
+        for i, _ in mods:
+            rec[str(i)] = torch.stack(outs[i], dim=1).numpy()
+        return rec
+
+    full = lambda shape, v: torch.full(shape, v)  # noqa: E731  (snntorch's export needs per-neuron parameters)
+    mlp = torch.nn.Sequential(torch.nn.Linear(12, 10), snn.Leaky(beta=full((10,), 0.9), threshold=full((10,), 1.0), init_hidden=True),
+                              torch.nn.Linear(10, 4), snn.Leaky(beta=full((4,), 0.8), threshold=full((4,), 0.5), init_hidden=True))
+    with torch.no_grad():
+        mlp[0].weight.mul_(3.0)
+        mlp[2].weight.mul_(3.0)
+    x = _spikes(rng, (12,))
+    rec = run(mlp, x)
+    g = export_to_nir(mlp, torch.as_tensor(x[:, 0]), ignore_dims=[0])
+    _save("snntorch_mlp", g, x, rec, versions, manifest, "Linear+bias -> Leaky(subtract) -> Linear -> Leaky")
+
+    syn = torch.nn.Sequential(torch.nn.Linear(12, 10, bias=False), snn.Synaptic(alpha=full((10,), 0.7), beta=full((10,), 0.9),
+                                                                                      threshold=full((10,), 1.0), init_hidden=True),
+                              torch.nn.Linear(10, 4, bias=False), snn.Synaptic(alpha=full((4,), 0.5), beta=full((4,), 0.8),
+                                                                                     threshold=full((4,), 1.0), init_hidden=True))
+    with torch.no_grad():
+        syn[0].weight.mul_(2.0)
+        syn[2].weight.mul_(2.0)
+    x = _spikes(rng, (12,))
+    rec = run(syn, x)
+    g = export_to_nir(syn, torch.as_tensor(x[:, 0]), ignore_dims=[0])
+    _save("snntorch_cuba", g, x, rec, versions, manifest, "Synaptic (CubaLIF) MLP without biases")
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1),
+                               snn.Leaky(beta=full((4, 8, 8), 0.9), threshold=full((4, 8, 8), 1.0), init_hidden=True),
+                               torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(64, 5),
+                               snn.Leaky(beta=full((5,), 0.9), threshold=full((5,), 1.0), init_hidden=True))
+    with torch.no_grad():
+        conv[0].weight.mul_(3.0)
+        conv[4].weight.mul_(4.0)
+    x = _spikes(rng, (2, 8, 8))
+    rec = run(conv, x)
+    g = export_to_nir(conv, torch.as_tensor(x[:, 0]), ignore_dims=[0])
+    _save("snntorch_conv", g, x, rec, versions, manifest, "Conv2d -> Leaky -> AvgPool2d -> Flatten -> Linear -> Leaky")
+
+
+# -------------------------------------------------------------------------------------- norse
+def _record_stateful(net, x, kinds) -> dict[str, np.ndarray]:
+    """Step a norse SequentialState T times; record the spikes of every module of ``kinds``."""
+    mods = [(name, m) for name, m in net.named_children() if isinstance(m, kinds)]
+    outs = {name: [] for name, _ in mods}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=name: outs[n].append(out[0])) for name, m in mods]
+    state = None
+    with torch.no_grad():
+        for t in range(T):
+            _, state = net(torch.as_tensor(x[:, t]), state)
+    for h in hooks:
+        h.remove()
+    return {name: torch.stack(v, dim=1).numpy() for name, v in outs.items()}
+
+
+def _writable(graph, in_shape, out_shape, conv_inputs=None):
+    """norse 1.1.0's to_nir leaves torch tensors in node fields and untyped Input/Output nodes, which
+    nir.write cannot store: turn tensors into numpy arrays and give Input/Output their shapes.
+    Nothing else is changed."""
+    import nir
+    for k, node in list(graph.nodes.items()):
+        name = type(node).__name__
+        if name == "Input":
+            graph.nodes[k] = nir.Input(input_type={"input": np.array(in_shape)})
+        elif name == "Output":
+            graph.nodes[k] = nir.Output(output_type={"output": np.array(out_shape)})
+        else:
+            if name == "Conv2d" and node.input_shape is None:     # the conv's (H, W), as nir.Conv2d wants
+                node.input_shape = tuple(conv_inputs[k])
+            for a, v in list(vars(node).items()):
+                if isinstance(v, torch.Tensor):
+                    setattr(node, a, v.detach().cpu().numpy())
+    return graph
+
+
+def norse_cases(manifest: dict) -> None:
+    import norse
+    import norse.torch as nt
+    from norse.torch.utils.export_nir import to_nir
+    versions = {"norse": getattr(norse, "__version__", "1.1.0"), "torch": torch.__version__}
+    rng = np.random.default_rng(2)
+    kinds = (nt.LIFBoxCell, nt.LIFCell, nt.IAFCell)
+    # per-neuron parameter tensors: nir.write cannot store norse's 0-d parameters (gzip on scalars)
+    f = lambda n, v: torch.full((n,) if isinstance(n, int) else n, v)  # noqa: E731
+    box = lambda n: nt.LIFBoxCell(nt.LIFBoxParameters(tau_mem_inv=f(n, 200.0), v_th=f(n, 0.3), v_leak=f(n, 0.0),  # noqa: E731
+                                                      v_reset=f(n, 0.0)))
+    mlp = nt.SequentialState(torch.nn.Linear(12, 10), box(10), torch.nn.Linear(10, 4), box(4))
+    with torch.no_grad():
+        mlp[0].weight.mul_(3.0)
+        mlp[2].weight.mul_(6.0)
+    x = _spikes(rng, (12,))
+    rec = _record_stateful(mlp, x, kinds)
+    _save("norse_mlp", _writable(to_nir(mlp, torch.as_tensor(x[:1, 0])), (12,), (4,)), x, rec, versions, manifest,
+          "Linear+bias -> LIFBoxCell (tau_mem_inv 200, dt 1e-3) -> Linear -> LIFBoxCell")
+
+    cuba = lambda n: nt.LIFCell(nt.LIFParameters(tau_syn_inv=f(n, 300.0), tau_mem_inv=f(n, 150.0), v_th=f(n, 0.2),  # noqa: E731
+                                                 v_leak=f(n, 0.0), v_reset=f(n, 0.0)))
+    mlp = nt.SequentialState(torch.nn.Linear(12, 10), cuba(10), torch.nn.Linear(10, 4), cuba(4))
+    with torch.no_grad():
+        mlp[0].weight.mul_(3.0)
+        mlp[2].weight.mul_(3.0)
+    x = _spikes(rng, (12,))
+    rec = _record_stateful(mlp, x, kinds)
+    _save("norse_cuba", _writable(to_nir(mlp, torch.as_tensor(x[:1, 0])), (12,), (4,)), x, rec, versions, manifest,
+          "Linear+bias -> LIFCell (CubaLIF) -> Linear -> LIFCell")
+
+    iaf = lambda n: nt.IAFCell(nt.IAFParameters(v_th=f(n, 1.0), v_reset=f(n, 0.0)))  # noqa: E731
+    conv = nt.SequentialState(torch.nn.Conv2d(2, 4, 3, padding=1), iaf((4, 8, 8)), torch.nn.Conv2d(4, 3, 3, stride=2),
+                              iaf((3, 3, 3)))
+    with torch.no_grad():
+        conv[0].weight.mul_(3.0)
+        conv[2].weight.mul_(3.0)
+    x = _spikes(rng, (2, 8, 8))
+    rec = _record_stateful(conv, x, kinds)
+    _save("norse_conv", _writable(to_nir(conv, torch.as_tensor(x[:1, 0])), (2, 8, 8), (3, 3, 3), {"0": (8, 8), "2": (8, 8)}), x, rec, versions, manifest,
+          "Conv2d -> IAFCell -> Conv2d(stride 2) -> IAFCell")
+
+
+PEERS = {"snntorch": snntorch_cases, "norse": norse_cases}
+
+
+def main(names: list[str]) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    mpath = OUT / "manifest.json"
+    manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
+    for name in names or list(PEERS):
+        PEERS[name](manifest)
+    mpath.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
