@@ -137,7 +137,7 @@ def _record_stateful(net, x, kinds) -> dict[str, np.ndarray]:
 
 
 def _writable(graph, in_shape, out_shape, conv_inputs=None):
-    """norse 1.1.0's to_nir leaves torch tensors in node fields and untyped Input/Output nodes, which
+    """norse 1.1.0's (and sinabs 3.1.3's) to_nir leaves torch tensors in node fields and untyped Input/Output nodes, which
     nir.write cannot store: turn tensors into numpy arrays and give Input/Output their shapes.
     Nothing else is changed."""
     import nir
@@ -150,6 +150,9 @@ def _writable(graph, in_shape, out_shape, conv_inputs=None):
         else:
             if name == "Conv2d" and node.input_shape is None:     # the conv's (H, W), as nir.Conv2d wants
                 node.input_shape = tuple(conv_inputs[k])
+            if name == "Flatten" and node.input_type.get("input") is None:   # the flatten's (C, H, W)
+                graph.nodes[k] = node = nir.Flatten(input_type={"input": np.array(conv_inputs[k])},
+                                                    start_dim=node.start_dim, end_dim=node.end_dim)
             for a, v in list(vars(node).items()):
                 if isinstance(v, torch.Tensor):
                     setattr(node, a, v.detach().cpu().numpy())
@@ -199,7 +202,97 @@ def norse_cases(manifest: dict) -> None:
           "Conv2d -> IAFCell -> Conv2d(stride 2) -> IAFCell")
 
 
-PEERS = {"snntorch": snntorch_cases, "norse": norse_cases}
+# ------------------------------------------------------------------------------------- sinabs
+def sinabs_cases(manifest: dict) -> None:
+    import sinabs
+    import sinabs.layers as sl
+    from sinabs.nir import to_nir
+    versions = {"sinabs": sinabs.__version__, "torch": torch.__version__}
+    rng = np.random.default_rng(3)
+
+    def run(net, x, time_first_batch: bool):
+        """sinabs layers take the whole spike train; record every IAF layer's output with hooks."""
+        mods = [(name, m) for name, m in net.named_children() if isinstance(m, (sl.IAF, sl.IAFSqueeze))]
+        outs = {}
+        hooks = [m.register_forward_hook(lambda mod, inp, out, n=name: outs.__setitem__(n, out.detach())) for name, m in mods]
+        with torch.no_grad():
+            for m in net.modules():
+                if hasattr(m, "reset_states"):
+                    m.reset_states()
+            xin = torch.as_tensor(x)
+            net(xin.reshape((-1,) + tuple(x.shape[2:])) if time_first_batch else xin)
+        for h in hooks:
+            h.remove()
+        return {n: v.reshape((N, T) + tuple(v.shape[1:] if time_first_batch else v.shape[2:])).numpy() for n, v in outs.items()}
+
+    mlp = torch.nn.Sequential(torch.nn.Linear(12, 10), sl.IAF(spike_threshold=1.0), torch.nn.Linear(10, 4),
+                              sl.IAF(spike_threshold=0.5))
+    with torch.no_grad():
+        mlp[0].weight.mul_(4.0)
+        mlp[2].weight.mul_(4.0)
+    x = _spikes(rng, (12,))
+    rec = run(mlp, x, time_first_batch=False)
+    g = _writable(to_nir(mlp, torch.as_tensor(x[:1])), (12,), (4,))
+    _save("sinabs_mlp", g, x, rec, versions, manifest, "Linear+bias -> IAF (multi-spike, subtract) -> Linear -> IAF")
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1, bias=False), sl.IAFSqueeze(batch_size=N),
+                               sl.SumPool2d(2), torch.nn.Flatten(), torch.nn.Linear(64, 5, bias=False),
+                               sl.IAFSqueeze(batch_size=N))
+    with torch.no_grad():
+        conv[0].weight.mul_(4.0)
+        conv[4].weight.mul_(2.0)
+    x = _spikes(rng, (2, 8, 8))
+    xb = np.ascontiguousarray(x)      # (N, T, ...) flattened to (N*T, ...) by IAFSqueeze's batch_size
+    rec = run(conv, xb, time_first_batch=True)
+    g = _writable(to_nir(conv, torch.as_tensor(x.reshape((-1, 2, 8, 8)))), (2, 8, 8), (5,), {"0": (8, 8), "3": (4, 4, 4)})
+    _save("sinabs_conv", g, x, rec, versions, manifest, "Conv2d -> IAFSqueeze -> SumPool2d -> Flatten -> Linear -> IAFSqueeze")
+
+
+# ------------------------------------------------------------------------------- spikingjelly
+def spikingjelly_cases(manifest: dict) -> None:
+    import spikingjelly
+    from spikingjelly.activation_based import functional, layer, neuron
+    from spikingjelly.activation_based.nir_exchange import export_to_nir
+    versions = {"spikingjelly": getattr(spikingjelly, "__version__", "2.0.0"), "torch": torch.__version__}
+    rng = np.random.default_rng(4)
+
+    def run(net, x):
+        mods = [(name, m) for name, m in net.named_children() if isinstance(m, neuron.BaseNode)]
+        outs = {name: [] for name, _ in mods}
+        hooks = [m.register_forward_hook(lambda mod, inp, out, n=name: outs[n].append(out.detach())) for name, m in mods]
+        with torch.no_grad():
+            functional.reset_net(net)
+            for t in range(T):
+                net(torch.as_tensor(x[:, t]))
+        for h in hooks:
+            h.remove()
+        return {f"_{n}": torch.stack(v, dim=1).numpy() for n, v in outs.items()}   # its NIR nodes are "_<index>"
+
+    mlp = torch.nn.Sequential(layer.Linear(12, 10), neuron.LIFNode(tau=2.0, v_threshold=1.0),
+                              layer.Linear(10, 4), neuron.IFNode(v_threshold=0.5))
+    with torch.no_grad():
+        mlp[0].weight.mul_(4.0)
+        mlp[2].weight.mul_(3.0)
+    x = _spikes(rng, (12,))
+    rec = run(mlp, x)
+    functional.reset_net(mlp)
+    g = export_to_nir(mlp, torch.as_tensor(x[:, 0]), dt=1e-4)
+    _save("spikingjelly_mlp", g, x, rec, versions, manifest, "Linear+bias -> LIFNode(tau 2, hard reset) -> Linear -> IFNode")
+
+    conv = torch.nn.Sequential(layer.Conv2d(2, 4, 3, padding=1), neuron.IFNode(v_threshold=1.0), layer.AvgPool2d(2),
+                               layer.Flatten(), layer.Linear(64, 5), neuron.LIFNode(tau=4.0, decay_input=False))
+    with torch.no_grad():
+        conv[0].weight.mul_(3.0)
+        conv[4].weight.mul_(3.0)
+    x = _spikes(rng, (2, 8, 8))
+    rec = run(conv, x)
+    functional.reset_net(conv)
+    g = export_to_nir(conv, torch.as_tensor(x[:, 0]), dt=1e-4)
+    _save("spikingjelly_conv", g, x, rec, versions, manifest,
+          "Conv2d -> IFNode -> AvgPool2d -> Flatten -> Linear -> LIFNode(decay_input=False)")
+
+
+PEERS = {"snntorch": snntorch_cases, "norse": norse_cases, "sinabs": sinabs_cases, "spikingjelly": spikingjelly_cases}
 
 
 def main(names: list[str]) -> None:
