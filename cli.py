@@ -52,7 +52,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, reported without a traceback."""
     from .ir import IRError
     errors: list[type[BaseException]] = [IRError, FileNotFoundError]
-    for mod, name in (("frontend", "FrontendError"), ("frontend", "UnsupportedOpError"),
+    for mod, name in (("frontend", "FrontendError"), ("frontend", "UnsupportedOpError"), ("frontend.nir_import", "NirImportError"),
                       ("hw_profiles", "ProfileError"), ("compiler", "QuantizationError"), ("compiler", "ResourceError"),
                       ("convert", "ConversionError"), ("datasets", "DataError"),
                       ("backends.loihi2", "LavaExportError")):
@@ -119,6 +119,30 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
                       f"float SNN at T={timesteps} {100 * summary['calib_accuracy_snn']:.2f}%")
     if json_out:
         report.write_json(summary, json_out)
+
+
+@app.command(name="import")
+def import_(model: Path = typer.Argument(..., metavar="MODEL.nir", help="A NIR graph (HDF5) written by NIR 1.0.x."),
+            out: Path = typer.Option(..., "--out", help="Output IR file (NET.h5)."),
+            convention: str = typer.Option("spec", help="Whose conventions the file follows: spec, snntorch, norse, "
+                                                        "sinabs or spikingjelly (dt, reset, multi-spike, tau encoding)."),
+            dt: Optional[float] = typer.Option(None, "--dt", help="Step length in seconds (overrides the convention's)."),
+            reset: Optional[str] = typer.Option(None, "--reset", help="zero or subtract (overrides the convention's)."),
+            json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON summary here.")):
+    """Import a NIR graph into spikeport's IR, with the exporter's semantics recorded in the IR."""
+    from . import ir, report
+    from .frontend.nir_import import import_nir
+    net = _run(import_nir, model, convention=convention, dt=dt, reset=reset)
+    _run(ir.save, net, out)
+    meta = net.meta["nir"]
+    console.print(f"imported [bold]{model}[/] ({meta['convention']} convention: dt {meta['dt']}, reset {meta['reset']}"
+                  f"{' after the next decay' if meta['reset_timing'] == 'next_step' else ''}, fire on v {meta['compare']} "
+                  f"threshold{', multi-spike' if meta['multi_spike'] else ''}) -> {out} ({len(net.populations())} "
+                  f"populations, {len(net.projections())} projections)")
+    for note in meta["notes"]:
+        console.print(f"  note: {note}")
+    if json_out:
+        report.write_json({"model": str(model), "out": str(out), "nir": meta, "layers": net.summary()}, json_out)
 
 
 @app.command(name="compile")
