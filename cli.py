@@ -322,15 +322,36 @@ def _target(target: str, allowed: tuple[str, ...]) -> str:
 
 @app.command()
 def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
-           target: str = typer.Option("lava", help="lava (a folder with arrays + loader) or netx (an HDF5 file)."),
-           out: Path = typer.Option(..., "--out", help="Output folder (lava) or NET.net.h5 (netx)."),
+           target: str = typer.Option("lava", help="lava (a folder with arrays + loader), netx (an HDF5 file) or nir."),
+           out: Path = typer.Option(..., "--out", help="Output folder (lava), NET.net.h5 (netx) or MODEL.nir (nir)."),
            timesteps: int = typer.Option(64, min=1, help="T the network will run for (gates each layer's window)."),
-           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the per-layer export report here.")):
-    """Export a quantised IR to Lava (Loihi 2) or to lava-dl netx HDF5; report each layer's mapping."""
+           json_out: Optional[Path] = typer.Option(None, "--json", help="Write the per-layer export report here."),
+           convention: str = typer.Option("spec", help="nir: the convention the file is written for (spec, spikingjelly, norse)."),
+           lossy: bool = typer.Option(False, "--lossy", help="nir: write even what a generic NIR reader would misread "
+                                                             "(listed; spikeport keeps it in metadata)."),
+           dt: Optional[float] = typer.Option(None, "--dt", help="nir: step length in seconds written into tau and delays.")):
+    """Export a quantised IR to Lava (Loihi 2) or lava-dl netx HDF5 (each layer's mapping reported), or a float
+    IR to a NIR graph (--target nir)."""
     from rich.table import Table
     from . import hw_profiles, ir, report
+    _target(target, ("lava", "netx", "nir"))
+    if target == "nir":
+        from .backends.nir_export import NirExportError, export_nir
+        net = _run(ir.load, qnet_path)
+        try:
+            path, dropped = export_nir(net, out, convention=convention, dt=dt, lossy=lossy)
+        except NirExportError as e:
+            _fail(str(e))
+        console.print(f"wrote [bold]{path}[/] (NIR, {convention} convention; reads with nir.read)")
+        if dropped:
+            console.print("dropped for other NIR readers (spikeport's importer restores them from metadata):")
+            for d in dropped:
+                console.print(f"  - {d}", highlight=False)
+        if json_out:
+            report.write_json({"net": str(qnet_path), "target": "nir", "out": str(path), "convention": convention,
+                               "dropped": dropped}, json_out)
+        return
     from .backends import loihi2
-    _target(target, ("lava", "netx"))
     qnet = _run(ir.load, qnet_path)
     if not qnet.quantized:
         _fail(f"{qnet_path}: not quantised; run `spikeport compile {qnet_path} --profile loihi2 --out QNET.h5` first")

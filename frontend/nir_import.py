@@ -4,7 +4,7 @@ Neuron nodes (IF, LIF, CubaLIF, LI, CubaLI, I, Threshold) become populations; ev
 linear nodes between two neuron nodes (Affine, Linear, Conv1d, Conv2d, Flatten, SumPool2d,
 AvgPool2d, Scale, Delay) becomes one projection (Dense, Conv2d, Identity; several weighted nodes in
 a row are composed into one dense matrix), its bias a neuron bias. The convention
-(``nir_conventions.py``) fixes dt, reset, comparison, spike multiplicity and the tau encoding; what
+(``ir/nir_conventions.py``) fixes dt, reset, comparison, spike multiplicity and the tau encoding; what
 was assumed is recorded in ``net.meta["nir"]``.
 
 Loading never executes code: the file is first walked with h5py and every node's ``type`` checked
@@ -12,17 +12,18 @@ against the NIR types above, then read with ``nir.read`` (h5py + dataclass const
 """
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from ..ir import IF, Conv2d, Dense, Identity, Input, Network, Population, Readout, SpikePayload
+from ..ir import IF, NEURON_TYPES as NEURON_REGISTRY, Conv2d, Dense, Identity, Input, Network, Population, Readout, SpikePayload
 from ..ir.neurons_cuba import CubaLI, CubaLIF
 from ..ir.neurons_extra import MultiSpikeIF
 from .ann_graph import FrontendError
-from .nir_conventions import CONVENTIONS, Convention
+from ..ir.nir_conventions import CONVENTIONS, Convention
 
 NEURON_TYPES = ("IF", "LIF", "CubaLIF", "LI", "CubaLI", "I", "Threshold")
 LINEAR_TYPES = ("Affine", "Linear", "Conv1d", "Conv2d", "Flatten", "SumPool2d", "AvgPool2d", "Scale", "Delay")
@@ -352,6 +353,16 @@ def _projection(pname: str, chain: _Chain, src_shape, dst_name: str, dst_shape, 
         if tuple(src_shape) == tuple(dst_shape):
             return Identity(pname, weight=np.asarray(gain, np.float64).copy(), **common), bias
         return Dense(pname, weight=_scaled(np.eye(n_out), gain, n_out), **common), bias
+    if len(weighted) == 1 and weighted[0].kind == "Scale" and tuple(src_shape) == tuple(dst_shape):
+        sc = np.broadcast_to(np.asarray(weighted[0].node.scale, np.float64).reshape(-1) if np.size(weighted[0].node.scale) == 1
+                             else np.asarray(weighted[0].node.scale, np.float64).reshape(dst_shape)
+                             if np.size(weighted[0].node.scale) == n_out else
+                             np.asarray(weighted[0].node.scale, np.float64).reshape((dst_shape[0],) + (1,) * (len(dst_shape) - 1)),
+                             dst_shape) * np.broadcast_to(np.asarray(gain, np.float64), dst_shape)
+        flat = sc.reshape(dst_shape[0], -1)
+        w = (np.array(float(sc.flat[0])) if np.all(sc == sc.flat[0]) else
+             flat[:, 0].copy() if np.all(flat == flat[:, :1]) else sc.copy())
+        return Identity(pname, weight=w, **common), bias
     if len(weighted) == 1 and weighted[0].kind in ("Affine", "Linear"):
         w = np.asarray(weighted[0].node.weight, np.float64)
         return Dense(pname, weight=_scaled(w, gain, n_out), **common), bias
@@ -414,16 +425,18 @@ def import_nir(path: str | Path, *, convention: str = "spec", dt: float | None =
     if dt is not None and not (math.isfinite(dt) and dt > 0):
         raise NirImportError(f"--dt {dt}: must be a positive number")
     conv = CONVENTIONS[convention]
-    step = dt if dt is not None else conv.dt
     graph = read_nir(path)
+    gmeta = {k: _text(v) for k, v in (getattr(graph, "metadata", None) or {}).items()}
+    written = gmeta.get("spikeport_dt")
+    step = dt if dt is not None else (float(written) if written is not None else conv.dt)
     try:
-        return _build(graph, conv, step, reset, path, nx, nir)
+        return _build(graph, conv, step, reset, path, nx, nir, gmeta)
     except NirImportError as e:
         msg = str(e)
         raise NirImportError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
 
 
-def _build(graph, conv: Convention, step, reset, path: Path, nx, nir) -> Network:
+def _build(graph, conv: Convention, step, reset, path: Path, nx, nir, gmeta: dict) -> Network:
     types = {k: type(v).__name__ for k, v in graph.nodes.items()}
     for k, t in types.items():
         if t == "NIRGraph":
@@ -438,7 +451,8 @@ def _build(graph, conv: Convention, step, reset, path: Path, nx, nir) -> Network
         cyc = [e[0] for e in nx.find_cycle(g)]
         raise NirImportError(f"the graph has a cycle through {cyc} (recurrent connections are not supported)")
     order = list(nx.lexicographical_topological_sort(g))
-    net = Network(coding="C1")
+    net = Network(coding=str(gmeta.get("spikeport_coding", "C1")))
+    own_inputs = json.loads(gmeta["spikeport_inputs"]) if "spikeport_inputs" in gmeta else {}
     ir_name = {k: k.replace("/", ".") or "node" for k in graph.nodes}
     shapes: dict[str, tuple[int, ...]] = {}
     chains: dict[str, list[_Chain]] = {}       # NIR node -> chains arriving at it (linear nodes, neurons, outputs)
@@ -453,7 +467,9 @@ def _build(graph, conv: Convention, step, reset, path: Path, nx, nir) -> Network
             shape = tuple(int(s) for s in np.asarray(node.input_type["input"]).reshape(-1))
             if not shape or min(shape) < 1:
                 raise NirImportError(f"{where}: shape {shape} must be non-empty and positive")
-            net.add(Input(ir_name[k], shape=shape, coding="spikes", payload=SpikePayload()))
+            spec = own_inputs.get(k)
+            net.add(Input(ir_name[k], shape=shape, coding=spec["coding"] if spec else "spikes",
+                          payload=_dataclass(SpikePayload, spec["payload"], where) if spec else SpikePayload()))
             shapes[k] = shape
             mapping[k] = {"type": t, "ir": ir_name[k]}
             for s in succs[k]:
@@ -492,8 +508,9 @@ def _build(graph, conv: Convention, step, reset, path: Path, nx, nir) -> Network
         if len({int(np.prod(s)) for s in out_shapes}) != 1:
             raise NirImportError(f"{where}: incoming edges deliver different sizes {sorted(out_shapes)}")
         shape = max(out_shapes, key=len)
-        nm = _neuron(k, node, t, shape, conv, step, reset)
-        pop = Population(ir_name[k], shape=shape, neuron=nm.neuron, payload=nm.payload, source=k)
+        own = _spikeport_neuron(k, node, t, shape)
+        nm = own[0] if own else _neuron(k, node, t, shape, conv, step, reset)
+        pop = Population(ir_name[k], shape=shape, neuron=nm.neuron, payload=nm.payload, source=k, **(own[1] if own else {}))
         net.add(pop)
         total_bias = None
         for ch in incoming:
@@ -505,7 +522,7 @@ def _build(graph, conv: Convention, step, reset, path: Path, nx, nir) -> Network
                 proj, bias = _projection(pname, _Chain(ch.source, ch.ops + [_Op("", "Flatten", None, shape, shape)], ch.delay),
                                          src_shape, ir_name[k], shape, nm.gain, step, where)
             net.add(proj)
-            if bias is not None:
+            if bias is not None and not own:      # spikeport's own metadata already holds the exact biases
                 b = bias.reshape(shape) * np.broadcast_to(np.asarray(nm.gain, np.float64), shape)
                 total_bias = b if total_bias is None else total_bias + b
         if total_bias is not None:
@@ -524,11 +541,13 @@ def _build(graph, conv: Convention, step, reset, path: Path, nx, nir) -> Network
     if not outputs:
         raise NirImportError("no Output node fed by a neuron node")
     net.outputs = list(dict.fromkeys(outputs))
+    if "spikeport_outputs" in gmeta:
+        net.outputs = [o for o in json.loads(gmeta["spikeport_outputs"]) if o in net.outputs] or net.outputs
     net.meta["nir"] = {
         "file": str(path), "nir_version": str(getattr(nir, "version", "")), "convention": conv.name, "dt": step,
         "reset": reset or conv.reset, "reset_timing": conv.reset_timing if (reset or conv.reset) == conv.reset else "fire",
         "compare": conv.compare, "multi_spike": conv.multi_spike, "tau_encoding": conv.tau, "convention_note": conv.note,
-        "nodes": mapping, "notes": notes,
+        "nodes": mapping, "notes": notes, "written_by_spikeport": bool(gmeta),
     }
     net.meta["source_model"] = str(path)
     try:
@@ -536,6 +555,50 @@ def _build(graph, conv: Convention, step, reset, path: Path, nx, nir) -> Network
     except ValueError as e:
         raise NirImportError(f"the imported graph is invalid: {e}") from None
     return net
+
+
+def _text(v):
+    v = v[()] if hasattr(v, "shape") and getattr(v, "shape", None) == () else v
+    return v.decode() if isinstance(v, bytes) else (v.item() if isinstance(v, np.generic) else v)
+
+
+def _dataclass(cls, d: dict, where: str):
+    """A dataclass from JSON written by spikeport's NIR export (known fields only; lists become arrays)."""
+    names = {f.name for f in fields(cls)}
+    bad = set(d) - names - {"type"}
+    if bad:
+        raise NirImportError(f"{where}: spikeport metadata names unknown {cls.__name__} fields {sorted(bad)}")
+    kw = {k: (np.asarray(v, dtype=np.float64) if isinstance(v, list) or (isinstance(v, (int, float)) and not isinstance(v, bool)
+              and k in getattr(cls, "array_fields", ())) else v) for k, v in d.items() if k != "type"}
+    try:
+        return cls(**kw)
+    except (TypeError, ValueError) as e:
+        raise NirImportError(f"{where}: spikeport metadata does not fit {cls.__name__}: {e}") from None
+
+
+def _spikeport_neuron(name: str, node, tname: str, shape):
+    """The exact IR neuron spikeport's NIR export stored in the node's metadata, or None."""
+    meta = getattr(node, "metadata", None) or {}
+    if "spikeport_neuron" not in meta:
+        return None
+    where = f"node {name!r} ({tname})"
+    try:
+        d = json.loads(_text(meta["spikeport_neuron"]))
+        p = json.loads(_text(meta.get("spikeport_population", "{}")))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise NirImportError(f"{where}: unreadable spikeport metadata ({e})") from None
+    cls = NEURON_REGISTRY.get(d.get("type"))
+    if cls is None:
+        raise NirImportError(f"{where}: spikeport metadata names neuron model {d.get('type')!r}; known {sorted(NEURON_REGISTRY)}")
+    neuron = _dataclass(cls, d, where)
+    try:
+        neuron.validate(where, tuple(shape))
+    except ValueError as e:
+        raise NirImportError(str(e)) from None
+    payload = _dataclass(SpikePayload, p["payload"], where) if "payload" in p else SpikePayload()
+    extra = {k: (np.asarray(p[k], np.float64) if k.startswith("decode") else p[k]) for k in ("decode_scale", "decode_offset", "t_start")
+             if k in p}
+    return _NeuronMap(neuron, np.array(1.0), "bias", payload), extra
 
 
 def _chain_shape(ch: _Chain, net: Network, shapes_ir: dict) -> tuple[int, ...]:

@@ -32,9 +32,11 @@ def _spikes(rng, shape, p=0.3) -> np.ndarray:
     return (rng.random((N, T) + tuple(shape)) < p).astype(np.float32)
 
 
-def _save(name: str, graph, x: np.ndarray, layers: dict[str, np.ndarray], versions: dict, manifest: dict, note: str = "") -> None:
+def _save(name: str, graph, x: np.ndarray, layers: dict[str, np.ndarray], versions: dict, manifest: dict, note: str = "",
+          write: bool = True) -> None:
     import nir
-    nir.write(OUT / f"{name}.nir", graph)
+    if write:
+        nir.write(OUT / f"{name}.nir", graph)
     arrays = {"x": x}
     arrays.update({f"spk__{k}": np.asarray(v, dtype=np.float32) for k, v in layers.items()})
     np.savez_compressed(OUT / f"{name}.npz", **arrays)
@@ -292,7 +294,65 @@ def spikingjelly_cases(manifest: dict) -> None:
           "Conv2d -> IFNode -> AvgPool2d -> Flatten -> Linear -> LIFNode(decay_input=False)")
 
 
-PEERS = {"snntorch": snntorch_cases, "norse": norse_cases, "sinabs": sinabs_cases, "spikingjelly": spikingjelly_cases}
+# ------------------------------------------------------- spikeport's own export, run by a peer
+def spikeport_export_cases(manifest: dict) -> None:
+    """Zero-reset IF/LIF networks built in spikeport, exported with spikeport's NIR writer under the
+    spikingjelly convention (fires on v >= threshold, hard reset, dt = 1e-4), imported and run by
+    SpikingJelly's own ``import_from_nir``; its spikes are recorded."""
+    import spikingjelly
+    from spikingjelly.activation_based.nir_exchange import import_from_nir
+    from spikeport.backends.nir_export import export_nir
+    from spikeport.ir import IF, Conv2d, Dense, Input, Network, Population
+    versions = {"spikingjelly": getattr(spikingjelly, "__version__", "2.0.0"), "torch": torch.__version__}
+    rng = np.random.default_rng(6)
+
+    def build(conv: bool) -> tuple[Network, np.ndarray]:
+        net = Network()
+        shape = (2, 6, 6) if conv else (12,)
+        net.add(Input("x", shape=shape, coding="spikes"))
+        if conv:
+            c = Conv2d("c1", source="x", target="h1", weight=rng.normal(0, 1.2, (3, 2, 3, 3)).astype(np.float32).astype(np.float64),
+                       padding=(1, 1))
+            h1 = c.out_shape(shape)
+        else:
+            h1 = (10,)
+            c = Dense("c1", source="x", target="h1", weight=rng.normal(0, 1.2, (10, 12)).astype(np.float32).astype(np.float64))
+        net.add(Population("h1", shape=h1, neuron=IF(threshold=np.array(1.0), reset="zero", compare=">=")))
+        net.add(c)
+        n1 = int(np.prod(h1))
+        net.add(Population("h2", shape=(5,), neuron=IF(threshold=np.array(0.75), reset="zero", compare=">=", leak=0.125)))
+        net.add(Dense("d2", source="h1", target="h2", weight=rng.normal(0, 1.0, (5, n1)).astype(np.float32).astype(np.float64)))
+        net.outputs = ["h2"]
+        return net, _spikes(rng, shape, 0.4)
+
+    for case, conv in (("mlp", False), ("conv", True)):
+        net, x = build(conv)
+        name = f"spikeport_{case}_in_spikingjelly"
+        path, dropped = export_nir(net, OUT / f"{name}.nir", convention="spikingjelly")
+        assert not dropped, dropped
+        model = import_from_nir(str(path), dt=1e-4)
+        outs: dict[str, list] = {}
+        hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: outs.setdefault(n, []).append(out[0].detach()))
+                 for n, m in model.named_modules() if n in ("h1", "h2")]
+        state = None
+        with torch.no_grad():
+            for t in range(T):
+                _, state = model(torch.as_tensor(x[:, t]), state)
+        for h in hooks:
+            h.remove()
+        rec = {n: torch.stack(v, dim=1).numpy() for n, v in outs.items()}
+        _save(name, _read(path), x, rec, versions, manifest, "spikeport IF (>=, zero reset) + LIF (leak 1/8) exported to NIR, "
+              "run by spikingjelly.import_from_nir", write=False)
+        manifest[name].update(convention="spikingjelly", peer="spikingjelly")
+
+
+def _read(path):
+    import nir
+    return nir.read(path)
+
+
+PEERS = {"snntorch": snntorch_cases, "norse": norse_cases, "sinabs": sinabs_cases, "spikingjelly": spikingjelly_cases,
+         "spikeport": spikeport_export_cases}
 
 
 def main(names: list[str]) -> None:
