@@ -236,7 +236,8 @@ def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
            profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path) for the chip estimate."),
            model: Optional[Path] = typer.Option(None, "--model", help="The ANN (ONNX or .pt2) for the MAC baseline; "
                                                                        "default: MACs of the IR's projections."),
-           convention: str = typer.Option("fp32", help="Horowitz figures: fp32 (E_AC 0.9, E_MAC 4.6 pJ), int8 or int32."),
+           convention: str = typer.Option("fp32", help="Horowitz figures: fp32 (E_AC 0.9, E_MAC 4.6 pJ), int8 or int32; "
+                                                       "neurobench adds NeuroBench's effective ACs/MACs, sparsity, footprint."),
            graded_as: str = typer.Option("ac", help="Graded events: ac (one event, spikeport) or mac (NeuroBench)."),
            timestep_ms: float = typer.Option(1.0, "--timestep-ms", help="Duration of one step for average power."),
            json_out: Optional[Path] = typer.Option(None, "--json"),
@@ -256,6 +257,11 @@ def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         ann_macs = count_macs(_run(frontend.load_model, model))
     else:
         ann_macs = ann_equivalent_macs(net)
+    nb = None
+    if convention == "neurobench":      # NeuroBench's counts beside spikeport's (fp32 Horowitz figures)
+        from .report.neurobench import neurobench_counts
+        nb = _run(neurobench_counts, net, x, timesteps, batch_size=batch_size, device=device)
+        convention = "fp32"
     try:
         rep = _run(energy_report, net, x, timesteps, profile, ann_macs=ann_macs, convention=convention,
                    graded_as=graded_as, timestep_s=timestep_ms * 1e-3, batch_size=batch_size, device=device)
@@ -263,8 +269,18 @@ def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         _fail(str(e))
     for table in rep.tables():
         console.print(table)
+    if nb is not None:
+        from rich.table import Table
+        t = Table(title="NeuroBench convention (per sample; neurobench 2.3 SynapticOperations, ActivationSparsity, Footprint)")
+        for col in ("layer", "Effective_ACs", "Effective_MACs", "Dense"):
+            t.add_column(col)
+        for row in nb.layers:
+            t.add_row(row["layer"], f"{row['effective_acs']:.6g}", f"{row['effective_macs']:.6g}", f"{row['dense']:.6g}")
+        t.add_row("total", f"{nb.effective_acs:.6g}", f"{nb.effective_macs:.6g}", f"{nb.dense:.6g}")
+        console.print(t)
+        console.print(f"NeuroBench activation sparsity {nb.activation_sparsity:.4f}, footprint {nb.footprint_bytes} bytes")
     if json_out:
-        report.write_json(rep.to_json(), json_out)
+        report.write_json({**rep.to_json(), **({"neurobench": nb.to_json()} if nb is not None else {})}, json_out)
     if plot:
         rep.plot(plot)
 

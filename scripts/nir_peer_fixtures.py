@@ -62,6 +62,43 @@ def _layer_names(graph, types: tuple[str, ...]) -> list[str]:
     return [k for k in order if type(graph.nodes[k]).__name__ in types]
 
 
+# --------------------------------------------------------------------------------- neurobench
+def neurobench_counts(net, x: np.ndarray) -> dict:
+    """NeuroBench 2.3's own SynapticOperations, ActivationSparsity and Footprint of an snnTorch model
+    on the fixture's input spikes, all samples in one batch (one call per step)."""
+    from neurobench.benchmarks import Benchmark
+    from neurobench.metrics.static import Footprint
+    from neurobench.metrics.workload import ActivationSparsity, SynapticOperations
+    from neurobench.models import SNNTorchModel
+    import snntorch as snn
+
+    class Stepper(torch.nn.Module):
+        """Runs the Sequential over the time axis (SNNTorchModel's custom_forward: (T, B, ...) out)."""
+
+        def __init__(self, seq):
+            super().__init__()
+            self.seq = seq
+
+        def forward(self, data):
+            for m in self.seq.modules():        # fresh state (utils.reset only reaches registered instances)
+                if isinstance(m, snn.SpikingNeuron):
+                    m.reset_mem()
+            out = [self.seq(data[:, t]) for t in range(data.shape[1])]
+            return torch.stack([o[0] if isinstance(o, tuple) else o for o in out])
+
+    stepper = Stepper(net)
+    model = SNNTorchModel(stepper, custom_forward=True)
+    ds = torch.utils.data.TensorDataset(torch.as_tensor(x), torch.zeros(x.shape[0]))
+    data = torch.utils.data.DataLoader(ds, batch_size=x.shape[0], shuffle=False)
+    bench = Benchmark(model, data, [], [], [[Footprint], [SynapticOperations, ActivationSparsity]])
+    res = bench.run()
+    with torch.no_grad():     # the benchmarked run produced the recorded spikes (last layer)
+        check = stepper(torch.as_tensor(x)).transpose(0, 1).numpy()
+    out = {"last_layer_spikes": int(check.sum()), "footprint": int(res["Footprint"]), "activation_sparsity": float(res["ActivationSparsity"])}
+    out.update({k: float(v) for k, v in res["SynapticOperations"].items()})
+    return out
+
+
 # ----------------------------------------------------------------------------------- snntorch
 def snntorch_cases(manifest: dict) -> None:
     import snntorch as snn
@@ -97,6 +134,7 @@ def snntorch_cases(manifest: dict) -> None:
     rec = run(mlp, x)
     g = export_to_nir(mlp, torch.as_tensor(x[:, 0]), ignore_dims=[0])
     _save("snntorch_mlp", g, x, rec, versions, manifest, "Linear+bias -> Leaky(subtract) -> Linear -> Leaky")
+    manifest["snntorch_mlp"]["neurobench"] = neurobench_counts(mlp, x)
 
     syn = torch.nn.Sequential(torch.nn.Linear(12, 10, bias=False), snn.Synaptic(alpha=full((10,), 0.7), beta=full((10,), 0.9),
                                                                                       threshold=full((10,), 1.0), init_hidden=True),
@@ -109,6 +147,7 @@ def snntorch_cases(manifest: dict) -> None:
     rec = run(syn, x)
     g = export_to_nir(syn, torch.as_tensor(x[:, 0]), ignore_dims=[0])
     _save("snntorch_cuba", g, x, rec, versions, manifest, "Synaptic (CubaLIF) MLP without biases")
+    manifest["snntorch_cuba"]["neurobench"] = neurobench_counts(syn, x)
 
     conv = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1),
                                snn.Leaky(beta=full((4, 8, 8), 0.9), threshold=full((4, 8, 8), 1.0), init_hidden=True),
@@ -121,6 +160,23 @@ def snntorch_cases(manifest: dict) -> None:
     rec = run(conv, x)
     g = export_to_nir(conv, torch.as_tensor(x[:, 0]), ignore_dims=[0])
     _save("snntorch_conv", g, x, rec, versions, manifest, "Conv2d -> Leaky -> AvgPool2d -> Flatten -> Linear -> Leaky")
+
+    conv2 = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1),
+                                snn.Leaky(beta=full((4, 8, 8), 0.9), threshold=full((4, 8, 8), 1.0), init_hidden=True),
+                                torch.nn.Conv2d(4, 4, 3, stride=2, padding=1),
+                                snn.Leaky(beta=full((4, 4, 4), 0.8), threshold=full((4, 4, 4), 1.0), init_hidden=True),
+                                torch.nn.Flatten(), torch.nn.Linear(64, 5),
+                                snn.Leaky(beta=full((5,), 0.9), threshold=full((5,), 1.0), init_hidden=True))
+    with torch.no_grad():
+        conv2[0].weight.mul_(3.0)
+        conv2[2].weight.mul_(3.0)
+        conv2[5].weight.mul_(4.0)
+        conv2[0].weight[0, 0, 0, 0] = 0.0           # a zero weight: NeuroBench counts only nonzero weights
+    x = _spikes(rng, (2, 8, 8))
+    rec = run(conv2, x)
+    g = export_to_nir(conv2, torch.as_tensor(x[:, 0]), ignore_dims=[0])
+    _save("snntorch_conv2", g, x, rec, versions, manifest, "Conv2d -> Leaky -> Conv2d(stride 2) -> Leaky -> Flatten -> Linear -> Leaky")
+    manifest["snntorch_conv2"]["neurobench"] = neurobench_counts(conv2, x)
 
 
 # -------------------------------------------------------------------------------------- norse
