@@ -68,6 +68,9 @@ def read_nir(path: str | Path):
     if not path.exists():
         raise NirImportError(f"{path}: no such file")
     _check_types(path)
+    if not hasattr(nir, "read"):
+        raise NirImportError(f"{path}: the module 'nir' found at {getattr(nir, '__file__', '?')} is not the NIR package "
+                             "(a folder named 'nir' on the Python path shadows it)")
     try:
         return nir.read(path)
     except Exception as e:  # nir raises AssertionError/ValueError/KeyError on malformed nodes
@@ -366,7 +369,7 @@ def _projection(pname: str, chain: _Chain, src_shape, dst_name: str, dst_shape, 
     if len(weighted) == 1 and weighted[0].kind in ("Affine", "Linear"):
         w = np.asarray(weighted[0].node.weight, np.float64)
         return Dense(pname, weight=_scaled(w, gain, n_out), **common), bias
-    if len(weighted) == 1 and weighted[0].kind in ("Conv2d", "SumPool2d", "AvgPool2d", "Conv1d"):
+    if len(weighted) == 1 and weighted[0].kind in ("Conv2d", "SumPool2d", "AvgPool2d"):
         op = weighted[0]
         g = _uniform_per_channel(gain, tuple(dst_shape)) if len(dst_shape) >= 2 else None
         if g is not None and tuple(op.shape_out) == tuple(dst_shape) and tuple(op.shape_in) == tuple(src_shape):
@@ -376,8 +379,6 @@ def _projection(pname: str, chain: _Chain, src_shape, dst_name: str, dst_shape, 
                 nd = w.ndim - 2
                 res = lambda k: tuple(np.resize(np.asarray(getattr(n, k)).reshape(-1), nd).astype(int))  # noqa: E731
                 st, pd, dl = res("stride"), res("padding"), res("dilation")
-                if nd == 1:
-                    return None, None   # Conv1d runs through the dense path (IR convs are 2-d)
                 return Conv2d(pname, weight=w * g.reshape(-1, 1, 1, 1), stride=st, padding=pd, dilation=dl,
                               groups=int(np.asarray(n.groups).reshape(-1)[0]), **common), bias
             k, s, p = (_pair(getattr(n, a), op.name, a) for a in ("kernel_size", "stride", "padding"))
@@ -385,7 +386,7 @@ def _projection(pname: str, chain: _Chain, src_shape, dst_name: str, dst_shape, 
             unit = 1.0 if op.kind == "SumPool2d" else 1.0 / (k[0] * k[1])
             w = np.full((C, 1) + k, unit) * g.reshape(-1, 1, 1, 1)
             return Conv2d(pname, weight=w, stride=s, padding=p, groups=C, **common), bias
-    # several weighted nodes (or a Conv1d): compose them into one dense matrix by probing
+    # several weighted nodes, or a Conv1d (IR convolutions are 2-d): one dense matrix by probing
     n_in = int(np.prod(src_shape))
     if n_in * n_out > DENSE_LIMIT:
         raise NirImportError(f"{where_dst}: the chain {' -> '.join(op.name for op in chain.ops)} composes into a "
@@ -518,9 +519,6 @@ def _build(graph, conv: Convention, step, reset, path: Path, nx, nir, gmeta: dic
             pname = f"{ir_name[k]}.in{n_proj}" if len(incoming) > 1 else f"{ir_name[k]}.in"
             src_shape = shapes_ir[ch.source]
             proj, bias = _projection(pname, ch, src_shape, ir_name[k], shape, nm.gain, step, where)
-            if proj is None:   # Conv1d: compose as dense
-                proj, bias = _projection(pname, _Chain(ch.source, ch.ops + [_Op("", "Flatten", None, shape, shape)], ch.delay),
-                                         src_shape, ir_name[k], shape, nm.gain, step, where)
             net.add(proj)
             if bias is not None and not own:      # spikeport's own metadata already holds the exact biases
                 b = bias.reshape(shape) * np.broadcast_to(np.asarray(nm.gain, np.float64), shape)

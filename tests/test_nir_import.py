@@ -74,6 +74,22 @@ def test_every_linear_primitive_maps_and_simulates_like_numpy(tmp_path):
     np.testing.assert_allclose(res.states["integ"], acc, rtol=0, atol=1e-15)
 
 
+def test_conv1d_becomes_an_exact_dense_projection(tmp_path):
+    import torch
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 1, (3, 2, 3))
+    nodes = {"in": nir.Input(input_type={"input": np.array([2, 7])}),
+             "c": nir.Conv1d(input_shape=7, weight=w, stride=2, padding=1, dilation=1, groups=1, bias=np.zeros(3)),
+             "n": nir.IF(r=np.ones((3, 4)), v_threshold=np.ones((3, 4)), v_reset=np.zeros((3, 4))),
+             "out": nir.Output(output_type={"output": np.array([3, 4])})}
+    net = import_nir(_write(tmp_path, nodes, [("in", "c"), ("c", "n"), ("n", "out")]), convention="norse")
+    proj = net.incoming("n")[0]
+    assert isinstance(proj, Dense) and net["n"].shape == (3, 4)
+    x = rng.normal(0, 1, (5, 2, 7))
+    want = torch.nn.functional.conv1d(torch.as_tensor(x), torch.as_tensor(w), stride=2, padding=1).reshape(5, -1).numpy()
+    np.testing.assert_allclose(x.reshape(5, -1) @ np.asarray(proj.weight).T, want, rtol=1e-12, atol=1e-12)
+
+
 def test_cuba_lif_and_li_under_spec(tmp_path):
     n = 3
     nodes = {"in": nir.Input(input_type={"input": np.array([n])}),
