@@ -4,9 +4,13 @@ peers' own output spikes for them (tests/test_nir_peers.py checks spikeport agai
 Run with the peers' virtual environment, never the main one (peers are not spikeport dependencies)::
 
     python3 -m venv --system-site-packages /work/wt/peers-venv      # sees the main env's torch 2.13
-    /work/wt/peers-venv/bin/pip install --no-deps snntorch==1.0.0 norse==1.1.0 sinabs==3.1.3 pbr \
-        spikingjelly==2.0.0 nirtorch==2.6 nir==1.0.8
-    PYTHONPATH=<spikeport on the path> /work/wt/peers-venv/bin/python scripts/nir_peer_fixtures.py
+    /work/wt/peers-venv/bin/pip install --no-deps snntorch==1.0.0 norse==1.1.0 sinabs==3.1.3 pbr==7.1.3 \
+        spikingjelly==2.0.0 loguru nirtorch==2.6 nir==1.0.8 neurobench==2.3.0 tqdm      # never another torch
+    PYTHONPATH=<spikeport on the path> /work/wt/peers-venv/bin/python scripts/nir_peer_fixtures.py [peer ...]
+
+Peers: snntorch, norse, sinabs, spikingjelly (their NIR files and spikes), spikeport (spikeport's own
+export run by SpikingJelly). The snnTorch cases also record NeuroBench 2.3.0's SynapticOperations,
+ActivationSparsity and Footprint (``manifest[case]["neurobench"]``). Versions used are in the manifest.
 
 Every case writes ``<peer>_<case>.nir`` and ``<peer>_<case>.npz`` (x: (N, T, *input shape) spikes;
 ``spk__<layer>``: the peer's spikes per recorded neuron layer, (N, T, *shape), named after the NIR
