@@ -204,6 +204,37 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
         report.write_json(summary, json_out)
 
 
+@command(name="import")
+def import_(model: Path = typer.Argument(..., metavar="MODEL.nir", help="A NIR graph (HDF5) written by NIR 1.0.x."),
+            out: Path = typer.Option(..., "--out", help="Output IR file (NET.h5)."),
+            convention: str = typer.Option("spec", help="Whose conventions the file follows: spec, snntorch, norse, "
+                                                        "sinabs or spikingjelly (dt, reset, multi-spike, tau encoding)."),
+            dt: Optional[float] = typer.Option(None, "--dt", help="Step length in seconds (overrides the convention's)."),
+            reset: Optional[str] = typer.Option(None, "--reset", help="zero or subtract (overrides the convention's)."),
+            json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON summary here.")):
+    """Import a NIR graph into spikeport's IR, with the exporter's semantics recorded in the IR."""
+    from . import ir, report
+    if dt is not None:
+        check.positive_finite(dt, "--dt")
+    if reset is not None:
+        check.choice(reset, ("zero", "subtract"), "--reset")
+    check.output_file(out, "--out")
+    check.output_file(json_out, "--json")
+    check.distinct_outputs({"MODEL.nir": model}, {"--out": out, "--json": json_out})
+    from .frontend.nir_import import import_nir
+    net = import_nir(model, convention=convention, dt=dt, reset=reset)
+    ir.save(net, out)
+    meta = net.meta["nir"]
+    console.print(Text(f"imported {model} ({meta['convention']} convention: dt {meta['dt']}, reset {meta['reset']}"
+                       f"{' after the next decay' if meta['reset_timing'] == 'next_step' else ''}, fire on v {meta['compare']} "
+                       f"threshold{', multi-spike' if meta['multi_spike'] else ''}) -> {out} ({len(net.populations())} "
+                       f"populations, {len(net.projections())} projections)"))
+    for note in meta["notes"]:
+        console.print(Text(f"  note: {note}"))
+    if json_out:
+        report.write_json({"model": str(model), "out": str(out), "nir": meta, "layers": net.summary()}, json_out)
+
+
 @command(name="compile")
 def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
              profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path)."),
@@ -336,7 +367,8 @@ def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
                                                  "estimate; default: the one QNET.h5 was compiled for."),
            model: Optional[Path] = typer.Option(None, "--model", help="The ANN (ONNX or .pt2) for the MAC baseline; "
                                                                        "default: MACs of the IR's projections."),
-           convention: str = typer.Option("fp32", help="Horowitz figures: fp32 (E_AC 0.9, E_MAC 4.6 pJ), int8 or int32."),
+           convention: str = typer.Option("fp32", help="Horowitz figures: fp32 (E_AC 0.9, E_MAC 4.6 pJ), int8 or int32; "
+                                                       "neurobench adds NeuroBench's effective ACs/MACs, sparsity, footprint."),
            graded_as: str = typer.Option("ac", help="Graded events: ac (one event, spikeport) or mac (NeuroBench)."),
            timestep_ms: float = typer.Option(1.0, "--timestep-ms", help="Duration of one step for average power."),
            json_out: Optional[Path] = typer.Option(None, "--json"),
@@ -348,7 +380,7 @@ def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
     from . import datasets, report
     from .report.energy import CONVENTIONS, energy_report
     from .simulator.opcount import GRADED_AS, ann_equivalent_macs
-    check.choice(convention, CONVENTIONS, "--convention")
+    check.choice(convention, tuple(CONVENTIONS) + ("neurobench",), "--convention")
     check.choice(graded_as, GRADED_AS, "--graded-as")
     check.positive_finite(timestep_ms, "--timestep-ms")
     dev = check.device(device)
@@ -369,13 +401,29 @@ def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
     else:
         ann_macs = ann_equivalent_macs(net)
     _workload(net, len(x), timesteps, yes, "energy (operation counts)")
+    nb = None
+    if convention == "neurobench":      # NeuroBench's counts beside spikeport's (fp32 Horowitz figures)
+        from .report.neurobench import neurobench_counts
+        with _working("NeuroBench-convention counts"):
+            nb = neurobench_counts(net, x, timesteps, batch_size=batch_size, device=dev)
+        convention = "fp32"
     with _working(f"counting operations on {len(x)} samples at T={timesteps}"):
         rep = energy_report(net, x, timesteps, prof, ann_macs=ann_macs, convention=convention,
                             graded_as=graded_as, timestep_s=timestep_ms * 1e-3, batch_size=batch_size, device=dev)
     for table in rep.tables():
         console.print(table)
+    if nb is not None:
+        from rich.table import Table
+        t = Table(title="NeuroBench convention (per sample; neurobench 2.3 SynapticOperations, ActivationSparsity, Footprint)")
+        for col in ("layer", "Effective_ACs", "Effective_MACs", "Dense"):
+            t.add_column(col)
+        for row in nb.layers:
+            t.add_row(row["layer"], f"{row['effective_acs']:.6g}", f"{row['effective_macs']:.6g}", f"{row['dense']:.6g}")
+        t.add_row("total", f"{nb.effective_acs:.6g}", f"{nb.effective_macs:.6g}", f"{nb.dense:.6g}")
+        console.print(t)
+        console.print(Text(f"NeuroBench activation sparsity {nb.activation_sparsity:.4f}, footprint {nb.footprint_bytes} bytes"))
     if json_out:
-        report.write_json(rep.to_json(), json_out)
+        report.write_json({**rep.to_json(), **({"neurobench": nb.to_json()} if nb is not None else {})}, json_out)
     if plot:
         rep.plot(plot)
 
@@ -437,18 +485,42 @@ def finetune(model: Path = typer.Argument(..., help="The trained ANN (ONNX or .p
 
 @command()
 def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
-           target: str = typer.Option("lava", help="lava (a folder with arrays + loader), netx (an HDF5 file) or "
-                                                   "spinnaker (a folder: description.json + tables.bin)."),
-           out: Path = typer.Option(..., "--out", help="Output folder (lava, spinnaker) or NET.net.h5 (netx)."),
+           target: str = typer.Option("lava", help="lava (a folder with arrays + loader), netx (an HDF5 file), "
+                                                   "spinnaker (a folder: description.json + tables.bin) or nir."),
+           out: Path = typer.Option(..., "--out", help="Output folder (lava, spinnaker), NET.net.h5 (netx) or "
+                                                       "MODEL.nir (nir)."),
            timesteps: int = typer.Option(64, parser=check.int_at_least(1), metavar="INTEGER",
                                          help="T the network will run for (gates each layer's window)."),
            json_out: Optional[Path] = typer.Option(None, "--json", help="Write the per-layer export report here."),
            profile: Optional[str] = typer.Option(None, help=SPINNAKER_PROFILE_HELP),
-           machine: str = typer.Option("48-chip", help=SPINNAKER_MACHINE_HELP)):
-    """Export a quantised IR to Lava (Loihi 2), lava-dl netx HDF5 or SpiNNaker; report each layer's mapping."""
+           machine: str = typer.Option("48-chip", help=SPINNAKER_MACHINE_HELP),
+           convention: str = typer.Option("spec", help="nir: the convention the file is written for (spec, spikingjelly, norse)."),
+           lossy: bool = typer.Option(False, "--lossy", help="nir: write even what a generic NIR reader would misread "
+                                                             "(listed; spikeport keeps it in metadata)."),
+           dt: Optional[float] = typer.Option(None, "--dt", help="nir: step length in seconds written into tau and delays.")):
+    """Export a quantised IR to Lava (Loihi 2), lava-dl netx HDF5 or SpiNNaker (each layer's mapping
+    reported), or an IR to a NIR graph (--target nir)."""
     from rich.table import Table
     from . import hw_profiles, report
-    check.choice(target, ("lava", "netx", "spinnaker"), "--target")
+    check.choice(target, ("lava", "netx", "spinnaker", "nir"), "--target")
+    if target == "nir":
+        if dt is not None:
+            check.positive_finite(dt, "--dt")
+        check.output_file(out, "--out")
+        check.output_file(json_out, "--json")
+        check.distinct_outputs({"NET.h5": qnet_path}, {"--out": out, "--json": json_out})
+        from .backends.nir_export import export_nir
+        net = _load_net(qnet_path)
+        path, dropped = export_nir(net, out, convention=convention, dt=dt, lossy=lossy)
+        console.print(Text(f"wrote {path} (NIR, {convention} convention; reads with nir.read)"))
+        if dropped:
+            console.print(Text("dropped for other NIR readers (spikeport's importer restores them from metadata):"))
+            for d in dropped:
+                console.print(Text(f"  - {d}"))
+        if json_out:
+            report.write_json({"net": str(qnet_path), "target": "nir", "out": str(path), "convention": convention,
+                               "dropped": dropped}, json_out)
+        return
     if target == "spinnaker":
         check.output_dir(out, "--out")
     elif target == "lava":

@@ -21,6 +21,7 @@ import numpy as np
 from ..ir import IF, Conv2d, Dense, Input, Network, Population, expand_channel
 from ..atomic import atomic_path
 from ..errors import SpikeportError
+from ..ir.neurons_cuba import CubaLIF
 
 
 class NetxExportError(SpikeportError):
@@ -58,14 +59,17 @@ def _chain(net: Network) -> list[tuple]:
 def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int) -> None:
     where = f"population {pop.name!r}"
     n = pop.neuron
-    if not isinstance(n, IF):
+    cuba = isinstance(n, CubaLIF)
+    if not isinstance(n, IF) and not cuba:
         raise NetxExportError(f"{where}: {type(n).__name__} has no netx neuron (CUBA is Lava's LIF, which fires)")
     problems = []
+    if cuba and (np.any(np.asarray(n.current_bias)) or np.any(np.asarray(n.u_init))):
+        problems.append("current_bias or u_init (netx CUBA has neither)")
     if n.reset != "zero":
         problems.append("reset by subtraction (netx CUBA resets to 0)")
     if n.compare != ">":
         problems.append(f"compare {n.compare!r} (netx CUBA fires on '>')")
-    if n.neg_threshold is not None:
+    if getattr(n, "neg_threshold", None) is not None:
         problems.append("signed spikes (netx CUBA is unsigned)")
     th = expand_channel(n.threshold, pop.shape).astype(np.int64)
     if np.unique(th).size != 1 or th.flat[0] % 64:
@@ -80,8 +84,9 @@ def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int) -> N
     g = grp.create_group("neuron")
     g.create_dataset("type", data=np.array([b"CUBA"]))
     g.create_dataset("vThMant", data=int(th.flat[0]) >> 6)
-    g.create_dataset("iDecay", data=4096)
-    g.create_dataset("vDecay", data=int(n.leak))
+    # netx: du = iDecay - 1, dv = vDecay (hardware.md section 2); an IF keeps no current (du = 4095)
+    g.create_dataset("iDecay", data=int(n.du) + 1 if cuba else 4096)
+    g.create_dataset("vDecay", data=int(n.dv) if cuba else int(n.leak))
     g.create_dataset("refDelay", data=1)
     g.create_dataset("gradedSpike", data=False)
 

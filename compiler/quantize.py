@@ -332,6 +332,29 @@ def _quantize_bias(b_exact: np.ndarray, dp: Datapath, where: str) -> tuple[np.nd
                             f"<< bias_exp_max {dp.bias_exp_max}")
 
 
+def _cuba_decays(pop: Population, dp: Datapath, s_full: np.ndarray) -> int:
+    """CubaLIF: float decay fractions -> Lava's 12-bit registers (docs/fixed_point.md), u_init to state units.
+
+    dv = round(dv * 4096) (v * (4096 - dv) >> 12); du = round(du * 4096) - 1 (Lava's ds_offset = 1:
+    u * (4096 - (du + 1)) >> 12, so a float du = 1 keeps no current, du = 4095). Lava's LIF has no
+    current bias, so a nonzero one is refused."""
+    m, unity = pop.neuron, 2 ** dp.decay_bits
+    dv = int(_round(float(m.dv) * unity))
+    du = int(_round(float(m.du) * unity)) - 1
+    if not 0 <= dv <= unity - 1:
+        raise QuantizationError(f"layer {pop.name!r}: voltage decay {m.dv} -> dv {dv} outside 0..{unity - 1} ({dp.decay_bits}-bit)")
+    if not 0 <= du <= unity - 1:
+        raise QuantizationError(f"layer {pop.name!r}: current decay {m.du} -> du {du} outside 0..{unity - 1} (Lava's du register "
+                                "is offset by one: a current that never decays is not representable)")
+    if np.any(np.asarray(m.current_bias) != 0):
+        raise QuantizationError(f"layer {pop.name!r}: current_bias {np.abs(np.asarray(m.current_bias)).max():.4g} has no place on "
+                                f"{dp.profile}'s datapath (Lava's LIF adds its bias to v, not to u)")
+    m.u_init = _compact(_state_int(expand_channel(np.asarray(m.u_init, dtype=np.float64), tuple(pop.shape)) / s_full,
+                                   dp, pop.name, "u_init"), tuple(pop.shape))
+    m.du, m.dv = du, dv
+    return dv
+
+
 def _state_int(x: np.ndarray, dp: Datapath, where: str, name: str) -> np.ndarray:
     q = _round(x)
     if np.abs(q).max(initial=0) > dp.state_max:
@@ -438,6 +461,8 @@ def _quantize_population(net: Network, pop: Population, dp: Datapath, sources: d
                 raise QuantizationError(f"layer {pop.name!r}: leak {m.leak} -> dv {leak_dv} outside 0..{2 ** dp.decay_bits - 1} "
                                         f"({dp.decay_bits}-bit decay)")
             m.leak = leak_dv
+        if hasattr(m, "du") and hasattr(m, "dv"):
+            leak_dv = _cuba_decays(pop, dp, s_full)
 
     worst = step_n * gain
     if is_if:

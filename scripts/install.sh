@@ -17,6 +17,8 @@ $PIP numpy==1.26.4 scipy==1.13.1 scikit-learn==1.5.2 networkx==2.8.7 asteval==0.
      h5py==3.11.0 matplotlib==3.9.2 pillow==10.4.0 \
      onnx==1.23.2 onnxruntime==1.31.1 typer==0.29.2 rich==15.0.0 \
      pytest==9.2.0 hypothesis==6.155.2
+# NIR graph read/write (needs only numpy and h5py, pinned above).
+$PIP --no-deps nir==1.0.8
 # onnx2torch declares torchvision (only for NMS/RoIAlign); no torchvision works with this torch.
 $PIP --no-deps onnx2torch==1.5.15
 # Lava and lava-dl without their declared (Python 3.10 / torch 2.3) dependencies.

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir.graph import Network
+from ..ir.neurons_cuba import CubaLIF
 from ..ir.neurons_extra import GradedSignedIF, MultiSpikeIF
 from ..ir.nodes import IF, Conv2d, Dense, Identity, Input, Population, Readout, expand_channel
 
@@ -130,8 +131,19 @@ def _event_value(nd: Population, s: np.ndarray) -> np.ndarray:
     return np.where(s < 0, s * int(pl.neg_value), s)
 
 
+def _fire_cuba(m: CubaLIF, nd: Population, vv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CubaLIF: compare, fire +1, reset to zero or subtract now ('fire'); 'next_step' subtracts later."""
+    th = _full(nd, m.threshold)
+    s = ((vv > th) if m.compare == ">" else (vv >= th)).astype(np.int64)
+    if m.reset == "zero":
+        return np.where(s != 0, 0, vv), s
+    if m.reset_timing == "fire":
+        return vv - th * s, s
+    return vv, s
+
+
 # Fire-and-reset rule per neuron model. Readout never fires.
-_FIRE = {MultiSpikeIF: _fire_multispike, GradedSignedIF: _fire_if, IF: _fire_if}
+_FIRE = {MultiSpikeIF: _fire_multispike, GradedSignedIF: _fire_if, IF: _fire_if, CubaLIF: _fire_cuba}
 
 
 def _fire(m, nd: Population, vv: np.ndarray):
@@ -165,6 +177,8 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
     vmax = 2 ** (dp.state_bits - 1) - 1
     for k in range(n):
         v = {p.name: _full(p, p.neuron.v_init).copy() for p in pops}
+        cur = {p.name: _full(p, getattr(p.neuron, "u_init", 0)).copy() for p in pops}   # CubaLIF's u
+        last = {p.name: np.zeros(p.size, np.int64) for p in pops}                         # s(t-1)
         emitted: dict[str, list] = {nd.name: [] for nd in nodes}
         for t in range(steps):
             for nd in nodes:
@@ -184,19 +198,27 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
                 # u: a_in << act_shift in Lava's int32, then one wrap into the current range
                 xs = a_in << dp.act_shift
                 xs = (xs + 2 ** 31) % 2 ** 32 - 2 ** 31
+                m = nd.neuron
+                if isinstance(m, CubaLIF):
+                    # u decays by (4096 - (du + 1)) >> 12 toward zero; int32 sum with the input
+                    y = cur[nd.name] * (2 ** dp.decay_bits - (int(m.du) + 1))
+                    xs = np.sign(y) * (np.abs(y) >> dp.decay_bits) + xs
+                    xs = (xs + 2 ** 31) % 2 ** 32 - 2 ** 31 + _full(nd, m.current_bias)
                 if dp.current_overflow == "wrap":
                     u = np.where(xs > half_u, xs - 2 * half_u, xs)
                     u = np.where(u <= -half_u, xs + 2 * half_u, u)
                 else:
                     u = np.clip(xs, -half_u + 1, half_u - 1)
                 wrap[nd.name] += int(np.sum(u != xs))
-                m = nd.neuron
+                cur[nd.name] = u
                 vv = v[nd.name]
-                leak = int(getattr(m, "leak", 0))
+                leak = int(m.dv if isinstance(m, CubaLIF) else getattr(m, "leak", 0))
                 if leak:
                     y = vv * (2 ** dp.decay_bits - leak)
                     vv = np.sign(y) * (np.abs(y) >> dp.decay_bits)
                 vv = vv + u + _full(nd, m.bias)
+                if isinstance(m, CubaLIF) and m.reset == "subtract" and m.reset_timing == "next_step":
+                    vv = vv - _full(nd, m.threshold) * last[nd.name]
                 if dp.state_overflow == "saturate":
                     clipped = np.clip(vv, -vmax, vmax)
                 else:
@@ -209,6 +231,7 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
                     continue
                 vv, s = _fire(m, nd, vv)
                 v[nd.name] = vv
+                last[nd.name] = s
                 spikes[nd.name][k, t] = s.reshape(nd.shape)
                 emitted[nd.name].append(_event_value(nd, s))
         for p in pops:

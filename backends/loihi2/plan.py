@@ -15,6 +15,7 @@ import numpy as np
 from ...ir import IF, Conv2d, Dense, Identity, Input, Network, Population, Readout, expand_channel
 from ...ir.neurons_extra import GradedSignedIF, MultiSpikeIF
 from ...errors import SpikeportError
+from ...ir.neurons_cuba import CubaLIF
 
 VTH_SHIFT = 6
 VTH_MAX = (1 << 17) - 1
@@ -216,6 +217,8 @@ def _neuron_plan(net: Network, pop: Population, timesteps: int, steps_run: int, 
                           "Readout never fires: LIF's 17-bit threshold is below the 24-bit state maximum", pop.t_start)
     if isinstance(neuron, MultiSpikeIF):
         return _multi_spike_plan(pop, shape, common, v_init, t_end, steps_run)
+    if isinstance(neuron, CubaLIF):
+        return _cuba_plan(pop, shape, common, v_init, bias, t_end, steps_run, gating_free, native)
     if not isinstance(neuron, (IF, GradedSignedIF)):
         raise LavaExportError(f"{where}: neuron model {type(neuron).__name__} has no Lava mapping "
                               "(IF, GradedSignedIF, MultiSpikeIF, Readout)")
@@ -264,6 +267,35 @@ def _neuron_plan(net: Network, pop: Population, timesteps: int, steps_run: int, 
         params.update(neg_threshold=L(neg_th), neg_reset=L(neg_reset))
     return NeuronPlan(pop.name, "SpikeportNeuron", shape, lava_shape(shape), params, payload, SIM_ONLY,
                       "; ".join(reasons) or "native mapping disabled", pop.t_start, always_active=ungated)
+
+
+def _cuba_plan(pop: Population, shape, common: dict, v_init, bias, t_end: int, steps_run: int, gating_free: bool,
+               native: bool) -> NeuronPlan:
+    """CubaLIF: Lava's own LIF (du, dv, zero reset, '>') when nothing needs gating, else spikeport's neuron
+    process with the same du (its current decay is Lava's)."""
+    where, m = f"population {pop.name!r}", pop.neuron
+    L = lambda a: to_lava(a, shape)  # noqa: E731
+    vth = _vth(_int_array(m.threshold, shape, where, "threshold"), where)
+    du, dv = int(m.du), int(m.dv)
+    u_init = _int_array(m.u_init, shape, where, "u_init")
+    if m.reset == "subtract" and m.reset_timing == "next_step":
+        raise LavaExportError(f"{where}: CubaLIF with the threshold subtracted after the next decay (snnTorch's delayed "
+                              "reset) has no Lava process; import with --reset zero")
+    if np.any(_int_array(m.current_bias, shape, where, "current_bias")):
+        raise LavaExportError(f"{where}: CubaLIF current_bias has no Lava LIF register")
+    reasons = [r for r, bad in (("reset by subtraction", m.reset != "zero"), (f"compare {m.compare!r}", m.compare != ">"),
+                                (f"t_start gating (active steps [{pop.t_start}, {t_end}) of {steps_run})", not gating_free),
+                                ("u_init", bool(u_init.any())),
+                                ("per-neuron thresholds", np.unique(vth).size > 1)) if bad]
+    if native and not reasons:
+        lif = dict(common, vth=int(vth.flat[0]), du=du, dv=dv, u=0, v=0)
+        return NeuronPlan(pop.name, "LIF", shape, lava_shape(shape), lif, "binary", NATIVE, t_start=pop.t_start)
+    if u_init.any():
+        raise LavaExportError(f"{where}: CubaLIF u_init is not supported by spikeport's Lava process")
+    params = dict(common, vth=L(vth), v_init=L(v_init), du=du, dv=dv, spiking=True, reset_subtract=m.reset == "subtract",
+                  compare_ge=m.compare == ">=", neg_value=1, t_start=pop.t_start, t_end=t_end, period=steps_run)
+    return NeuronPlan(pop.name, "SpikeportNeuron", shape, lava_shape(shape), params, "binary", SIM_ONLY,
+                      "; ".join(reasons) or "native mapping disabled", pop.t_start)
 
 
 def _graded_bits(where: str, lo: int, hi: int) -> int:
@@ -401,7 +433,7 @@ def plan_network(net: Network, timesteps: int, native: bool = True) -> LavaPlan:
     steps_run = timesteps + net.latency()
     inputs = []
     for inp in net.inputs():
-        if inp.coding not in ("analog", "once"):
+        if inp.coding not in ("analog", "once", "spikes"):
             raise LavaExportError(f"input {inp.name!r}: coding {inp.coding!r} is not supported by the Lava backend")
         p = inp.payload
         inputs.append(InputPlan(inp.name, tuple(inp.shape), lava_shape(tuple(inp.shape)), inp.coding, float(inp.scale),

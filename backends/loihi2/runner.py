@@ -46,9 +46,11 @@ def input_integers(inp: InputPlan, x: np.ndarray) -> np.ndarray:
 
 
 def input_frames(inp: InputPlan, x_int: np.ndarray, timesteps: int, steps_run: int) -> np.ndarray:
-    """Per-step input (steps_run, *shape): every step of [0, T) (analog) or step 0 only (once)."""
+    """Per-step input (steps_run, *shape): every step of [0, T) (analog, spikes) or step 0 only (once)."""
     frames = np.zeros((steps_run,) + tuple(inp.shape), dtype=np.int64)
-    if inp.coding == "analog":
+    if inp.coding == "spikes":           # x_int is the spike train (T, *shape)
+        frames[:timesteps] = x_int
+    elif inp.coding == "analog":
         frames[:timesteps] = x_int
     else:
         frames[0] = x_int
@@ -63,8 +65,10 @@ def _as_batches(plan: LavaPlan, x) -> dict[str, np.ndarray]:
     out = {}
     for inp in ins:
         arr = np.asarray(data[inp.name])
-        if arr.shape[1:] != tuple(inp.shape):
-            raise ValueError(f"input {inp.name!r}: data shape {arr.shape} does not match (N, *{tuple(inp.shape)})")
+        lead = 2 if inp.coding == "spikes" else 1      # spike trains are (N, T, *shape)
+        if arr.shape[lead:] != tuple(inp.shape) or (lead == 2 and arr.shape[1] != plan.timesteps):
+            want = "(N, T, *" if lead == 2 else "(N, *"
+            raise ValueError(f"input {inp.name!r}: data shape {arr.shape} does not match {want}{tuple(inp.shape)})")
         out[inp.name] = arr
     return out
 

@@ -29,7 +29,7 @@ class SpikeportNeuron(AbstractProcess):
     """
 
     def __init__(self, *, shape: tuple[int, ...], vth: np.ndarray, bias_mant: np.ndarray,
-                 bias_exp: np.ndarray, v_init: np.ndarray, dv: int = 0, neg_threshold: np.ndarray | None = None,
+                 bias_exp: np.ndarray, v_init: np.ndarray, dv: int = 0, du: int = 4095, neg_threshold: np.ndarray | None = None,
                  neg_reset: np.ndarray | None = None, reset_subtract: bool = True, compare_ge: bool = True,
                  spiking: bool = True, neg_value: int = 1, pos_value: int = 1, multi_spike: bool = False,
                  n_pos: int = 1, n_neg: int = 0, t_start: int = 0, t_end: int = 1, period: int = 1,
@@ -48,7 +48,7 @@ class SpikeportNeuron(AbstractProcess):
         self.bias_mant = Var(shape=shape, init=np.broadcast_to(bias_mant, shape).copy())
         self.bias_exp = Var(shape=shape, init=np.broadcast_to(bias_exp, shape).copy())
         self.vth = Var(shape=shape, init=np.broadcast_to(vth, shape).copy())
-        self.du = Var(shape=(1,), init=4095)
+        self.du = Var(shape=(1,), init=int(du))
         self.dv = Var(shape=(1,), init=int(dv))
         self.neg_threshold = Var(shape=shape, init=zeros if neg_threshold is None else np.broadcast_to(neg_threshold, shape).copy())
         self.neg_reset = Var(shape=shape, init=zeros if neg_reset is None else np.broadcast_to(neg_reset, shape).copy())
