@@ -290,6 +290,27 @@ def finetune(model: Path = typer.Argument(..., help="The trained ANN (ONNX or .p
     console.print(f"next: spikeport convert {s.out} --calib DATA.npz --method {method}")
 
 
+@app.command("mbe-fit")
+def mbe_fit(function: str = typer.Option(..., "--function", help="gelu, tanh, identity, exp2, reciprocal or invsqrt."),
+            bases: Optional[int] = typer.Option(None, "--bases", min=1, help="Bases N (default: GELU/tanh 4, others 8)."),
+            timesteps: int = typer.Option(16, "--timesteps", min=1, help="Steps T the neuron runs."),
+            seed: int = typer.Option(0, "--seed", help="Seed of samples, initialisation and batches."),
+            out: Path = typer.Option(..., "--out", help="Fit file to write (JSON, docs/mbe.md)."),
+            samples: int = typer.Option(10_000, min=1, help="Uniform samples on the domain."),
+            epochs: int = typer.Option(200, min=1, help="Adam epochs (lr 0.01, decay 0.99 per epoch)."),
+            no_decay: bool = typer.Option(False, "--no-decay", help="Ablation: constant kernels (Fig. 6c).")):
+    """Learn MBE basis parameters for a function (paper 001) and write a fit file; same seed, same file."""
+    from .convert.mbe_fit import fit_mbe
+    from .convert.mbe_params import save_fit
+    try:
+        fit = _run(fit_mbe, function, bases, timesteps, seed=seed, samples=samples, epochs=epochs, decay=not no_decay)
+    except ValueError as e:
+        _fail(str(e))
+    _run(save_fit, fit, out)
+    console.print(f"MBE fit of [bold]{function}[/] (N={fit.bases}, T={fit.timesteps}, decay={fit.decay}) on "
+                  f"{list(fit.domain)}: MSE {fit.mse:.3e}, max |error| {fit.max_abs_err:.3e} -> {out}")
+
+
 def _target(target: str, allowed: tuple[str, ...]) -> str:
     if target not in allowed:
         _fail(f"--target {target!r}: must be one of {', '.join(allowed)}")
