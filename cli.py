@@ -204,6 +204,30 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
         report.write_json(summary, json_out)
 
 
+@command("mbe-fit")
+def mbe_fit(function: str = typer.Option(..., "--function", help="gelu, tanh, identity, exp2, reciprocal or invsqrt."),
+            bases: Optional[int] = typer.Option(None, "--bases", parser=check.int_at_least(1), metavar="INTEGER",
+                                                help="Bases N (default: GELU/tanh 4, others 8)."),
+            timesteps: int = typer.Option(16, "--timesteps", parser=check.int_at_least(1), metavar="INTEGER",
+                                          help="Steps T the neuron runs."),
+            seed: int = typer.Option(0, "--seed", help="Seed of samples, initialisation and batches."),
+            out: Path = typer.Option(..., "--out", help="Fit file to write (JSON, docs/mbe.md)."),
+            samples: int = typer.Option(10_000, parser=check.int_at_least(1), metavar="INTEGER",
+                                        help="Uniform samples on the domain."),
+            epochs: int = typer.Option(200, parser=check.int_at_least(1), metavar="INTEGER",
+                                       help="Adam epochs (lr 0.01, decay 0.99 per epoch)."),
+            no_decay: bool = typer.Option(False, "--no-decay", help="Ablation: constant kernels (Fig. 6c).")):
+    """Learn MBE basis parameters for a function (paper 001) and write a fit file; same seed, same file."""
+    check.output_file(out, "--out")
+    from .convert.mbe_fit import fit_mbe
+    from .convert.mbe_params import save_fit
+    with _working(f"fitting MBE {function}"):
+        fit = fit_mbe(function, bases, timesteps, seed=seed, samples=samples, epochs=epochs, decay=not no_decay)
+    save_fit(fit, out)
+    console.print(Text(f"MBE fit of {function} (N={fit.bases}, T={fit.timesteps}, decay={fit.decay}) on "
+                       f"{list(fit.domain)}: MSE {fit.mse:.3e}, max |error| {fit.max_abs_err:.3e} -> {out}"))
+
+
 @command(name="import")
 def import_(model: Path = typer.Argument(..., metavar="MODEL.nir", help="A NIR graph (HDF5) written by NIR 1.0.x."),
             out: Path = typer.Option(..., "--out", help="Output IR file (NET.h5)."),

@@ -9,6 +9,7 @@ from .limits import MAX_STEPS, check_limits
 from . import seal
 from . import neurons_extra  # noqa: F401  (registers MultiSpikeIF, GradedSignedIF)
 from . import neurons_cuba  # noqa: F401  (registers CubaLIF, CubaLI)
+from . import neurons_mbe  # noqa: F401  (registers MBE, MBETable)
 from .nodes import (IF, NEURON_TYPES, NODE_TYPES, PROJECTION_TYPES, Conv2d, Dense, Identity, Input,
                     NeuronModel, Node, Operator, Population, Projection, Readout, SpikePayload,
                     expand_channel, register_neuron, register_projection)

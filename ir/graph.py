@@ -25,7 +25,8 @@ class IRError(SpikeportError):
 class Network:
     """A spiking network in hardware-neutral form.
 
-    coding    'C1' (average coding, input and biases every step, decode = mean) or 'C2' (sum coding).
+    coding    'C1' (average coding, input and biases every step, decode = mean), 'C2' (sum coding) or
+              'C3' (staged coding of MBE neurons, decode = sum; methods.md section 0, ir/neurons_mbe.py).
     outputs   names of the populations whose decoded values are the network output.
     datapath  set when the network is quantised (integer parameters), else None.
     meta      free-form provenance: method, calibration, source model, ANN accuracy, ...
@@ -117,8 +118,8 @@ class Network:
     # ------------------------------------------------------------------ checks
     def validate(self, where: str = "network") -> None:
         """Check every node and every shape relation; raise IRError naming the node."""
-        if self.coding not in ("C1", "C2"):
-            raise IRError(f"{where}: coding {self.coding!r} must be 'C1' or 'C2'")
+        if self.coding not in ("C1", "C2", "C3"):
+            raise IRError(f"{where}: coding {self.coding!r} must be 'C1', 'C2' or 'C3'")
         if not nx.is_directed_acyclic_graph(self.graph):
             cycle = nx.find_cycle(self.graph)
             raise IRError(f"{where}: the graph has a cycle through {[e[0] for e in cycle]}")
@@ -159,6 +160,11 @@ class Network:
                 raise IRError(f"{where}: population {pop.name!r} feeds nothing and is not an output")
             if not self.incoming(pop.name):
                 raise IRError(f"{where}: population {pop.name!r} has no incoming projection")
+            # a neuron model names the codings it runs in (MBE: C3 only); readouts run in any
+            allowed = getattr(type(pop.neuron), "codings", ("C1", "C2", "C3") if not pop.neuron.spiking else ("C1", "C2"))
+            if self.coding not in allowed:
+                raise IRError(f"{where}: population {pop.name!r} ({type(pop.neuron).__name__}) runs in coding "
+                              f"{' or '.join(allowed)}, the network uses {self.coding}")
 
     def summary(self) -> list[dict]:
         """One row per population: name, shape, neuron, fan-in, incoming projections."""

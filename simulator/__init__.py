@@ -16,6 +16,7 @@ from .result import LayerStats, SimResult
 from .synapses import PATHS, exact_float_context
 from . import kernels_extra  # noqa: F401,E402  (kernels of MultiSpikeIF, GradedSignedIF)
 from . import kernels_cuba  # noqa: F401,E402  (kernels of CubaLIF, CubaLI)
+from . import kernels_mbe  # noqa: F401,E402  (kernels of MBE, MBETable; staged coding C3)
 from .opcount import OpCounts, count_ops  # noqa: E402
 
 __all__ = ["simulate", "SimResult", "LayerStats", "register_kernel", "NeuronKernel", "FLOAT_KERNELS",

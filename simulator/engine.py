@@ -182,13 +182,15 @@ class BatchRun:
                     em = self._step_population(node, t)
                 else:
                     em = None
+                    if hasattr(self.kernels[name], "receive"):   # kernels that take input outside their window (C3)
+                        self._step_population(node, t, idle=True)
                 ring = self.rings[name]
                 ring[t % len(ring)] = em
             if self.voltages is not None:
                 for name, trace in self.voltages.items():
                     trace.append(self.kernels[name].v.clone())
 
-    def _step_population(self, pop: Population, t: int) -> Emission | None:
+    def _step_population(self, pop: Population, t: int, idle: bool = False) -> Emission | None:
         current = None
         for pk, src, delay in self.plan.incoming[pop.name]:
             if t - delay < 0:
@@ -202,6 +204,9 @@ class BatchRun:
                 self.acc_wrap[pop.name][t] += pk.last_wrap
             current = c if current is None else current + c
         kernel = self.kernels[pop.name]
+        if idle:
+            kernel.receive(current, t - pop.t_start)
+            return None
         spikes = kernel.step(current)
         if spikes is None:
             return None

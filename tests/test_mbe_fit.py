@@ -1,0 +1,120 @@
+"""MBE fitting, the fit file format, the shipped fits and the closed-form properties of paper 001.
+
+Must-show item of issue 11 covered here: the binary code with tau = dt/ln2 (error < alpha*2^(1-T)).
+The properties that need the shipped fits are in test_mbe_shipped.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spikeport.convert.mbe_fit import MBEFit, fit_mbe
+from spikeport.convert.mbe_ops import mbe_spikes
+from spikeport.convert.mbe_params import MBEFitError, default_fit, fit_to_dict, load_fit, save_fit
+from spikeport.ir import Dense, Input, Network, Population
+from spikeport.simulator import simulate
+
+torch.set_num_threads(1)
+LN2 = math.log(2.0)
+
+
+def simulate_fit(fit: MBEFit, x: np.ndarray, scale: float = 1.0):
+    """One float MBE population whose neuron i receives x[i] (staged coding, one stage)."""
+    net = Network(coding="C3")
+    net.add(Input("in", shape=(1,), coding="once"))
+    net.add(Population("p", shape=(len(x),), neuron=fit.neuron(scale=scale)))
+    net.add(Dense("w", source="in", target="p", weight=np.asarray(x, dtype=np.float64)[:, None]))
+    net.outputs = ["p"]
+    return simulate(net, np.ones((1, 1)), fit.timesteps)
+
+
+def binary_fit(T: int, alpha: float = 1.0) -> MBEFit:
+    """A signed identity with tau = dt/ln 2: every kernel halves per step (few-spikes binary code)."""
+    ones = np.ones((2, 1))
+    return MBEFit(function="identity", domain=(-1.0, 1.0), offset=0.0, bases=1, timesteps=T, decay=True,
+                  alpha=np.array([alpha, alpha]), odd=True, tau_d=ones / LN2, tau_r=ones / LN2, tau_V=ones / LN2,
+                  dt=ones.copy(), w=np.array([[1.0], [-1.0]]), seed=0, samples=0, epochs=0, lr=0.0, lr_decay=1.0,
+                  batch_size=1, mse=0.0, max_abs_err=0.0)
+
+
+# ------------------------------------------------------------------------------ closed forms
+@pytest.mark.parametrize("T", [4, 8, 16])
+def test_binary_code_with_tau_dt_over_ln2(T):
+    alpha = 2.0
+    fit = binary_fit(T, alpha)
+    rng = np.random.default_rng(T)
+    x = np.concatenate([rng.uniform(0, 2 * alpha * (1 - 2.0 ** -T), 2000), np.linspace(0, 2 * alpha, 257)[:-1] + 1e-9])
+    s, _ = mbe_spikes(fit, torch.as_tensor(x), scale=1.0)
+    bits = s.reshape(len(x), 2, 1, T)[:, 0, 0, :].numpy()
+    lsb = alpha * 2.0 ** (1 - T)
+    q = np.floor(x / lsb).astype(np.int64)
+    want = np.array([[(v >> (T - 1 - t)) & 1 for t in range(T)] for v in q])
+    np.testing.assert_array_equal(bits, want)               # the spikes are the binary digits of x
+    res = simulate_fit(fit, x)
+    err = x - res.outputs[0]
+    assert np.all(err >= 0) and np.all(err < lsb)           # error < alpha * 2^(1-T)
+    res_neg = simulate_fit(fit, -x)
+    assert np.all(np.abs(-x - res_neg.outputs[0]) < lsb)    # the relu(-x) branch mirrors it
+
+
+# --------------------------------------------------------------------------------- fitting
+def test_fit_is_deterministic_given_a_seed(tmp_path):
+    a = fit_mbe("gelu", 2, 6, seed=3, samples=400, epochs=2, batch_size=200)
+    b = fit_mbe("gelu", 2, 6, seed=3, samples=400, epochs=2, batch_size=200)
+    c = fit_mbe("gelu", 2, 6, seed=4, samples=400, epochs=2, batch_size=200)
+    for k in ("tau_d", "tau_r", "tau_V", "dt", "w", "alpha"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    assert not np.array_equal(a.w, c.w)
+    pa, pb = save_fit(a, tmp_path / "a.json"), save_fit(b, tmp_path / "b.json")
+    assert pa.read_bytes() == pb.read_bytes()
+    back = load_fit(pa)
+    for k in ("tau_d", "tau_r", "tau_V", "dt", "w", "alpha"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(a, k))   # floats survive JSON bit for bit
+
+
+def test_loader_names_file_field_and_value(tmp_path):
+    fit = fit_mbe("identity", 2, 4, seed=0, samples=200, epochs=1, batch_size=200)
+    good = fit_to_dict(fit)
+
+    def broken(mutate, match):
+        d = json.loads(json.dumps(good))
+        mutate(d)
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(d))
+        with pytest.raises(MBEFitError, match=match):
+            load_fit(path)
+
+    broken(lambda d: d.update(version=2), r"bad.json: field 'version': 2 is not supported")
+    broken(lambda d: d.update(format="x"), r"field 'format'")
+    broken(lambda d: d["branches"][1].update(tau_r=[1.0, -0.5]), r"field 'branches\[1\].tau_r\[1\]': -0.5 must be > 0")
+    broken(lambda d: d["branches"][0].update(w=[1.0]), r"'branches\[0\].w': has 1 values, bases = 2")
+    broken(lambda d: d.update(branches=d["branches"][:1]), r"needs 2")
+    broken(lambda d: d.pop("timesteps"), r"field 'timesteps': missing")
+    broken(lambda d: d.update(function="relu"), r"field 'function': 'relu' is not one of")
+    (tmp_path / "nan.json").write_text(json.dumps(good).replace(str(good["branches"][0]["w"][0]), "NaN", 1))
+    with pytest.raises(MBEFitError, match="nan.json: not valid JSON"):
+        load_fit(tmp_path / "nan.json")
+    with pytest.raises(MBEFitError, match="no such file"):
+        load_fit(tmp_path / "missing.json")
+    with pytest.raises(MBEFitError, match="no shipped MBE fit for gelu with N=3"):
+        default_fit("gelu", 3)
+
+
+def test_mbe_fit_command_writes_a_loadable_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from spikeport.cli import app
+    out = tmp_path / "f.json"
+    r = CliRunner().invoke(app, ["mbe-fit", "--function", "tanh", "--bases", "2", "--timesteps", "6", "--seed", "1",
+                                 "--out", str(out), "--samples", "300", "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    fit = load_fit(out)
+    assert (fit.function, fit.bases, fit.timesteps, fit.seed) == ("tanh", 2, 6, 1)
+    r = CliRunner().invoke(app, ["mbe-fit", "--function", "relu", "--out", str(out)])
+    assert r.exit_code == 2 and "unknown function 'relu'" in r.output
+
+
