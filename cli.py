@@ -32,6 +32,9 @@ PIPED_WIDTH = 1000   # when stdout is not a terminal, tables take the width they
 DEBUG_ENV = "SPIKEPORT_DEBUG"
 _state = {"debug": False}
 YES_HELP = "Run even when the estimated work is far beyond what this machine can do."
+SPINNAKER_PROFILE_HELP = ("spinnaker: spinnaker1 or spinnaker2 (default: the network's if it is a SpiNNaker one, "
+                          "else spinnaker1).")
+SPINNAKER_MACHINE_HELP = "spinnaker: 48-chip (one SpiNN-5 board) or WxH chips (a torus)."
 
 
 def _say_error(prefix: str, message: str) -> None:
@@ -683,11 +686,6 @@ def verify(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
                           json_out)
     if not rep.identical:
         raise typer.Exit(1)
-
-
-SPINNAKER_PROFILE_HELP = ("spinnaker: spinnaker1 or spinnaker2 (default: the network's if it is a SpiNNaker one, "
-                          "else spinnaker1).")
-SPINNAKER_MACHINE_HELP = "spinnaker: 48-chip (one SpiNN-5 board) or WxH chips (a torus)."
 
 
 def _spinnaker_profile(qnet, profile: Optional[str]) -> str:

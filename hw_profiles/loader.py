@@ -84,6 +84,8 @@ LIMIT_RULES: dict[str, Rule] = {
     "router_entries": _count(1, 2 ** 24),
     "router_entries_usable": _count(1, 2 ** 24),
     "axon_entry_bytes": _count(1, 2 ** 16),
+    "router_packets_per_s": _count(1, 2 ** 40),
+    "link_packets_per_s": _count(1, 2 ** 40),
     "conv_weights": ((str,), lambda v: v in CONV_WEIGHT_FORMATS, f"one of {', '.join(CONV_WEIGHT_FORMATS)}"),
 }
 assert set(LIMIT_RULES) == {f.name for f in fields(Limits)}, "every Limits field needs a rule"
