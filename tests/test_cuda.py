@@ -76,3 +76,56 @@ def test_differentiable_snn_cuda_counts_equal_cpu():
     gpu = DifferentiableSNN(net, DEV)(x.to(DEV), 9)
     for name, c in cpu.counts.items():
         np.testing.assert_array_equal(gpu.counts[name].cpu().numpy(), c.numpy(), err_msg=name)
+
+
+# ------------------------------------------------------------------ neuron models and datapath rules added later
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+
+from test_conv_wrap import example  # noqa: E402,F401  (fixture: the issue's conv example; a pinned exponent wraps)
+
+
+def test_conv_wrap_cuda_equals_cpu(example):
+    net, x, d = example
+    qnet, _ = quantize(net, load_profile(d / "pinned.toml"))
+    cpu = simulate(qnet, x, 8, record_spikes=True, record_states=True)
+    gpu = simulate(qnet, x, 8, record_spikes=True, record_states=True, device=DEV)
+    assert sum(layer["conv_wrap_events"] for layer in cpu.layers.values()) > 0
+    for name in cpu.spikes:
+        np.testing.assert_array_equal(gpu.spikes[name], cpu.spikes[name], err_msg=name)
+    for name in cpu.states:
+        np.testing.assert_array_equal(gpu.states[name], cpu.states[name], err_msg=name)
+    for name, layer in cpu.layers.items():
+        assert gpu.layers[name]["conv_wrap_events"] == layer["conv_wrap_events"], name
+
+
+def _same_run(net, x, T):
+    cpu = simulate(net, x, T, record_spikes=True, record_states=True)
+    gpu = simulate(net, x, T, record_spikes=True, record_states=True, device=DEV)
+    for name in cpu.spikes:
+        np.testing.assert_array_equal(gpu.spikes[name], cpu.spikes[name], err_msg=name)
+    for name in cpu.states:
+        np.testing.assert_array_equal(gpu.states[name], cpu.states[name], err_msg=name)
+    np.testing.assert_array_equal(gpu.outputs, cpu.outputs)
+
+
+def _cuba_cases():
+    from test_cuba import cuba_networks
+    return cuba_networks()
+
+
+def _mbe_cases():
+    from test_mbe_neuron import staged_networks
+    return staged_networks()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_cuba_cases())
+def test_cubalif_cuda_equals_cpu(case):
+    _same_run(*case)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mbe_cases())
+def test_mbe_staged_cuda_equals_cpu(case):
+    _same_run(*case)
