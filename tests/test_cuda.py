@@ -129,3 +129,21 @@ def test_cubalif_cuda_equals_cpu(case):
 @given(_mbe_cases())
 def test_mbe_staged_cuda_equals_cpu(case):
     _same_run(*case)
+
+
+@pytest.mark.parametrize("reset", ["zero", None])
+def test_imported_cubalif_cuda_equals_cpu(reset):
+    """CubaLIF kernels (float, and bit-accurate with u carried over steps) on an imported snnTorch NIR file."""
+    from pathlib import Path
+    from spikeport.frontend.nir_import import import_nir
+    data = Path(__file__).parent / "data" / "nir"
+    net = import_nir(data / "snntorch_cuba.nir", convention="snntorch", reset=reset)
+    x = np.load(data / "snntorch_cuba.npz")["x"].astype(np.float64)
+    nets = [net] + ([quantize(net, load_profile("loihi2"))[0]] if reset == "zero" else [])
+    for n in nets:
+        cpu = simulate(n, x, x.shape[1], record_spikes=True, record_states=True)
+        gpu = simulate(n, x, x.shape[1], record_spikes=True, record_states=True, device=DEV)
+        for name in cpu.spikes:
+            np.testing.assert_array_equal(gpu.spikes[name], cpu.spikes[name], err_msg=name)
+        for name in cpu.states:
+            np.testing.assert_array_equal(gpu.states[name], cpu.states[name], err_msg=name)

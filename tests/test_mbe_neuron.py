@@ -156,7 +156,8 @@ def quantized_chain(rng, T, dp, stages=2, tmax=400):
                         intensity=rng.integers(-300, 300, (B, N, T)), bias=np.array(int(rng.integers(-20, 21))))
     widths = [3] + [int(rng.integers(1, 5)) for _ in range(stages)]
     ms = [table(int(rng.integers(1, 3)), int(rng.integers(1, 4))) for _ in range(stages)]
-    ws = [rng.integers(-60, 61, (widths[k + 1], widths[k])).astype(float) for k in range(stages)]
+    # even weights: Lava's weight_step 2 (loading a quantised file checks it)
+    ws = [2 * rng.integers(-30, 31, (widths[k + 1], widths[k])).astype(float) for k in range(stages)]
     return chain(ms, widths, ws, T, quantized=True, dp=dp)
 
 
