@@ -351,7 +351,7 @@ def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
                                                 "settings by ablation (needs labels).")):
     """ANN vs float SNN vs fixed-point SNN per T, and per layer where float and fixed diverge and why."""
     from . import compiler, datasets, frontend, hw_profiles, report
-    from .simulator.mixed import run_mixed
+    from .simulator.mixed import run_variants
     from .report.tables import accuracy_table, layer_fidelity_table
     from .simulator import simulate as sim
     ts = check.timesteps_list(timesteps)
@@ -376,7 +376,7 @@ def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
         acts = ann.record_activations(x, [p.source for p in net.populations() if p.source])
     rep = report.fidelity(net, qnet, x, y, ts, simulate=sim, ann_accuracy=acc_ann,
                           ann_acts=acts, batch_size=batch_size, device=dev, progress=True,
-                          ablation_at=-1 if ablation else None, run_mixed=run_mixed, quantize=compiler.quantize,
+                          ablation_at=-1 if ablation else None, run_variants=run_variants, quantize=compiler.quantize,
                           template_profile=hw_profiles.load_profile("loihi2")).to_json()
     console.print(accuracy_table(rep))
     console.print(layer_fidelity_table(rep["points"][-1]))

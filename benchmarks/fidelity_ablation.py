@@ -23,7 +23,7 @@ from spikeport.hw_profiles import load_profile
 from spikeport.models import DigitsResNet, train_digits_model
 from spikeport.report.ablation import ablate
 from spikeport.simulator import simulate
-from spikeport.simulator.mixed import run_mixed
+from spikeport.simulator.mixed import run_variants
 
 PROFILES = {"loihi2": {}, "state 12 / threshold 6 bits": dict(state_bits=12, threshold_bits=6),
             "weights 3 bits": dict(weight_bits=3)}
@@ -51,7 +51,7 @@ def main() -> None:
     for name, fields in PROFILES.items():
         prof = dataclasses.replace(base, datapath=dataclasses.replace(base.datapath, **fields))
         qnet, _ = quantize(net, prof)
-        ab = ablate(net, qnet, x, y, args.timesteps, run_mixed=run_mixed, quantize=quantize, template_profile=base)
+        ab = ablate(net, qnet, x, y, args.timesteps, run_variants=run_variants, quantize=quantize, template_profile=base)
         hurt = ", ".join(ab.hurt_most.get(ab.blame_setting, [])[:3]) if ab.blame_setting else "-"
         print(f"{name:30s} {100 * ab.acc_float:6.2f} {100 * ab.acc_fixed:6.2f} {100 * ab.loss:6.2f}  "
               f"{str(ab.blame_layer):14s} {str(ab.blame_setting):24s} {hurt:28s} {abs(ab.unexplained):10.1e} "

@@ -128,30 +128,31 @@ def _quant_options(qnet: Network) -> dict:
 
 
 class _Runner:
-    """Mixed runs on ``qnet``'s timing, replaying whatever a change cannot reach."""
+    """Mixed runs on ``qnet``'s timing, replaying whatever a change cannot reach, batched: the float
+    and fixed runs share one time loop, then each phase's ablation runs are stacked along the batch
+    axis (``chunk`` variants per loop)."""
 
-    def __init__(self, net: Network, qnet: Network, x, y, T: int, batch_size: int, device, run_mixed):
+    def __init__(self, net: Network, qnet: Network, x, y, T: int, batch_size: int, device, run_variants,
+                 chunk: int = 8):
+        from ..simulator.mixed import Variant
+        self.Variant = Variant
         self.net, self.qnet, self.x, self.y, self.T = net, qnet, x, y, T
         self.kw = dict(batch_size=batch_size, device=device)
-        self.run_mixed = run_mixed
+        self.run_variants, self.chunk = run_variants, chunk
         self.pops = [p.name for p in qnet.populations()]
         self.out = qnet.outputs[0]
         self.desc = {p: set(nx.descendants(qnet.graph, p)) & set(self.pops) for p in self.pops}
-        self.runs = 0
-        self.F = self._full(net, record=True)
-        self.Q = self._full(qnet, record=True)
-
-    def _full(self, source: Network, record: bool = False):
-        self.runs += 1
-        return self.run_mixed(self.qnet, {p: source for p in self.pops}, self.x, self.T, record=record, **self.kw)
+        self.runs = 2
+        self.F, self.Q = run_variants(qnet, [Variant({p: net for p in self.pops}), Variant({})], x, T, record=True,
+                                      **self.kw)
 
     def accuracy(self, act: np.ndarray) -> float:
         pred = act.reshape(act.shape[0], -1).argmax(axis=1)
         return float(np.mean(pred == np.asarray(self.y).reshape(-1)))
 
-    def variant(self, base_run, base_net: Network, changed: dict[str, Network], default: Network):
+    def spec(self, base_run, base_net: Network, changed: dict[str, Network], default: Network):
         """Populations in ``changed`` from their network, their descendants from ``default``, all
-        others replayed from ``base_run`` (a full run of ``base_net``). Returns activations."""
+        others replayed from ``base_run`` (a full run of ``base_net``)."""
         computed = set(changed)
         for p in changed:
             computed |= self.desc[p]
@@ -165,18 +166,28 @@ class _Runner:
                 replay[p] = base_run.spikes[p]
             else:  # a non-spiking population upstream of nothing changed: recompute as in the base run
                 source[p] = base_net
-        self.runs += 1
-        res = self.run_mixed(self.qnet, source, self.x, self.T, replay=replay, **self.kw)
-        acts = dict(base_run.activations)
-        acts.update(res.activations)
-        return acts
+        return base_run, self.Variant(source, replay)
+
+    def run(self, specs: dict) -> dict:
+        """key -> (base run, Variant)  =>  key -> activations of every population."""
+        keys = list(specs)
+        out = {}
+        for a in range(0, len(keys), self.chunk):
+            part = keys[a:a + self.chunk]
+            results = self.run_variants(self.qnet, [specs[k][1] for k in part], self.x, self.T, **self.kw)
+            for k, res in zip(part, results):
+                acts = dict(specs[k][0].activations)
+                acts.update(res.activations)
+                out[k] = acts
+        self.runs += len(keys)
+        return out
 
 
-def ablate(net: Network, qnet: Network, x, y, timesteps: int, *, run_mixed, quantize, template_profile,
+def ablate(net: Network, qnet: Network, x, y, timesteps: int, *, run_variants, quantize, template_profile,
            relaxations: dict | None = None, batch_size: int = 256, device=None, runner=None) -> Ablation:
     """Attribute the float -> fixed accuracy loss at ``timesteps`` to layers and settings (module doc).
 
-    ``run_mixed`` is :func:`spikeport.simulator.mixed.run_mixed`, ``quantize`` is
+    ``run_variants`` is :func:`spikeport.simulator.mixed.run_variants`, ``quantize`` is
     :func:`spikeport.compiler.quantize` and ``template_profile`` any :class:`Profile` (its datapath is
     replaced by relaxed copies of ``qnet.datapath``): passed in so reports stay decoupled.
     """
@@ -184,7 +195,7 @@ def ablate(net: Network, qnet: Network, x, y, timesteps: int, *, run_mixed, quan
         raise ValueError("ablation needs labels y: accuracy loss is what it attributes")
     t0 = time.perf_counter()
     relax = RELAXATIONS if relaxations is None else relaxations
-    r = runner or _Runner(net, qnet, x, y, int(timesteps), batch_size, device, run_mixed)
+    r = runner or _Runner(net, qnet, x, y, int(timesteps), batch_size, device, run_variants)
     acc_f, acc_q = r.accuracy(r.F.activations[r.out]), r.accuracy(r.Q.activations[r.out])
     loss = acc_f - acc_q
     events = r.Q.events
@@ -204,39 +215,38 @@ def ablate(net: Network, qnet: Network, x, y, timesteps: int, *, run_mixed, quan
         except ValueError:
             relaxed[s] = None
 
-    # output-side telescoping: acc with L_k..L_n float, k = n..1 (suffix of float layers; prefix replayed from Q)
+    # phase 1: each layer alone fixed (A), alone float (B), and both telescoping orders
     n = len(r.pops)
-    suffix_acc = {n: acc_q}
-    for k in range(n - 1, -1, -1):
-        if k == 0:
-            suffix_acc[k] = acc_f
-        elif k == n - 1:
-            suffix_acc[k] = None          # = gain restored of the last layer, filled below
-        else:
-            suffix_acc[k] = r.accuracy(r.variant(r.Q, qnet, {p: net for p in r.pops[k:]}, net)[r.out])
+    specs = {}
+    for k, name in enumerate(r.pops):
+        specs[("A", k)] = r.spec(r.F, net, {name: qnet}, net)
+        specs[("B", k)] = r.spec(r.Q, qnet, {name: net}, qnet)
+        if k + 1 < n:    # input side: L_1..L_{k+1} float, the rest fixed
+            specs[("C", k)] = r.spec(r.F, net, {p: qnet for p in r.pops[k + 1:]}, qnet)
+        if 0 < k < n - 1:  # output side: L_{k+1}..L_n float (k = n - 1 is B of the last layer)
+            specs[("S", k)] = r.spec(r.Q, qnet, {p: net for p in r.pops[k:]}, net)
+    acts = r.run(specs)
+    acc = {key: r.accuracy(a[r.out]) for key, a in acts.items()}
+    suffix_acc = {n: acc_q, 0: acc_f, n - 1: acc[("B", n - 1)]} if n > 1 else {1: acc_q, 0: acc_f}
+    suffix_acc.update({k: acc[("S", k)] for k in range(1, n - 1)})
 
     layers = []
     cum_acc = acc_q
     for k, name in enumerate(r.pops):
-        pop = qnet[name]
-        a = r.variant(r.F, net, {name: qnet}, net)
-        b = r.variant(r.Q, qnet, {name: net}, qnet)
-        if k + 1 == len(r.pops):
-            c_acc = acc_f
-        else:  # C_{k+1}: L_1..L_{k+1} float, the rest fixed
-            c = r.variant(r.F, net, {p: qnet for p in r.pops[k + 1:]}, qnet)
-            c_acc = r.accuracy(c[r.out])
-        fwd = c_acc - cum_acc
-        cum_acc = c_acc
-        b_acc = r.accuracy(b[r.out])
-        if k == n - 1:
-            suffix_acc[k] = b_acc
+        c_acc = acc_f if k + 1 == n else acc[("C", k)]
         row = LayerAblation(
-            layer=name, neuron=type(pop.neuron).__name__, output=name in qnet.outputs,
+            layer=name, neuron=type(qnet[name].neuron).__name__, output=name in qnet.outputs,
             error_total=_rel_err(r.Q.activations[name], r.F.activations[name]),
-            error_own=_rel_err(a[name], r.F.activations[name]),
-            error_inherited=_rel_err(b[name], r.F.activations[name]),
-            drop_alone=acc_f - r.accuracy(a[r.out]), gain_restored=b_acc - acc_q, share=fwd)
+            error_own=_rel_err(acts[("A", k)][name], r.F.activations[name]),
+            error_inherited=_rel_err(acts[("B", k)][name], r.F.activations[name]),
+            drop_alone=acc_f - acc[("A", k)], gain_restored=acc[("B", k)] - acc_q,
+            share=0.5 * ((c_acc - cum_acc) + (suffix_acc[k] - suffix_acc[k + 1])))
+        cum_acc = c_acc
+        layers.append(row)
+
+    # phase 2: settings relaxed one layer at a time (D), and in every layer at once (G)
+    specs = {}
+    for row in layers:
         quiet = row.drop_alone <= 0 and row.gain_restored <= 0
         for s, rq in relaxed.items():
             if quiet:
@@ -244,17 +254,11 @@ def ablate(net: Network, qnet: Network, x, y, timesteps: int, *, run_mixed, quan
                 row.skipped.append(s)
             elif rq is None:
                 row.recovery[s] = None
-            elif _layer_unchanged(qnet, rq, name, relax[s][1], events):
+            elif _layer_unchanged(qnet, rq, row.layer, relax[s][1], events):
                 row.recovery[s] = 0.0
                 row.skipped.append(s)
             else:
-                d = r.variant(r.Q, qnet, {name: rq}, qnet)
-                row.recovery[s] = r.accuracy(d[r.out]) - acc_q
-        layers.append(row)
-    for k, row in enumerate(layers):  # mean of the input-side and output-side telescoping shares
-        row.share = 0.5 * (row.share + (suffix_acc[k] - suffix_acc[k + 1]))
-        row.cause = _layer_cause(row)
-
+                specs[("D", row.layer, s)] = r.spec(r.Q, qnet, {row.layer: rq}, qnet)
     network_recovery: dict[str, float | None] = {}
     for s, rq in relaxed.items():
         if rq is None:
@@ -262,7 +266,18 @@ def ablate(net: Network, qnet: Network, x, y, timesteps: int, *, run_mixed, quan
         elif all(s in row.skipped for row in layers):
             network_recovery[s] = 0.0
         else:
-            network_recovery[s] = r.accuracy(r.variant(r.Q, qnet, {p: rq for p in r.pops}, rq)[r.out]) - acc_q
+            specs[("G", s)] = r.spec(r.Q, qnet, {p: rq for p in r.pops}, rq)
+    acts = r.run(specs)
+    for key, a in acts.items():
+        if key[0] == "D":
+            next(row for row in layers if row.layer == key[1]).recovery[key[2]] = r.accuracy(a[r.out]) - acc_q
+        else:
+            network_recovery[key[1]] = r.accuracy(a[r.out]) - acc_q
+    for row in layers:
+        row.recovery = {s: row.recovery[s] for s in relax}
+        row.cause = _layer_cause(row)
+    network_recovery = {s: network_recovery[s] for s in relax}
+
     hurt = {}
     for s in relax:
         ranked = sorted((row for row in layers if (row.recovery.get(s) or 0) > 0), key=lambda row: -row.recovery[s])

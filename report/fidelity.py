@@ -173,14 +173,14 @@ def fidelity(net: Network, qnet: Network, x: np.ndarray, y: np.ndarray | None, t
              simulate: Callable, ann_accuracy: float | None = None,
              ann_acts: dict[str, np.ndarray] | None = None, batch_size: int = 256,
              device: str | None = None, progress: bool = False, ablation_at: int | None = -1,
-             run_mixed: Callable | None = None, quantize: Callable | None = None,
+             run_variants: Callable | None = None, quantize: Callable | None = None,
              template_profile=None) -> FidelityReport:
     """Run float and fixed simulations at every T and compare them layer by layer.
 
     ``simulate`` is :func:`spikeport.simulator.simulate` (passed in so reports stay independent of
     the simulator's internals); ``ann_acts`` maps ANN node names to their activations on ``x``.
     ``ablation_at``: the T at which to attribute the loss by ablation (-1: the largest T; None: no
-    ablation); it needs labels and ``run_mixed`` / ``quantize`` / ``template_profile`` (see
+    ablation); it needs labels and ``run_variants`` / ``quantize`` / ``template_profile`` (see
     :func:`spikeport.report.ablation.ablate`). The ablation's float and fixed runs are the ones
     reported at that T (they equal ``simulate``'s exactly), so nothing is simulated twice.
     """
@@ -188,16 +188,16 @@ def fidelity(net: Network, qnet: Network, x: np.ndarray, y: np.ndarray | None, t
 
     if ablation_at == -1:
         ablation_at = max(timesteps)
-    if ablation_at is not None and (y is None or run_mixed is None or quantize is None or template_profile is None):
+    if ablation_at is not None and (y is None or run_variants is None or quantize is None or template_profile is None):
         ablation_at = None
     points = []
     for T in timesteps:
         ab = None
         if T == ablation_at:
-            runner = _Runner(net, qnet, x, y, T, batch_size, device, run_mixed)
+            runner = _Runner(net, qnet, x, y, T, batch_size, device, run_variants)
             out = qnet.outputs[0]
             rf, rq = _RunView.of(runner.F, out), _RunView.of(runner.Q, out)
-            ab = ablate(net, qnet, x, y, T, run_mixed=run_mixed, quantize=quantize, template_profile=template_profile,
+            ab = ablate(net, qnet, x, y, T, run_variants=run_variants, quantize=quantize, template_profile=template_profile,
                         batch_size=batch_size, device=device, runner=runner)
         else:
             rf = simulate(net, x, T, batch_size=batch_size, device=device, progress=progress)

@@ -167,7 +167,8 @@ class ProjectionKernel:
             acc = acc.to(torch.int64)
             half = 2 ** (self.acc_bits - 1)
             wrapped = ((acc + half) & (2 * half - 1)) - half    # Lava signed_clamp: (x + h) % 2h - h
-            self.last_wrap = (wrapped != acc).sum()
+            self.last_wrap_rows = (wrapped != acc).sum(dim=1)   # per sample (batch row)
+            self.last_wrap = self.last_wrap_rows.sum()
             acc = wrapped
         acc = acc.to(self.int_dtype)
         e = self.weight_exp

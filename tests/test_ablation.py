@@ -19,7 +19,7 @@ from spikeport.hw_profiles.loader import PROFILE_DIR
 from spikeport.report import fidelity
 from spikeport.report.ablation import SHARE_TOLERANCE
 from spikeport.simulator import simulate
-from spikeport.simulator.mixed import run_mixed
+from spikeport.simulator.mixed import run_mixed, run_variants
 
 T = 32
 N = 150
@@ -46,7 +46,7 @@ def setup(digits_model, digits, tmp_path_factory):
 
 
 def _fidelity(net, qnet, x, y):
-    return fidelity(net, qnet, x, y, [T], simulate=simulate, run_mixed=run_mixed, quantize=quantize,
+    return fidelity(net, qnet, x, y, [T], simulate=simulate, run_variants=run_variants, quantize=quantize,
                     template_profile=load_profile("loihi2")).points[-1]
 
 
@@ -140,3 +140,22 @@ def test_cli_compile_strict_and_fidelity_json_name_the_output_layer(setup, digit
     assert point["ablation"]["blame_layer"] == out and "own" in r.output and "inherited" in r.output
     assert point["ablation"]["timesteps"] == 16
     assert (d / "fid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_batched_variants_equal_separate_runs(setup):
+    from spikeport.simulator.mixed import Variant
+    net, x, _, _, _ = setup
+    qnet, _ = quantize(net, "loihi2")
+    x = x[:30]
+    pops = [p.name for p in qnet.populations()]
+    q = run_mixed(qnet, {}, x, 12, record=True)
+    f = run_mixed(qnet, {p: net for p in pops}, x, 12, record=True)
+    variants = [Variant({pops[1]: net}, {pops[0]: q.spikes[pops[0]]}),          # restore layer 2, replay layer 1
+                Variant({p: net for p in pops[2:]}, {p: f.spikes[p] for p in pops[:2]}),
+                Variant({pops[0]: qnet}, {}), Variant({p: net for p in pops})]
+    batched = run_variants(qnet, variants, x, 12, batch_size=7)
+    for var, res in zip(variants, batched):
+        alone = run_mixed(qnet, var.source, x, 12, replay=var.replay)
+        assert set(res.activations) == set(alone.activations)
+        for name, act in alone.activations.items():
+            np.testing.assert_array_equal(res.activations[name], act)

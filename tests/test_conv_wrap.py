@@ -85,11 +85,11 @@ def test_pinned_exponent_wraps_counts_warns_and_equals_reference(example):
 
 def test_wrap_events_in_the_fidelity_report(example):
     from spikeport.report import fidelity
-    from spikeport.simulator.mixed import run_mixed
+    from spikeport.simulator.mixed import run_variants
     net, x, d = example
     qnet, _ = quantize(net, load_profile(d / "pinned.toml"))
     y = simulate(net, x, 8).predictions
-    point = fidelity(net, qnet, x, y, [8], simulate=simulate, run_mixed=run_mixed, quantize=quantize,
+    point = fidelity(net, qnet, x, y, [8], simulate=simulate, run_variants=run_variants, quantize=quantize,
                      template_profile=load_profile("loihi2")).points[-1]
     rows = {lf.layer: lf for lf in point.layers}
     conv = next(p.name for p in qnet.populations() if any(i.connectivity == "conv2d" for i in qnet.incoming(p.name)))
