@@ -50,6 +50,7 @@ CATEGORIES = ("bytes", "h5-edit", "h5-resealed", "legacy", "profile")
 TIMESTEPS = 4
 TASK_TIMEOUT_S = {"legacy": 150.0}           # the sandbox child itself gives up after 60 s
 DEFAULT_TIMEOUT_S = 60.0
+STARTUP_TIMEOUT_S = 900.0
 PROFILES = ("generic45nm", "loihi1", "loihi2", "spinnaker1", "spinnaker2")
 
 
@@ -333,6 +334,8 @@ def worker(seed: int, originals: list[dict], scratch: Path) -> None:
     float_net = ir.load(next(o["sealed"] for o in originals if o["name"] == "float"))
     out = sys.stdout
     sys.stdout = sys.stderr                       # nothing else may write to the result pipe
+    out.write("ready\n")                         # imports done: task timeouts start now
+    out.flush()
     for line in sys.stdin:
         category, index = line.split()
         index = int(index)
@@ -406,9 +409,17 @@ class _Slot(threading.Thread):
         self.proc = None
 
     def _start(self):
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", "--seed", str(self.args.seed),
-                                      "--originals", str(self.originals_file), "--scratch", str(self.scratch)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        """Start a worker and wait for its "ready" line: start-up (importing torch on a loaded machine can
+        take minutes) never counts against a mutant's timeout."""
+        for _ in range(3):
+            self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", "--seed", str(self.args.seed),
+                                          "--originals", str(self.originals_file), "--scratch", str(self.scratch)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            ready, _, _ = select.select([self.proc.stdout], [], [], STARTUP_TIMEOUT_S)
+            if ready and self.proc.stdout.readline() == b"ready\n":
+                return
+            self._stop()
+        raise RuntimeError("a fuzz worker failed to start three times")
 
     def _stop(self):
         if self.proc and self.proc.poll() is None:
@@ -428,7 +439,7 @@ class _Slot(threading.Thread):
                 return
             if self.proc is None:
                 self._start()
-            timeout = TASK_TIMEOUT_S.get(category, DEFAULT_TIMEOUT_S) + 30.0   # + worker start-up
+            timeout = TASK_TIMEOUT_S.get(category, DEFAULT_TIMEOUT_S)
             self.proc.stdin.write(f"{category} {index}\n".encode())
             self.proc.stdin.flush()
             ready, _, _ = select.select([self.proc.stdout], [], [], timeout)

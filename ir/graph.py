@@ -13,7 +13,7 @@ import networkx as nx
 import numpy as np
 
 from .datapath import Datapath
-from .nodes import Input, Node, Operator, Population, Projection
+from .nodes import Input, Node, Operator, Population, Projection, param_ok
 from ..errors import SpikeportError
 
 
@@ -145,6 +145,9 @@ class Network:
                     if isinstance(src, Projection):
                         raise ValueError(f"{node._where()}: source must be an input, population or operator")
                     node.validate_shapes(self.shape_of(node.source), self.shape_of(node.target))
+                    if not param_ok(node.scale, self.shape_of(node.target)):
+                        raise ValueError(f"{node._where()}: scale has shape {np.shape(node.scale)}; expected a scalar, "
+                                         f"one per target channel or the target shape {self.shape_of(node.target)}")
                     if self.quantized:
                         w = np.asarray(node.weight)
                         if w.size and not np.array_equal(w, np.round(w)):

@@ -258,7 +258,7 @@ class Population(Node):
             raise ValueError(f"{where}: shape {self.shape} must be non-empty and positive")
         self.neuron.validate(where, tuple(self.shape))
         self.payload.validate(where)
-        for name in ("decode_scale", "decode_offset"):
+        for name in ("decode_scale", "decode_offset", "state_scale"):
             if not param_ok(getattr(self, name), tuple(self.shape)):
                 raise ValueError(f"{where}: {name} has shape {np.shape(getattr(self, name))}, population shape is {self.shape}")
         if self.t_start < 0:

@@ -87,6 +87,14 @@ def test_validation_names_node_and_values():
     net["skip->out"].weight = net["skip->out"].weight + 0.5
     with pytest.raises(ir.IRError, match="non-integer weights"):
         net.validate()
+    net = small_net()
+    net["h"].state_scale = np.zeros(0)                      # found by benchmarks/fuzz_loaders.py
+    with pytest.raises(ir.IRError, match=r"population 'h': state_scale has shape \(0,\)"):
+        net.validate()
+    net = small_net()
+    net["skip->out"].scale = np.ones(3)
+    with pytest.raises(ir.IRError, match=r"skip->out.*scale has shape \(3,\)"):
+        net.validate()
 
 
 def test_names_and_references_checked():
