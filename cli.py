@@ -10,6 +10,7 @@ options, data and output paths (:mod:`spikeport.cli_checks`) and estimates its w
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import sys
 from contextlib import contextmanager
@@ -40,16 +41,41 @@ def _say_error(prefix: str, message: str) -> None:
 
 
 def _os_error_message(e: OSError) -> str:
-    path = e.filename if e.filename is not None else "(unknown path)"
+    if e.filename is not None:
+        path = e.filename
+    elif check.OUTPUTS:
+        path = f"writing {' or '.join(str(p) for p in check.OUTPUTS)}"
+    else:
+        path = "(no file named)"
     why = e.strerror or str(e)
     if getattr(e, "errno", None) == 28:  # ENOSPC
         why = f"{why}: the disk is full; nothing was written"
     return f"{path}: {why}"
 
 
+def _debug() -> bool:
+    return bool(_state["debug"] or os.environ.get(DEBUG_ENV))
+
+
+def _quiet_unraisable(unraisable) -> None:
+    """Finalisers (h5py objects, zip files) that fail after the real error was raised, e.g. on a full
+    disk, would print a traceback of their own; the error itself is reported once by _handled."""
+    if _debug():
+        sys.__unraisablehook__(unraisable)
+
+
+def _quiet_excepthook(*exc_info) -> None:
+    """Cython finalisers (h5py's ``__dealloc__``) print their traceback through sys.excepthook."""
+    if _debug():
+        sys.__excepthook__(*exc_info)
+
+
 @contextmanager
 def _handled():
     """The one place errors become messages and exit codes (see the module docstring)."""
+    check.OUTPUTS.clear()
+    previous_hooks = sys.unraisablehook, sys.excepthook
+    sys.unraisablehook, sys.excepthook = _quiet_unraisable, _quiet_excepthook
     try:
         yield
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -58,18 +84,23 @@ def _handled():
         _say_error("error", str(e))
         raise typer.Exit(e.exit_code) from None
     except OSError as e:
+        if _debug():
+            err_console.print_exception()
         _say_error("error", _os_error_message(e))
         raise typer.Exit(EXIT_USER) from None
     except KeyboardInterrupt:
         _say_error("interrupted", "stopped by Ctrl-C; no partial output files were left")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as e:  # noqa: BLE001 - anything else is a bug: one line, not a traceback
-        if _state["debug"] or os.environ.get(DEBUG_ENV):
+        if _debug():
             err_console.print_exception()
         _say_error("internal error", f"{type(e).__name__}: {e}")
         err_console.print(Text(f"This is a bug in spikeport; please report it with the command line. Run with "
                                f"--debug (or {DEBUG_ENV}=1) for the traceback."), soft_wrap=True)
         raise typer.Exit(EXIT_INTERNAL) from None
+    finally:
+        gc.collect()  # run pending finalisers while the quiet hook is in place
+        sys.unraisablehook, sys.excepthook = previous_hooks
 
 
 def command(*args, **kwargs):
@@ -102,6 +133,17 @@ def _working(description: str):
                   transient=True) as p:
         p.add_task(description, total=None)
         yield
+
+
+def _save_ir(net, path: Path) -> None:
+    """``ir.save``, with a file system error (a full disk) reported against ``path`` (h5py names none)."""
+    from . import ir
+    try:
+        ir.save(net, path)
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, (e.strerror or str(e)).split(" (")[0], str(path)) from e
+        raise
 
 
 def _workload(net, samples: int, timesteps, yes: bool, what: str, **kwargs):
@@ -165,7 +207,7 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
             yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
     """Convert a trained ANN into a float SNN in spikeport's IR."""
     from . import convert as conv
-    from . import datasets, frontend, ir, report
+    from . import datasets, frontend, report
     check.choice(method, sorted(conv.METHODS), "--method")
     check.choice(maxpool, conv.registry.MAXPOOL_CHOICES, "--maxpool")
     opts = dict(percentile=percentile, reset=reset, v_init=v_init) if method == "if" else {}
@@ -180,7 +222,7 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
         net = conv.convert(ann, x, method=method, timesteps=timesteps, maxpool=maxpool, **opts)
     if timesteps and y is not None:
         _workload(net, len(x), timesteps, yes, "float SNN accuracy on the calibration data")
-    ir.save(net, out)
+    _save_ir(net, out)
     summary = {"model": str(model), "method": method, "out": str(out), "layers": net.summary()}
     console.print(Text.assemble("converted ", (str(model), "bold"), " with method ", (method, "bold"),
                                 f" -> {out} ({len(net.populations())} populations, {len(net.projections())} projections)"))
@@ -201,7 +243,7 @@ def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
              out: Path = typer.Option(..., "--out", help="Quantised IR file (QNET.h5)."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the quantisation table as JSON.")):
     """Quantise a float IR to a hardware profile's fixed-point formats; print the per-layer table."""
-    from . import hw_profiles, ir
+    from . import hw_profiles
     check.output_file(out, "--out")
     check.output_file(json_out, "--json")
     check.distinct_outputs({"NET.h5": net_path}, {"--out": out, "--json": json_out})
@@ -209,7 +251,7 @@ def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
     prof = hw_profiles.load_profile(profile)
     from . import compiler, report  # torch: imported once the inputs are known to be good
     qnet, table = compiler.quantize(net, prof)
-    ir.save(qnet, out)
+    _save_ir(qnet, out)
     console.print(compiler.render_quant_table(table))
     console.print(Text.assemble("quantised for ", (prof.name, "bold"), f" -> {out}"))
     if json_out:
