@@ -99,7 +99,7 @@ def _setup_folder_with(name: str):
     return make
 
 
-# (id, argv(d, out), substrings the message must hold, optional setup(out))
+# (id, argv(d, out), substrings the message must hold (a tuple: one of them), optional setup(out))
 BIG_T = "1000000000000"
 CASES = [
     # ------------------------------------------------------------------ demo
@@ -139,11 +139,11 @@ CASES = [
     ("convert-timesteps-zero", lambda d, o: ["convert", d / "model.onnx", "--calib", d / "calib.npz", "--out", o / "n.h5", "--timesteps", "0"], ["--timesteps", "0", "below the minimum 1"]),
     # ------------------------------------------------------------------ compile
     ("compile-missing", lambda d, o: ["compile", d / "nothere.h5", "--out", o / "q.h5"], ["nothere.h5", "no such file"]),
-    ("compile-garbage", lambda d, o: ["compile", d / "garbage.h5", "--out", o / "q.h5"], ["garbage.h5", "not a readable HDF5 file"]),
+    ("compile-garbage", lambda d, o: ["compile", d / "garbage.h5", "--out", o / "q.h5"], ["garbage.h5", ("not a readable HDF5 file", "not a spikeport IR file")]),
     ("compile-quantised", lambda d, o: ["compile", d / "qnet.h5", "--out", o / "q.h5"], ["qnet.h5", "already quantised", "'loihi2'"]),
     ("compile-profile-name", lambda d, o: ["compile", d / "net.h5", "--profile", "loihi9", "--out", o / "q.h5"], ["'loihi9'", "built-in profiles", "spinnaker2"]),
     ("compile-profile-toml", lambda d, o: ["compile", d / "net.h5", "--profile", d / "bad.toml", "--out", o / "q.h5"], ["bad.toml", "not valid TOML"]),
-    ("compile-profile-section", lambda d, o: ["compile", d / "net.h5", "--profile", d / "nosections.toml", "--out", o / "q.h5"], ["nosections.toml", "[profile]", "missing required section"]),
+    ("compile-profile-section", lambda d, o: ["compile", d / "net.h5", "--profile", d / "nosections.toml", "--out", o / "q.h5"], ["nosections.toml", ("[profile] = None: missing required section", "section 'profile' is missing")]),
     ("compile-out-folder", lambda d, o: ["compile", d / "net.h5", "--out", o], ["--out", "is a folder"]),
     ("compile-json-parent", lambda d, o: ["compile", d / "net.h5", "--out", o / "q.h5", "--json", o / "sub" / "t.json"], ["--json", "t.json", "does not exist"]),
     # ------------------------------------------------------------------ simulate
@@ -243,8 +243,8 @@ def test_bad_input(d, tmp_path, argv, expect, setup):
     assert r.exit_code == EXIT_USER, r.output
     assert "Traceback" not in r.output
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    for s in expect:
-        assert s in text, f"{s!r} not in: {r.output}"
+    for s in expect:   # a tuple: any one of its messages (wording that differs between loader versions)
+        assert any(alt in text for alt in (s if isinstance(s, tuple) else (s,))), f"{s!r} not in: {r.output}"
     assert _files(out) == before, "new files in the output folder"
     assert _files(d) == inputs_before, "new files next to the inputs"
 
@@ -260,8 +260,12 @@ def test_subprocess_bad_inputs_exit_2_without_traceback(d, tmp_path):
     r = _spikeport("simulate", d / "net.h5", "--data", d / "shape.npz", "--timesteps", "4", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
     assert "shape.npz" in r.stderr and "(1, 7, 7)" in r.stderr
-    r = _spikeport("compile", d / "net.h5", "--profile", d / "nosections.toml", "--out", tmp_path / "q.h5", cwd=tmp_path)
-    assert r.returncode == 2 and "[profile" in r.stderr and "Traceback" not in r.stderr
+    bracketed = tmp_path / "[profile].npz"       # console markup would eat "[profile]"
+    np.savez(bracketed, x=np.zeros((2, 1, 7, 7), np.float32))
+    r = _spikeport("simulate", d / "net.h5", "--data", bracketed, "--timesteps", "4", "--json", tmp_path / "s.json",
+                   cwd=tmp_path)
+    assert r.returncode == 2 and "[profile].npz" in r.stderr and "Traceback" not in r.stderr
+    bracketed.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
