@@ -207,7 +207,7 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
             yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
     """Convert a trained ANN into a float SNN in spikeport's IR."""
     from . import convert as conv
-    from . import datasets, frontend, report
+    from . import datasets, frontend, ir, report  # noqa: F401  (ir: the IR is written through _save_ir)
     check.choice(method, sorted(conv.METHODS), "--method")
     check.choice(maxpool, conv.registry.MAXPOOL_CHOICES, "--maxpool")
     opts = dict(percentile=percentile, reset=reset, v_init=v_init) if method == "if" else {}
@@ -243,7 +243,7 @@ def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
              out: Path = typer.Option(..., "--out", help="Quantised IR file (QNET.h5)."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the quantisation table as JSON.")):
     """Quantise a float IR to a hardware profile's fixed-point formats; print the per-layer table."""
-    from . import hw_profiles
+    from . import hw_profiles, ir  # noqa: F401  (ir: the IR is written through _save_ir)
     check.output_file(out, "--out")
     check.output_file(json_out, "--json")
     check.distinct_outputs({"NET.h5": net_path}, {"--out": out, "--json": json_out})
