@@ -41,13 +41,12 @@ def _say_error(prefix: str, message: str) -> None:
 
 
 def _os_error_message(e: OSError) -> str:
+    why = e.strerror or str(e)
     if e.filename is not None:
         path = e.filename
-    elif check.OUTPUTS:
-        path = f"writing {' or '.join(str(p) for p in check.OUTPUTS)}"
-    else:
-        path = "(no file named)"
-    why = e.strerror or str(e)
+    else:  # e.g. h5py, whose message names only the temporary file, in parentheses
+        why = why.split(" (")[0]
+        path = f"writing {' or '.join(str(p) for p in check.OUTPUTS)}" if check.OUTPUTS else "(no file named)"
     if getattr(e, "errno", None) == 28:  # ENOSPC
         why = f"{why}: the disk is full; nothing was written"
     return f"{path}: {why}"
@@ -135,17 +134,6 @@ def _working(description: str):
         yield
 
 
-def _save_ir(net, path: Path) -> None:
-    """``ir.save``, with a file system error (a full disk) reported against ``path`` (h5py names none)."""
-    from . import ir
-    try:
-        ir.save(net, path)
-    except OSError as e:
-        if e.filename is None:
-            raise OSError(e.errno, (e.strerror or str(e)).split(" (")[0], str(path)) from e
-        raise
-
-
 def _workload(net, samples: int, timesteps, yes: bool, what: str, **kwargs):
     from .simulator import workload
     return workload.check(workload.estimate(net, samples, timesteps, what=what, **kwargs), override=yes)
@@ -207,7 +195,7 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
             yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
     """Convert a trained ANN into a float SNN in spikeport's IR."""
     from . import convert as conv
-    from . import datasets, frontend, ir, report  # noqa: F401  (ir: the IR is written through _save_ir)
+    from . import datasets, frontend, ir, report
     check.choice(method, sorted(conv.METHODS), "--method")
     check.choice(maxpool, conv.registry.MAXPOOL_CHOICES, "--maxpool")
     opts = dict(percentile=percentile, reset=reset, v_init=v_init) if method == "if" else {}
@@ -222,7 +210,7 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
         net = conv.convert(ann, x, method=method, timesteps=timesteps, maxpool=maxpool, **opts)
     if timesteps and y is not None:
         _workload(net, len(x), timesteps, yes, "float SNN accuracy on the calibration data")
-    _save_ir(net, out)
+    ir.save(net, out)
     summary = {"model": str(model), "method": method, "out": str(out), "layers": net.summary()}
     console.print(Text.assemble("converted ", (str(model), "bold"), " with method ", (method, "bold"),
                                 f" -> {out} ({len(net.populations())} populations, {len(net.projections())} projections)"))
@@ -243,7 +231,7 @@ def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
              out: Path = typer.Option(..., "--out", help="Quantised IR file (QNET.h5)."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the quantisation table as JSON.")):
     """Quantise a float IR to a hardware profile's fixed-point formats; print the per-layer table."""
-    from . import hw_profiles, ir  # noqa: F401  (ir: the IR is written through _save_ir)
+    from . import hw_profiles, ir
     check.output_file(out, "--out")
     check.output_file(json_out, "--json")
     check.distinct_outputs({"NET.h5": net_path}, {"--out": out, "--json": json_out})
@@ -251,7 +239,7 @@ def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
     prof = hw_profiles.load_profile(profile)
     from . import compiler, report  # torch: imported once the inputs are known to be good
     qnet, table = compiler.quantize(net, prof)
-    _save_ir(qnet, out)
+    ir.save(qnet, out)
     console.print(compiler.render_quant_table(table))
     console.print(Text.assemble("quantised for ", (prof.name, "bold"), f" -> {out}"))
     if json_out:
