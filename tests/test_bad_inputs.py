@@ -139,11 +139,11 @@ CASES = [
     ("convert-timesteps-zero", lambda d, o: ["convert", d / "model.onnx", "--calib", d / "calib.npz", "--out", o / "n.h5", "--timesteps", "0"], ["--timesteps", "0", "below the minimum 1"]),
     # ------------------------------------------------------------------ compile
     ("compile-missing", lambda d, o: ["compile", d / "nothere.h5", "--out", o / "q.h5"], ["nothere.h5", "no such file"]),
-    ("compile-garbage", lambda d, o: ["compile", d / "garbage.h5", "--out", o / "q.h5"], ["garbage.h5", ("not a readable HDF5 file", "not a spikeport IR file")]),
+    ("compile-garbage", lambda d, o: ["compile", d / "garbage.h5", "--out", o / "q.h5"], ["garbage.h5", "not a readable HDF5 file"]),
     ("compile-quantised", lambda d, o: ["compile", d / "qnet.h5", "--out", o / "q.h5"], ["qnet.h5", "already quantised", "'loihi2'"]),
     ("compile-profile-name", lambda d, o: ["compile", d / "net.h5", "--profile", "loihi9", "--out", o / "q.h5"], ["'loihi9'", "built-in profiles", "spinnaker2"]),
     ("compile-profile-toml", lambda d, o: ["compile", d / "net.h5", "--profile", d / "bad.toml", "--out", o / "q.h5"], ["bad.toml", "not valid TOML"]),
-    ("compile-profile-section", lambda d, o: ["compile", d / "net.h5", "--profile", d / "nosections.toml", "--out", o / "q.h5"], ["nosections.toml", "[profile]", ("missing required section", "is missing (required sections")]),
+    ("compile-profile-section", lambda d, o: ["compile", d / "net.h5", "--profile", d / "nosections.toml", "--out", o / "q.h5"], ["nosections.toml", "[profile]", "missing required section"]),
     ("compile-out-folder", lambda d, o: ["compile", d / "net.h5", "--out", o], ["--out", "is a folder"]),
     ("compile-json-parent", lambda d, o: ["compile", d / "net.h5", "--out", o / "q.h5", "--json", o / "sub" / "t.json"], ["--json", "t.json", "does not exist"]),
     # ------------------------------------------------------------------ simulate
