@@ -10,6 +10,7 @@ options, data and output paths (:mod:`spikeport.cli_checks`) and estimates its w
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import sys
 from contextlib import contextmanager
@@ -43,16 +44,40 @@ def _say_error(prefix: str, message: str) -> None:
 
 
 def _os_error_message(e: OSError) -> str:
-    path = e.filename if e.filename is not None else "(unknown path)"
     why = e.strerror or str(e)
+    if e.filename is not None:
+        path = e.filename
+    else:  # e.g. h5py, whose message names only the temporary file, in parentheses
+        why = why.split(" (")[0]
+        path = f"writing {' or '.join(str(p) for p in check.OUTPUTS)}" if check.OUTPUTS else "(no file named)"
     if getattr(e, "errno", None) == 28:  # ENOSPC
         why = f"{why}: the disk is full; nothing was written"
     return f"{path}: {why}"
 
 
+def _debug() -> bool:
+    return bool(_state["debug"] or os.environ.get(DEBUG_ENV))
+
+
+def _quiet_unraisable(unraisable) -> None:
+    """Finalisers (h5py objects, zip files) that fail after the real error was raised, e.g. on a full
+    disk, would print a traceback of their own; the error itself is reported once by _handled."""
+    if _debug():
+        sys.__unraisablehook__(unraisable)
+
+
+def _quiet_excepthook(*exc_info) -> None:
+    """Cython finalisers (h5py's ``__dealloc__``) print their traceback through sys.excepthook."""
+    if _debug():
+        sys.__excepthook__(*exc_info)
+
+
 @contextmanager
 def _handled():
     """The one place errors become messages and exit codes (see the module docstring)."""
+    check.OUTPUTS.clear()
+    previous_hooks = sys.unraisablehook, sys.excepthook
+    sys.unraisablehook, sys.excepthook = _quiet_unraisable, _quiet_excepthook
     try:
         yield
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -61,18 +86,23 @@ def _handled():
         _say_error("error", str(e))
         raise typer.Exit(e.exit_code) from None
     except OSError as e:
+        if _debug():
+            err_console.print_exception()
         _say_error("error", _os_error_message(e))
         raise typer.Exit(EXIT_USER) from None
     except KeyboardInterrupt:
         _say_error("interrupted", "stopped by Ctrl-C; no partial output files were left")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as e:  # noqa: BLE001 - anything else is a bug: one line, not a traceback
-        if _state["debug"] or os.environ.get(DEBUG_ENV):
+        if _debug():
             err_console.print_exception()
         _say_error("internal error", f"{type(e).__name__}: {e}")
         err_console.print(Text(f"This is a bug in spikeport; please report it with the command line. Run with "
                                f"--debug (or {DEBUG_ENV}=1) for the traceback."), soft_wrap=True)
         raise typer.Exit(EXIT_INTERNAL) from None
+    finally:
+        gc.collect()  # run pending finalisers while the quiet hook is in place
+        sys.unraisablehook, sys.excepthook = previous_hooks
 
 
 def command(*args, **kwargs):

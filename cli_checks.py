@@ -107,6 +107,9 @@ def key_values(items: list[str], option: str = "--opt") -> dict:
 
 
 # ---------------------------------------------------------------------- output paths
+OUTPUTS: list[Path] = []   # the outputs the running command checked (named when an OS error names no file)
+
+
 def _probe_writable(folder: Path) -> Optional[str]:
     """Create and remove a file in ``folder``; return why that fails (None when it works)."""
     try:
@@ -133,6 +136,7 @@ def output_file(path: Optional[Path], option: str) -> Optional[Path]:
     why = _probe_writable(parent)
     if why:
         raise OutputPathError(f"{option} {path}: cannot write in folder {parent} ({why})")
+    OUTPUTS.append(path)
     return path
 
 
@@ -149,6 +153,7 @@ def output_dir(path: Optional[Path], option: str) -> Optional[Path]:
     why = _probe_writable(path if path.is_dir() else parent)
     if why:
         raise OutputPathError(f"{option} {path}: cannot write there ({why})")
+    OUTPUTS.append(path)
     return path
 
 

@@ -11,6 +11,7 @@ Methods needing a fine-tuned activation register a factory in :data:`ACTIVATION_
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import atomic_path
+from ..atomic import write_bytes
+from ..errors import SpikeportError
 from .activations import QuantClipFloor, pqa_activation, qcfs_activation, quant_activations, swap_activations
 
 ActivationFactory = Callable[[int], nn.Module]
@@ -165,9 +167,9 @@ def export_finetuned(model: nn.Module, path: str | Path, example_x: np.ndarray) 
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
         ep = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
-    with atomic_path(path, suffix=".pt2") as tmp:
-        torch.export.save(ep, str(tmp))
-    return path
+    buffer = io.BytesIO()  # serialised in memory: torch's zip writer aborts the process on a full disk
+    torch.export.save(ep, buffer)
+    return write_bytes(path, buffer.getvalue())
 
 
 
@@ -198,8 +200,14 @@ def finetune_file(model, method: str, x: np.ndarray, y: np.ndarray, epochs: int,
     ann = load_model(model, maxpool="avg", **kwargs)
     before = ann.evaluate(x, y)["accuracy"]
     lv = DEFAULT_LEVELS.get(method, 8) if levels is None else int(levels)
-    tuned = finetune_for_method(ann.module, method, x, y, epochs, levels=lv, lr=lr, batch_size=batch_size,
-                                seed=seed, progress=progress, device=device, freeze_bn=True)
+    try:
+        tuned = finetune_for_method(ann.module, method, x, y, epochs, levels=lv, lr=lr, batch_size=batch_size,
+                                    seed=seed, progress=progress, device=device, freeze_bn=True)
+    except ValueError as e:  # the checks of finetune / swap_activations: the model or options do not fit
+        if isinstance(e, SpikeportError):
+            raise
+        from .lower import ConversionError
+        raise ConversionError(f"finetune {ann.source} --method {method}: {e}") from None
     path = export_finetuned(tuned, out, x[:2])
     after = load_model(path).evaluate(x, y)["accuracy"]
     lambdas = [float(m.lam.detach()) for m in quant_activations(tuned)]

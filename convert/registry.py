@@ -117,7 +117,13 @@ def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str
     if maxpool == "avg":
         ann = replace_maxpool(ann)
     x = check_calibration_data(ann, calib_x)
-    m.prepare(ann, x)
+    try:
+        m.prepare(ann, x)
+    except ValueError as e:  # a method's checks of its options against this model and data
+        if type(e) is not ValueError:  # SpikeportErrors already say what is wrong; others are bugs
+            raise
+        text = str(e)
+        raise ConversionError(text if text.startswith(f"method {method!r}") else f"method {method!r}: {text}") from None
     x_min, x_max = float(x.min()), float(x.max())
     net, populations = lower(ann, m, input_nonneg=x_min >= 0.0, input_coding=m.input_coding, pool=pool)
     net.coding = m.coding

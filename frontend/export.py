@@ -7,6 +7,7 @@ file shows the network as trained. Both files get a dynamic batch axis.
 """
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import atomic_path
+from ..atomic import write_bytes
 
 ONNX_OPSET = 17
 
@@ -36,10 +37,10 @@ def export_onnx(model: nn.Module, path: str | Path, example_x, keep_batchnorm: b
     extra = dict(training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False) if keep_batchnorm else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        with atomic_path(path, suffix=".onnx") as tmp:
-            torch.onnx.export(model, (_example(model, example_x),), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}},
-                              **extra)
+        buffer = io.BytesIO()  # serialised in memory, written atomically (a full disk is an OSError)
+        torch.onnx.export(model, (_example(model, example_x),), buffer, dynamo=False, opset_version=opset,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, **extra)
+    write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -51,7 +52,7 @@ def export_pt2(model: nn.Module, path: str | Path, example_x, dynamic_batch: boo
     if dynamic_batch and x.shape[0] < 2:
         x = torch.cat([x, x])  # a batch of 1 would be specialised by torch.export
     shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
-    ep = torch.export.export(model.eval(), (x,), dynamic_shapes=shapes)
-    with atomic_path(path, suffix=".pt2") as tmp:
-        torch.export.save(ep, str(tmp))
+    buffer = io.BytesIO()  # torch's zip writer aborts the process on a full disk; memory cannot fill up like that
+    torch.export.save(torch.export.export(model.eval(), (x,), dynamic_shapes=shapes), buffer)
+    write_bytes(path, buffer.getvalue())
     return path

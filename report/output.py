@@ -1,6 +1,7 @@
 """Writing report files: one JSON object per file, written atomically."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path, write_text
+from ..atomic import write_bytes, write_text
 
 
 def _clean(value):
@@ -39,6 +40,6 @@ def write_npz(path: str | os.PathLike, **arrays) -> Path:
     """np.savez written atomically (no pickled objects: arrays only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-    return path
+    buffer = io.BytesIO()  # np.savez's zip file would report a full disk from its finaliser as well
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    return write_bytes(path, buffer.getvalue())

@@ -1,6 +1,7 @@
 """PNG plots for reports (matplotlib, headless Agg backend)."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -10,19 +11,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..atomic import atomic_path  # noqa: E402
+from ..atomic import write_bytes  # noqa: E402
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
-    """Write atomically (:mod:`spikeport.atomic`) so an interrupted run leaves no half-written PNG."""
+    """Render the PNG in memory and write it atomically (:mod:`spikeport.atomic`): an interrupted run
+    or a full disk leaves no half-written PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
     try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
-    return path
+    return write_bytes(path, buffer.getvalue())
 
 
 def plot_accuracy_vs_timesteps(report: dict, path: str | os.PathLike, title: str = "") -> Path:

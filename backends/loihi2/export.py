@@ -8,6 +8,7 @@ Folder layout::
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -82,7 +83,9 @@ def _write_plan(plan: LavaPlan, out: Path) -> None:
     for name, (scale, offset, state_scale) in plan.decode.items():
         arrays[f"decode/{name}/scale"], arrays[f"decode/{name}/offset"], arrays[f"decode/{name}/state_scale"] = \
             scale, offset, state_scale
-    np.savez(out / "arrays.npz", **arrays)
+    buffer = io.BytesIO()  # np.savez's zip file would report a full disk from its finaliser as well
+    np.savez(buffer, **arrays)
+    (out / "arrays.npz").write_bytes(buffer.getvalue())
     (out / "plan.json").write_text(json.dumps(doc, indent=1, default=_json_default))
     (out / "load_lava.py").write_text(_LOADER.format(inp=plan.inputs[0].name))
 
