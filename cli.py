@@ -774,6 +774,8 @@ def _spinnaker_run(qnet, qnet_path, x, y, timesteps, profile, machine, trace, js
             ("payload bits", f"{traffic['payload_bits']:,}"), ("dropped packets", str(traffic["dropped"])),
             ("routing energy per sample", "-" if traffic["routing_energy_j_per_sample"] is None
              else f"{traffic['routing_energy_j_per_sample'] * 1e6:.3f} uJ")]
+    steps = max(traffic["samples"] * traffic["steps"], 1)
+    rows.append(("packets per step by layer", ", ".join(f"{k} {v / steps:.1f}" for k, v in traffic["per_layer_packets"].items())))
     if trace is not None:
         rows.append(("EIEIO trace", f"{trace} ({rr.trace_messages} messages)"))
     for r in rows:

@@ -296,25 +296,45 @@ def check_tables(machine: MachineModel, placement: MachinePlacement, keys: KeyMa
         p, chip, why = w.dropped[0]
         raise SpinnakerError(f"routing check: key 0x{int(k[p]):08X} (slice {int(o[p])}) dropped at chip "
                              f"{machine.chip_name(chip)}: {why}")
-    core_slice = {(s.chip, s.core): s.id for s in slices}
-    got = np.array([core_slice.get((int(a), int(b)), -1) for a, b in zip(w.delivered_chip, w.delivered_core)],
-                   dtype=np.int64) if len(w.delivered_chip) else np.zeros(0, dtype=np.int64)
-    pairs = np.stack([w.delivered_packet, got], axis=1) if len(got) else np.zeros((0, 2), dtype=np.int64)
-    uniq, counts = np.unique(pairs, axis=0, return_counts=True)
+    n_slices = len(slices)
+    max_core = max(s.core for s in slices) + 1
+    core_slice = np.full((machine.n_chips, max(max_core, int(w.delivered_core.max(initial=0)) + 1)), -1, dtype=np.int64)
+    for s in slices:
+        core_slice[s.chip, s.core] = s.id
+    got = core_slice[w.delivered_chip, w.delivered_core]
+    if (got < 0).any():
+        q = int(np.argmax(got < 0))
+        p = int(w.delivered_packet[q])
+        raise SpinnakerError(f"routing check: key 0x{int(k[p]):08X} delivered to core {int(w.delivered_core[q])} of chip "
+                             f"{machine.chip_name(int(w.delivered_chip[q]))}, which holds no slice")
+    code = w.delivered_packet * n_slices + got
+    uniq, counts = np.unique(code, return_counts=True)
     if (counts > 1).any():
-        p, t = uniq[np.argmax(counts > 1)]
-        raise SpinnakerError(f"routing check: key 0x{int(k[p]):08X} delivered {counts.max()} times to slice {t}")
-    delivered: dict[int, set[int]] = {}
-    for p, t in uniq:
-        delivered.setdefault(int(p), set()).add(int(t))
-    for p in range(len(k)):
-        want = set(routing.targets[int(o[p])])
-        have = delivered.get(p, set())
-        if have != want:
-            extra, missing = sorted(have - want), sorted(want - have)
-            raise SpinnakerError(f"routing check: key 0x{int(k[p]):08X} of slice {int(o[p])} reaches target slices "
-                                 f"{sorted(have)}, expected {sorted(want)} (extra {extra}, missing {missing})")
+        c = int(uniq[np.argmax(counts > 1)])
+        raise SpinnakerError(f"routing check: key 0x{int(k[c // n_slices]):08X} delivered {counts.max()} times to slice "
+                             f"{c % n_slices}")
+    # expected (packet, target slice) pairs from the slice targets
+    tgt = {sid: np.asarray(routing.targets[sid], dtype=np.int64) for sid in sids}
+    want = _expected_pairs(sids, slices, tgt, n_slices)
+    if len(want) != len(uniq) or not np.array_equal(want, uniq):
+        extra = np.setdiff1d(uniq, want)
+        missing = np.setdiff1d(want, uniq)
+        c = int(extra[0] if len(extra) else missing[0])
+        p = c // n_slices
+        raise SpinnakerError(f"routing check: key 0x{int(k[p]):08X} of slice {int(o[p])} "
+                             f"{'reaches unexpected' if len(extra) else 'misses'} target slice {c % n_slices} "
+                             f"({len(extra)} extra, {len(missing)} missing deliveries in all)")
     return {"keys": int(len(k)), "deliveries": int(len(uniq))}
+
+
+def _expected_pairs(sids, slices, tgt, n_slices) -> np.ndarray:
+    """Sorted codes packet * n_slices + target slice of every delivery the targets require."""
+    parts, first = [], 0
+    for sid in sids:
+        n = slices[sid].neurons
+        parts.append((np.arange(first, first + n, dtype=np.int64)[:, None] * n_slices + tgt[sid][None, :]).reshape(-1))
+        first += n
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
 
 def pacman_compare(routing: Routing, machine: MachineModel) -> int:
