@@ -21,6 +21,11 @@ SUPPORTED_OPS = (
     "AvgPool", "GlobalAvgPool (mean over H, W)",
     "MaxPool (replaced by AvgPool only with maxpool='avg')", "Flatten/Reshape (only as a flatten)",
     "residual Add", "Concat", "Identity/Dropout/Clone",
+    "LayerNorm (LayerNormalization or ReduceMean/Sub/Pow/Sqrt/Div)", "GELU (exact/Erf or tanh form)",
+    "Softmax", "MatMul of two input-dependent tensors", "Linear on token tensors (..., features)",
+    "multiply by a constant scalar", "add of a constant (position embedding)", "concat with a constant (class token)",
+    "Reshape/Transpose/Permute/Split/Slice/Gather/Squeeze/Unsqueeze (token and head plumbing)",
+    "Mean over any axes (token pooling)", "scaled_dot_product_attention (no mask, no dropout)",
 )
 
 
@@ -197,7 +202,104 @@ class Output(AnnNode):
     op: ClassVar[str] = "Output"
 
 
+@dataclass
+class Constant(AnnNode):
+    """A tensor that does not depend on the input (a class token), the same for every sample."""
+
+    value: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    op: ClassVar[str] = "Constant"
+
+
+@dataclass
+class LayerNorm(AnnNode):
+    """``y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias`` over the last axis (biased variance)."""
+
+    weight: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
+    bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    eps: float = 1e-5
+
+    op: ClassVar[str] = "LayerNorm"
+
+
+@dataclass
+class GELU(AnnNode):
+    """``y = x * Phi(x)`` (``approximate="none"``, the Erf form) or the tanh approximation
+    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`` (``approximate="tanh"``)."""
+
+    approximate: str = "none"
+
+    op: ClassVar[str] = "GELU"
+
+
+@dataclass
+class Softmax(AnnNode):
+    """``y_i = exp(x_i) / sum_j exp(x_j)`` along sample axis ``axis`` (no batch axis)."""
+
+    axis: int = -1
+
+    op: ClassVar[str] = "Softmax"
+
+
+@dataclass
+class MatMul(AnnNode):
+    """Product of two input-dependent tensors ``y = a @ b`` over the last two axes, leading axes
+    equal (attention ``q k^T`` and ``attn v``); inputs ``(a, b)``."""
+
+    op: ClassVar[str] = "MatMul"
+
+
+@dataclass
+class Scale(AnnNode):
+    """Multiplication by a constant scalar: ``y = factor * x`` (attention's ``d^-1/2``)."""
+
+    factor: float = 1.0
+
+    op: ClassVar[str] = "Scale"
+
+
+@dataclass
+class AddConst(AnnNode):
+    """``y = x + value`` with a constant broadcast to the sample shape (position embedding)."""
+
+    value: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    op: ClassVar[str] = "AddConst"
+
+
+@dataclass
+class Reshape(AnnNode):
+    """Row-major reshape of the sample to ``shape`` (heads split/merge, squeeze/unsqueeze); the
+    flattened data order is unchanged."""
+
+    op: ClassVar[str] = "Reshape"
+
+
+@dataclass
+class Rearrange(AnnNode):
+    """Pure re-indexing of one sample: ``y.flat[i] = x.flat[index[i]]`` (transpose/permute, head
+    split, qkv split/slice/select, class-token gather, expand). ``index`` has the output shape and
+    indexes the flattened input; ``note`` names the op it came from. Data order changes, values do
+    not: on hardware this is wiring (which neuron feeds which synapse), not computation."""
+
+    index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    note: str = ""
+
+    op: ClassVar[str] = "Rearrange"
+
+
+@dataclass
+class Mean(AnnNode):
+    """Mean over sample axes ``axes`` (token pooling); ``keepdim`` keeps them as size 1."""
+
+    axes: tuple[int, ...] = ()
+    keepdim: bool = False
+
+    op: ClassVar[str] = "Mean"
+
+
 ACTIVATION_OPS = (ReLU, LeakyReLU, QuantAct)
+TOKEN_OPS = (Constant, LayerNorm, GELU, Softmax, MatMul, Scale, AddConst, Reshape, Rearrange, Mean)
 LINEAR_OPS = (Conv2d, Linear)
 
 

@@ -139,13 +139,21 @@ def load_pt2(path: Path, input_shape=None) -> tuple[fx.GraphModule, tuple[int, .
 
 
 # ---------------------------------------------------------------------- nn.Module
+_OPAQUE_LEAVES = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.MultiheadAttention, nn.TransformerDecoder,
+                  nn.TransformerDecoderLayer, nn.Transformer)
+
 def trace_module(module: nn.Module, input_shape) -> fx.GraphModule:
     """``symbolic_trace`` a copy of the module; fall back to ``torch.export`` when tracing fails."""
     module = copy.deepcopy(module).eval().float()
     if isinstance(module, fx.GraphModule):
         return module
     try:
-        return fx.symbolic_trace(module)
+        gm = fx.symbolic_trace(module)
+        opaque = [n.target for n in gm.graph.nodes if n.op == "call_module"
+                  and isinstance(gm.get_submodule(n.target), _OPAQUE_LEAVES)]
+        if opaque:  # symbolic_trace keeps these torch.nn containers as leaves; export sees inside
+            raise FrontendError(f"composite torch.nn modules {opaque} stay opaque to symbolic_trace")
+        return gm
     except Exception as trace_error:  # noqa: BLE001 - any trace failure: try export instead
         example = _probe_input(input_shape, 2).to(next(module.parameters(), torch.zeros(0)).device)
         batch = torch.export.Dim("batch", min=1)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from . import ann_graph as G
+from . import normalise_tokens as T
 from .ann_graph import unsupported
 
 aten = torch.ops.aten
@@ -69,12 +70,15 @@ class Normaliser:
         self.values = probe.values
         self.batch = int(probe_input.shape[0])
         self.depends: dict[fx.Node, bool] = {}
-        for n in gm.graph.nodes:
-            self.depends[n] = n is self.input_node or any(self.depends[a] for a in n.all_input_nodes)
+        for n in gm.graph.nodes:  # shape arithmetic does not depend on the input's values
+            self.depends[n] = n is self.input_node or (not T.is_shape_op(gm, n) and any(self.depends[a] for a in n.all_input_nodes))
         self.graph = G.AnnGraph()
         self.alias: dict[fx.Node, str] = {}  # fx node -> ANN node name carrying its value
+        self.layouts: dict[fx.Node, T.Layout] = {}  # where the batch sits, when not in front
         self.tuple_ops: dict[fx.Node, tuple[str, dict]] = {}
         self.quant_acts, self.quant_inner = _find_quant_acts(self)
+        self.patterns, pattern_inner = T.find_token_patterns(self)
+        self.quant_inner |= pattern_inner
 
     # ------------------------------------------------------------------ helpers
     def is_tensor_value(self, n: fx.Node) -> bool:
@@ -82,7 +86,8 @@ class Normaliser:
         return isinstance(v, torch.Tensor) and v.is_floating_point()
 
     def shape_of(self, n: fx.Node) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.values[n].shape[1:])
+        """One sample's shape in the ANN graph (batch axis first; see ``normalise_tokens.Layout``)."""
+        return T.layout_of(self, n).sample_shape(tuple(self.values[n].shape))
 
     def const(self, v: Any, where: str, what: str) -> Any:
         """The value of argument ``v`` that must not depend on the input (a weight, a shape)."""
@@ -123,11 +128,16 @@ class Normaliser:
                 self._output(n)
             elif not self.depends[n] or n.op == "get_attr" or n in self.quant_inner:
                 continue  # constant (read when used) or inside a recognised QuantAct pattern
+            elif n in self.patterns:
+                T.add_pattern(self, n, self.patterns[n])
             elif n in self.quant_acts:
                 x, step, lo, hi = self.quant_acts[n]
                 self._add(n, G.QuantAct, (self.data(x, n.name, "QuantAct"),), step=step, min_level=lo, max_level=hi)
             elif n.op == "call_function" and n.target is operator.getitem and n.args[0] in self.tuple_ops:
-                self._tuple_item(n)
+                if self.tuple_ops[n.args[0]][0] == "plumbing":
+                    T.plumbing_item(self, n)
+                else:
+                    self._tuple_item(n)
             elif not self.is_tensor_value(n):
                 self._produces_tuple(n)  # else a shape helper or guard: no tensor data flows through it
             else:
@@ -136,7 +146,7 @@ class Normaliser:
 
     def _produces_tuple(self, n: fx.Node) -> bool:
         if isinstance(self.values.get(n), (tuple, list)) and any(isinstance(v, torch.Tensor) and v.is_floating_point() for v in self.values[n]):
-            spec = self._tuple_spec(n)
+            spec = self._tuple_spec_any(n)
             if spec is None:
                 raise unsupported(n.name, self.describe(n), "returns several tensors")
             self.tuple_ops[n] = spec
@@ -154,6 +164,11 @@ class Normaliser:
         if t is aten.native_batch_norm.default or t is aten._native_batch_norm_legit_functional.default:
             return "bn_native", {}
         return None
+
+    def _tuple_spec_any(self, n: fx.Node) -> tuple[str, dict] | None:
+        if T.is_plumbing(self, n, tuple_result=True):
+            return "plumbing", {}
+        return self._tuple_spec(n)
 
     def _tuple_item(self, n: fx.Node) -> None:
         src = n.args[0]
@@ -198,8 +213,27 @@ class Normaliser:
         else:
             handler = None
         if handler is None:
+            handler = self._token_handler(n)
+        if handler is None:
             raise unsupported(n.name, self.describe(n))
         handler(self, n)
+
+    def _token_handler(self, n: fx.Node) -> Callable | None:
+        """Transformer ops (normalise_tokens): plumbing, constant arithmetic, LayerNorm, GELU, ..."""
+        if n.op == "call_module":
+            mod = self.gm.get_submodule(n.target)
+            for cls, handler in _TOKEN_MODULES:
+                if isinstance(mod, cls):
+                    return handler
+        elif n.op == "call_function" and n.target in _TOKEN_FUNCTIONS:
+            return _TOKEN_FUNCTIONS[n.target]
+        elif n.op == "call_method" and n.target in _TOKEN_METHODS:
+            return _TOKEN_METHODS[n.target]
+        if T.arith_kind(self, n) is not None:
+            return lambda s, m: T.arith(s, m, T.arith_kind(s, m))
+        if T.is_plumbing(self, n):
+            return T.plumbing
+        return None
 
     def _module_handler(self, n: fx.Node) -> Callable | None:
         mod = self.gm.get_submodule(n.target)
@@ -213,6 +247,7 @@ class Normaliser:
 
     # ------------------------------------------------------------------ node builders
     def _add(self, n: fx.Node, cls: type, inputs: tuple[str, ...], **params) -> None:
+        T.inherit_layout(self, n, cls)
         self.graph.add(cls(n.name, inputs, self.shape_of(n), **params))
         self.alias[n] = n.name
 
@@ -238,8 +273,8 @@ class Normaliser:
     def _add_linear(self, n, x, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         if weight.ndim != 2:
             raise unsupported(n.name, self.describe(n), f"weight of shape {tuple(weight.shape)} is not 2-D")
-        if len(self.values[n].shape) != 2:
-            raise unsupported(n.name, self.describe(n), f"linear on a tensor of shape {tuple(self.values[n].shape)}; flatten to (N, features) first")
+        if self.values[n].shape[-1] != weight.shape[0]:
+            raise unsupported(n.name, self.describe(n), f"weight of shape {tuple(weight.shape)} on a tensor of shape {tuple(self.values[n].shape)}")
         if bias is not None:
             bias = bias.reshape(-1)
             if bias.numel() == 1 and weight.shape[0] != 1:
@@ -288,30 +323,31 @@ class Normaliser:
         self._add(n, G.AvgPool, (self.data(x, n.name, "AdaptiveAvgPool"),), kernel=k, stride=k)
 
     def _add_mean(self, n, x, dims, keepdim) -> None:
-        rank = len(self.values[x].shape)
-        dims_n = sorted(int(d) % rank for d in (dims if isinstance(dims, (list, tuple)) else [dims]))
-        if rank != 4 or dims_n != [2, 3]:
-            raise unsupported(n.name, self.describe(n), f"mean over dims {dims} of a rank-{rank} tensor (only over H, W)")
-        self._add(n, G.GlobalAvgPool, (self.data(x, n.name, "mean"),), keepdim=bool(keepdim))
+        T.mean(self, n, x, dims, keepdim)
 
     def _add_reshape(self, n, x) -> None:
-        """A reshape is accepted only as a flatten (or as a no-op); the probe shapes decide."""
+        """A flatten, a no-op, or any other reshape as token plumbing; the probe shapes decide."""
         src = self.data(x, n.name, "reshape")
         in_shape, out = tuple(self.values[x].shape), tuple(self.values[n].shape)
-        if out == in_shape:
+        if not T.layout_of(self, x).standard:
+            T.plumbing(self, n)
+        elif out == in_shape:
             self._add(n, G.Identity, (src,))
         elif out[0] == in_shape[0] and out[1:] == (int(np.prod(in_shape[1:])),):
             self._add(n, G.Flatten, (src,))
         else:
-            raise unsupported(n.name, self.describe(n), f"reshape {in_shape[1:]} -> {out[1:]} (batch axis left out) is not a flatten")
+            T.plumbing(self, n)
 
     def _add_add(self, n, a, b, alpha=1) -> None:
         where = n.name
         if alpha != 1:
             raise unsupported(where, self.describe(n), f"add with alpha={alpha}")
         nodes = [v for v in (a, b) if isinstance(v, fx.Node) and self.depends[v]]
+        if len(nodes) == 1:
+            T.arith(self, n, "add")  # a constant: position embedding or a bias
+            return
         if len(nodes) != 2:
-            raise unsupported(where, self.describe(n), "adding a constant to a tensor (only the add of two tensors, a residual, is supported)")
+            raise unsupported(where, self.describe(n), "adding two constants")
         sa, sb = self.shape_of(a), self.shape_of(b)
         if sa != sb:
             raise unsupported(where, self.describe(n), f"add of shapes {sa} and {sb} (broadcasting)")
@@ -322,11 +358,18 @@ class Normaliser:
         d = int(dim) % rank
         if d == 0:
             raise unsupported(n.name, self.describe(n), "concatenation along the batch axis")
-        self._add(n, G.Concat, tuple(self.data(t, n.name, "Concat") for t in tensors), axis=d - 1)
+        srcs = tuple(self.data(t, n.name, "Concat") if self.depends[t] else T.constant_node(self, t, n.name) for t in tensors)
+        T.inherit_layout(self, n, G.Concat)
+        axis = T.layout_of(self, n).sample_axis(d, rank)
+        if axis is None:
+            raise unsupported(n.name, self.describe(n), "concatenation along the batch axis")
+        self._add(n, G.Concat, srcs, axis=axis)
 
     def _add_matmul(self, n, x, w) -> None:
+        if not isinstance(x, fx.Node) or not self.depends[x]:
+            raise unsupported(n.name, self.describe(n), "MatMul of a constant left operand with a tensor (only tensor @ weight)")
         if not isinstance(w, fx.Node) or self.depends[w]:
-            raise unsupported(n.name, self.describe(n), "MatMul of two input-dependent tensors (only constant weights)")
+            raise unsupported(n.name, self.describe(n), "MatMul of two input-dependent tensors of these shapes")
         weight = self.const(w, n.name, "MatMul weight")
         if weight.ndim != 2:
             raise unsupported(n.name, self.describe(n), f"MatMul with a {weight.ndim}-d constant")
@@ -363,7 +406,7 @@ def _addmm_fn(s: Normaliser, n: fx.Node) -> None:
 
 
 def _mm_fn(s: Normaliser, n: fx.Node) -> None:
-    s._add_matmul(n, n.args[0], n.args[1])
+    T.matmul(s, n, n.args[0], n.args[1])
 
 
 def _bn_aten(s: Normaliser, n: fx.Node) -> None:
@@ -537,9 +580,10 @@ def _mod_gemm(s: Normaliser, n: fx.Node) -> None:
 
 def _mod_binary(s: Normaliser, n: fx.Node) -> None:
     m = _m(s, n)
-    if m.math_op_function is not torch.add or m.broadcast == 1:
-        raise unsupported(n.name, s.describe(n), "only Add of two tensors")
-    s._add_add(n, n.args[0], n.args[1])
+    kind = T.arith_kind(s, n)
+    if kind is None:
+        raise unsupported(n.name, s.describe(n), "only Add/Sub/Mul/Div")
+    T.arith(s, n, kind)
 
 
 def _mod_concat(s: Normaliser, n: fx.Node) -> None:
@@ -547,7 +591,7 @@ def _mod_concat(s: Normaliser, n: fx.Node) -> None:
 
 
 def _mod_matmul(s: Normaliser, n: fx.Node) -> None:
-    s._add_matmul(n, n.args[0], n.args[1])
+    T.matmul(s, n, n.args[0], n.args[1])
 
 
 def _mod_reshape(s: Normaliser, n: fx.Node) -> None:
@@ -719,3 +763,56 @@ def _find_quant_acts(s: Normaliser) -> tuple[dict[fx.Node, tuple], set[fx.Node]]
 def normalise(gm: fx.GraphModule, probe_input: torch.Tensor) -> G.AnnGraph:
     """Build the ANN graph of ``gm`` (eval mode) using one probe batch for constants and shapes."""
     return Normaliser(gm, probe_input).run()
+
+
+# ---------------------------------------------------------------------- transformer ops
+def _ln_fn(s: Normaliser, n: fx.Node) -> None:
+    a = s.arg
+    T.layer_norm(s, n, a(n, 0, "input"), a(n, 1, "normalized_shape"), a(n, 2, "weight"), a(n, 3, "bias"), a(n, 4, "eps", 1e-5))
+
+
+def _mod_ln(s: Normaliser, n: fx.Node) -> None:
+    m = _m(s, n)
+    T.layer_norm(s, n, n.args[0], m.normalized_shape, m.weight, m.bias, m.eps)
+
+
+def _gelu_fn(s: Normaliser, n: fx.Node) -> None:
+    T.gelu(s, n, s.arg(n, 0, "input"), n.kwargs.get("approximate", n.args[1] if len(n.args) > 1 else "none"))
+
+
+def _mod_gelu(s: Normaliser, n: fx.Node) -> None:
+    T.gelu(s, n, n.args[0], _m(s, n).approximate)
+
+
+def _softmax_fn(s: Normaliser, n: fx.Node) -> None:
+    T.softmax(s, n, s.arg(n, 0, "input"), s.arg(n, 1, "dim"))
+
+
+def _mod_softmax(s: Normaliser, n: fx.Node) -> None:
+    T.softmax(s, n, n.args[0], _m(s, n).dim)
+
+
+def _mod_reduce(s: Normaliser, n: fx.Node) -> None:
+    m = _m(s, n)
+    if m.operation_type != "ReduceMean":
+        raise unsupported(n.name, s.describe(n), f"{m.operation_type} (only ReduceMean)")
+    T.mean(s, n, n.args[0], m.axes, m.keepdims)
+
+
+def _mod_identity(s: Normaliser, n: fx.Node) -> None:
+    _identity_fn(s, n)
+
+
+_TOKEN_FUNCTIONS: dict[Any, Callable] = {
+    aten.layer_norm.default: _ln_fn, F.layer_norm: _ln_fn, torch.layer_norm: _ln_fn,
+    aten.gelu.default: _gelu_fn, F.gelu: _gelu_fn,
+    aten.softmax.int: _softmax_fn, aten._softmax.default: _softmax_fn, F.softmax: _softmax_fn, torch.softmax: _softmax_fn,
+    aten.scaled_dot_product_attention.default: T.sdpa, F.scaled_dot_product_attention: T.sdpa,
+    aten.bmm.default: _mm_fn, torch.bmm: _mm_fn,
+    aten.dropout.default: _dropout_fn,
+}
+_TOKEN_METHODS: dict[str, Callable] = {"softmax": _softmax_fn, "matmul": _mm_fn, "__matmul__": _mm_fn}
+_TOKEN_MODULES: list[tuple[type, Callable]] = [
+    (nn.LayerNorm, _mod_ln), (nn.GELU, _mod_gelu), (nn.Softmax, _mod_softmax),
+]
+_ONNX2TORCH_MODULES["OnnxReduceStaticAxes"] = _mod_reduce
