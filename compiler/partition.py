@@ -346,6 +346,33 @@ def _cut(name: str, starts, stops) -> list[CoreUse]:
     return [CoreUse(name, int(a), int(b)) for a, b in zip(starts, stops)]
 
 
+def _receptive_union(pix: np.ndarray, proj: Conv2d, in_hw: tuple[int, int], k_hw: tuple[int, int]) -> np.ndarray:
+    """(..., H_out, W_out) bool target pixels -> (..., H, W) bool input pixels in their receptive fields.
+
+    One strided copy per kernel tap (a transposed convolution with a ones kernel, done as boolean
+    OR): output pixel y reads input row ``y*stride - padding + i*dilation``; rows off the input are
+    padding. Within one tap the mapping is one-to-one, so the fancy-indexed OR has no collisions.
+    """
+    h, w = in_hw
+    ho, wo = pix.shape[-2:]
+    out = np.zeros(pix.shape[:-2] + (h, w), dtype=bool)
+    axes = []
+    for n_out, n_in, k, s, p, d in ((ho, h, k_hw[0], proj.stride[0], proj.padding[0], proj.dilation[0]),
+                                    (wo, w, k_hw[1], proj.stride[1], proj.padding[1], proj.dilation[1])):
+        taps = []
+        for i in range(k):
+            src = np.arange(n_out)
+            dst = src * s - p + i * d
+            ok = (dst >= 0) & (dst < n_in)
+            taps.append((src[ok], dst[ok]))
+        axes.append(taps)
+    for ys, yd in axes[0]:
+        for xs, xd in axes[1]:
+            if len(ys) and len(xs):
+                out[..., yd[:, None], xd[None, :]] |= pix[..., ys[:, None], xs[None, :]]
+    return out
+
+
 def reach_matrix(net: Network, proj: Projection, starts, stops) -> np.ndarray:
     """Structural connectivity of ``proj`` at slice granularity: ``(n_source, n_slices)`` booleans,
     True where source neuron i has at least one synapse (zero weights included) onto a target neuron
@@ -365,12 +392,12 @@ def reach_matrix(net: Network, proj: Projection, starts, stops) -> np.ndarray:
     co, ho, wo = dst_shape
     g = proj.groups
     kh, kw = np.asarray(proj.weight).shape[2:]
-    ind = torch.zeros((len(starts), g, ho * wo), dtype=torch.float32)
+    ind = np.zeros((len(starts), g, ho * wo), dtype=bool)
     for s, (a, b) in enumerate(zip(starts, stops)):
-        flat = torch.arange(int(a), int(b))
-        ind[s, (flat // (ho * wo)) // (co // g), flat % (ho * wo)] = 1
-    hit = _receptive_union(ind.reshape(len(starts), g, ho, wo) > 0, proj, (h, w), (kh, kw))
-    hit = hit.reshape(len(starts), g, h * w).numpy()                    # (slices, group, pixel)
+        flat = np.arange(int(a), int(b))
+        ind[s, (flat // (ho * wo)) // (co // g), flat % (ho * wo)] = True
+    hit = _receptive_union(ind.reshape(len(starts), g, ho, wo), proj, (h, w), (kh, kw))
+    hit = hit.reshape(len(starts), g, h * w)                            # (slices, group, pixel)
     group_of_channel = np.arange(cin) // (cin // g)
     return hit[:, group_of_channel, :].transpose(1, 2, 0).reshape(n_src, len(starts))
 
