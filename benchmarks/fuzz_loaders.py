@@ -119,7 +119,7 @@ def make_originals(folder: Path) -> list[dict]:
 _VALUES = [0, -1, 1, 2, 7, 2 ** 31, 2 ** 62, -2 ** 62, 1e9, -1e9, 1e300, float("nan"), float("inf"), -float("inf"),
            0.5, -0.5, "", "x", "IF", "Dense", "Population", "graded", "analog", "C2", "zero", ">", "saturate",
            True, False, "[]", "{}", '{"a": 1}', '["out"]', "[" * 5000, '["shape"]', '["threshold"]', "null",
-           "NaN", "1e999", "\udcff"]
+           "NaN", "1e999", np.bytes_(b"\xff\xfe")]          # the last: bytes that are not UTF-8
 
 
 def _mutate_bytes(data: bytes, rng) -> bytes:
@@ -257,7 +257,10 @@ def _edit_once(f, rng) -> str | None:
             f.copy(g.name, g.parent, name=g.name.rsplit("/", 1)[1] + "_copy")
             return f"copy {g.name}"
         if op == 7:                               # unknown attribute
-            obj.attrs["zz_unknown"] = _new_value(1, rng) if rng.random() < 0.5 else 1
+            try:
+                obj.attrs["zz_unknown"] = _new_value(1, rng) if rng.random() < 0.5 else 1
+            except (TypeError, ValueError):
+                obj.attrs["zz_unknown"] = 1
             return f"add attr {obj.name}"
         keys = list(obj.attrs)                    # swap two attribute values
         if len(keys) >= 2:
