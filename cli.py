@@ -298,12 +298,14 @@ def mbe_fit(function: str = typer.Option(..., "--function", help="gelu, tanh, id
             out: Path = typer.Option(..., "--out", help="Fit file to write (JSON, docs/mbe.md)."),
             samples: int = typer.Option(10_000, min=1, help="Uniform samples on the domain."),
             epochs: int = typer.Option(200, min=1, help="Adam epochs (lr 0.01, decay 0.99 per epoch)."),
+            batch_size: int = typer.Option(2500, min=1, help="Samples per Adam step (smaller: more steps, slower)."),
             no_decay: bool = typer.Option(False, "--no-decay", help="Ablation: constant kernels (Fig. 6c).")):
     """Learn MBE basis parameters for a function (paper 001) and write a fit file; same seed, same file."""
     from .convert.mbe_fit import fit_mbe
     from .convert.mbe_params import save_fit
     try:
-        fit = _run(fit_mbe, function, bases, timesteps, seed=seed, samples=samples, epochs=epochs, decay=not no_decay)
+        fit = _run(fit_mbe, function, bases, timesteps, seed=seed, samples=samples, epochs=epochs,
+                   batch_size=batch_size, decay=not no_decay)
     except ValueError as e:
         _fail(str(e))
     _run(save_fit, fit, out)
