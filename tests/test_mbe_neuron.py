@@ -156,7 +156,8 @@ def quantized_chain(rng, T, dp, stages=2, tmax=400):
                         intensity=rng.integers(-300, 300, (B, N, T)), bias=np.array(int(rng.integers(-20, 21))))
     widths = [3] + [int(rng.integers(1, 5)) for _ in range(stages)]
     ms = [table(int(rng.integers(1, 3)), int(rng.integers(1, 4))) for _ in range(stages)]
-    ws = [rng.integers(-60, 61, (widths[k + 1], widths[k])).astype(float) for k in range(stages)]
+    # even weights within Lava's 8-bit mixed-sign range: valid for Datapath() (weight_step 2), so files load
+    ws = [2 * rng.integers(-30, 31, (widths[k + 1], widths[k])).astype(float) for k in range(stages)]
     return chain(ms, widths, ws, T, quantized=True, dp=dp)
 
 
@@ -170,12 +171,12 @@ def staged_networks(draw):
     for p in net.projections():
         p.weight_exp = int(draw(st.integers(-3, 1)))
         if draw(st.booleans()) and p.source != "in":
-            p.weight = p.weight * 2   # keep weights even (Lava weight_step)
+            p.weight = p.weight * 4   # larger currents (still even)
     if draw(st.booleans()):   # a readout accumulates the last stage during its window
         last = net.outputs[0]
         net.add(Population("out", shape=(2,), neuron=Readout(bias=rng.integers(-3, 4, 2), v_init=rng.integers(-5, 6, 2)),
                            t_start=net[last].t_start))
-        net.add(Dense("r", source=last, target="out", weight=rng.integers(-4, 5, (2, net[last].size)).astype(float)))
+        net.add(Dense("r", source=last, target="out", weight=2 * rng.integers(-2, 3, (2, net[last].size)).astype(float)))
         net.outputs = ["out"]
     x = rng.integers(-128, 128, (4, 3)).astype(float)
     return net, x, T
