@@ -217,3 +217,19 @@ def test_quantised_tables_track_the_float_neuron():
     assert close.mean() > 0.95, close.mean()
     with pytest.raises(QuantizationError, match="intensity"):
         quantize_mbe(m, s_in, 2.0 ** -30, dp, where="p")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_mbe_kernels_on_cuda_equal_cpu():
+    rng = np.random.default_rng(6)
+    T = 5
+    q = quantized_chain(rng, T, Datapath(), stages=3)
+    xi = rng.integers(-128, 128, (6, 3)).astype(float)
+    a, b = simulate(q, xi, T, record_spikes=True), simulate(q, xi, T, record_spikes=True, device="cuda")
+    for name in a.spikes:
+        np.testing.assert_array_equal(a.spikes[name], b.spikes[name])
+    np.testing.assert_array_equal(a.outputs, b.outputs)
+    ms = [random_mbe(rng, T=T) for _ in range(2)]
+    f = chain(ms, [3, 4, 2], [rng.normal(0, 1, (4, 3)), rng.normal(0, 1, (2, 4))], T)
+    x = rng.normal(0, 1, (6, 3))
+    np.testing.assert_allclose(simulate(f, x, T).outputs, simulate(f, x, T, device="cuda").outputs, rtol=0, atol=1e-12)
