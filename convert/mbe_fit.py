@@ -34,10 +34,15 @@ import numpy as np
 import torch
 
 from ..ir.neurons_mbe import MBE
+from .lower import ConversionError
 
 SURROGATE_WIDTH = 0.05
 EVAL_POINTS = 20001
 CHECK_EVERY = 10          # epochs between full-sample checks for the kept (best) parameters
+
+
+class MBEFitError(ConversionError):
+    """Bad fitting arguments or a bad fit file; the message names the file or option, field and value."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ class MBEFit:
         """An IR ``MBE`` realising ``f(x) - offset`` (its bias holds ``bias - shift``); ``scale`` s makes it
         act on s*x (alpha -> s*alpha), exact for the identity (homogeneous), a rescaling otherwise."""
         if not self.decay:
-            raise ValueError(f"MBE fit of {self.function!r} was made without decay (ablation); the IR neuron decays")
+            raise MBEFitError(f"MBE fit of {self.function!r} was made without decay (ablation); the IR neuron decays")
         B = self.w.shape[0]
         return MBE(tau_d=self.tau_d.copy(), tau_r=self.tau_r.copy(), tau_V=self.tau_V.copy(), dt=self.dt.copy(),
                    w=self.w.copy(), alpha=np.asarray(self.alpha, dtype=np.float64) * scale, timesteps=self.timesteps,
@@ -178,16 +183,16 @@ def fit_mbe(function: str, bases: int | None = None, timesteps: int | None = Non
             batch_size: int = 2500, decay: bool = True) -> MBEFit:
     """Learn the basis parameters of ``function`` (a key of FUNCTIONS); same seed -> same parameters."""
     if function not in FUNCTIONS:
-        raise ValueError(f"mbe-fit: unknown function {function!r}; known: {sorted(FUNCTIONS)}")
+        raise MBEFitError(f"mbe-fit: unknown function {function!r}; known: {sorted(FUNCTIONS)}")
     spec = FUNCTIONS[function]
     N = int(bases if bases is not None else spec.bases)
     T = int(timesteps if timesteps is not None else spec.timesteps)
     for name, v, lo, hi in (("bases", N, 1, 127), ("timesteps", T, 1, 4096), ("samples", samples, 1, 10 ** 7),
                             ("epochs", epochs, 1, 10 ** 5), ("batch_size", batch_size, 1, 10 ** 7)):
         if not lo <= int(v) <= hi:
-            raise ValueError(f"mbe-fit: {name} = {v} outside {lo}..{hi}")
+            raise MBEFitError(f"mbe-fit: {name} = {v} outside {lo}..{hi}")
     if not (lr > 0 and 0 < lr_decay <= 1):
-        raise ValueError(f"mbe-fit: lr = {lr} must be > 0 and lr_decay = {lr_decay} in (0, 1]")
+        raise MBEFitError(f"mbe-fit: lr = {lr} must be > 0 and lr_decay = {lr_decay} in (0, 1]")
     lo, hi = spec.domain
     signed = lo < 0 < hi
     fit_b = 2 if signed and not spec.odd else 1                    # branches with their own parameters
@@ -278,4 +283,4 @@ def evaluate(fit: MBEFit, points: int = EVAL_POINTS) -> tuple[float, float]:
     return float(np.mean(err ** 2)), float(np.abs(err).max())
 
 
-__all__ = ["FUNCTIONS", "FunctionSpec", "MBEFit", "evaluate", "fit_mbe"]
+__all__ = ["FUNCTIONS", "FunctionSpec", "MBEFit", "MBEFitError", "evaluate", "fit_mbe"]

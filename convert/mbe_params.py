@@ -16,18 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .lower import ConversionError
-from .mbe_fit import FUNCTIONS, MBEFit
+from .mbe_fit import FUNCTIONS, MBEFit, MBEFitError
 
 FORMAT = "spikeport-mbe-fit"
 VERSION = 1
 FITS_DIR = Path(__file__).with_name("mbe_fits")
 BRANCH_INPUTS = ("relu(x)", "relu(-x)")
 PARAMS = ("tau_d", "tau_r", "tau_V", "dt", "w")
-
-
-class MBEFitError(ConversionError):
-    """An MBE fit file is unreadable or breaks the format; the message names file, field and value."""
 
 
 def fit_to_dict(fit: MBEFit) -> dict:
