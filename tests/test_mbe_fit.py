@@ -115,6 +115,6 @@ def test_mbe_fit_command_writes_a_loadable_file(tmp_path):
     fit = load_fit(out)
     assert (fit.function, fit.bases, fit.timesteps, fit.seed) == ("tanh", 2, 6, 1)
     r = CliRunner().invoke(app, ["mbe-fit", "--function", "relu", "--out", str(out)])
-    assert r.exit_code == 2 and "unknown function 'relu'" in r.output
+    assert r.exit_code == 2 and "'relu'" in r.output
 
 
