@@ -249,13 +249,16 @@ def mbe_fit(function: str = typer.Option(..., "--function", help="gelu, tanh, id
                                         help="Uniform samples on the domain."),
             epochs: int = typer.Option(200, parser=check.int_at_least(1), metavar="INTEGER",
                                        help="Adam epochs (lr 0.01, decay 0.99 per epoch)."),
+            batch_size: int = typer.Option(2500, parser=check.int_at_least(1), metavar="INTEGER",
+                                           help="Samples per Adam step (smaller: more steps, slower)."),
             no_decay: bool = typer.Option(False, "--no-decay", help="Ablation: constant kernels (Fig. 6c).")):
     """Learn MBE basis parameters for a function (paper 001) and write a fit file; same seed, same file."""
     check.output_file(out, "--out")
     from .convert.mbe_fit import fit_mbe
     from .convert.mbe_params import save_fit
     with _working(f"fitting MBE {function}"):
-        fit = fit_mbe(function, bases, timesteps, seed=seed, samples=samples, epochs=epochs, decay=not no_decay)
+        fit = fit_mbe(function, bases, timesteps, seed=seed, samples=samples, epochs=epochs,
+                      batch_size=batch_size, decay=not no_decay)
     save_fit(fit, out)
     console.print(Text(f"MBE fit of {function} (N={fit.bases}, T={fit.timesteps}, decay={fit.decay}) on "
                        f"{list(fit.domain)}: MSE {fit.mse:.3e}, max |error| {fit.max_abs_err:.3e} -> {out}"))

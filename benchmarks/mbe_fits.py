@@ -95,6 +95,14 @@ def table() -> str:
         eta = firing_rate(gelu, x)
         e = mbe_neuron_energy(eta, 16, 4)
         lines.append(f"| {label} | {100 * eta:.2f} % | {e.energy_pj:.1f} pJ | {100 * e.ratio:.1f} % |")
+    lines += ["", "## Notes", "",
+              "- Fit quality is limited. GELU's MSE is dominated by the region near 0 and the negative lobe (max |error|",
+              "  0.22 on [-2, 0], 0.14 on [0, 2], 0.8 at the top end of the domain near x = 10). tanh, 1/x and 1/sqrt(x) are the",
+              "  weakest (tanh up to 0.27 near 0, 1/sqrt up to 0.2 absolute on values in [0.71, 1.41]): with minibatches of 2,500 a fit takes",
+              "  only 800 Adam steps; the paper gives no batch size. `spikeport mbe-fit --batch-size` trades time for steps.",
+              "- Decay vs no decay holds by two to three orders of magnitude at every N (the paper: one to two), and the",
+              "  MSE with decay does not rise with N (1 -> 8: 4.2e-4 -> 2.6e-4); without decay it is not monotone.",
+              "- Firing rates are measured on stated input distributions, not on ViT GELU inputs (no ViT yet)."]
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,9 @@ lobe's 0.17 rather than 10). Our choices where the paper is silent (docs/mbe.md)
   optimum for those kernels (w enters the output linearly);
 * signed domains use the relu(x)/relu(-x) split (two branches). Odd functions (identity, tanh)
   share one fit mirrored (branch 1 = branch 0 with w negated); GELU fits both branches;
-* f(0) != 0 cannot come from spikes (x = 0 never fires): 2^x is fitted as 1 + MBE(x) (``offset``);
+* an input <= 0 never fires, so MBE(0) = 0: functions on [lo, hi] with lo >= 0 are fitted as
+  f(x) = f(lo) + MBE(x - lo) (``offset`` f(lo), ``shift`` lo, the shift is the neuron's bias), so
+  the target starts at 0 where the code does (2^x = 1 + MBE(x); 1/x = 2 + MBE(x - 0.5) with w < 0);
 * w enters the output linearly: at every check (every CHECK_EVERY epochs and after the last) it is
   re-solved by least squares on all samples in float64 (variable projection) and the check with
   the lowest training MSE is kept; minibatches of 2,500 (the paper gives no batch size; 4 Adam
@@ -31,12 +33,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import OptionError
 from ..ir.neurons_mbe import MBE
+from .lower import ConversionError
 
 SURROGATE_WIDTH = 0.05
 EVAL_POINTS = 20001
 CHECK_EVERY = 10          # epochs between full-sample checks for the kept (best) parameters
+
+
+class MBEFitError(ConversionError):
+    """Bad fitting arguments or a bad fit file; the message names the file or option, field and value."""
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,20 @@ class FunctionSpec:
     bases: int
     timesteps: int = 16
     odd: bool = False
-    offset: float = 0.0
     note: str = ""
 
+    @property
+    def shift(self) -> float:
+        """Input shift: lo for domains [lo, hi] with lo >= 0 (the code starts at x - lo = 0), else 0."""
+        return self.domain[0] if self.domain[0] >= 0 else 0.0
+
+    @property
+    def offset(self) -> float:
+        return float(self.fn(torch.tensor(self.shift, dtype=torch.float64))) if self.domain[0] >= 0 else 0.0
+
     def target(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x) - self.offset
+        """What the MBE neuron fits, as a function of its input x - shift."""
+        return self.fn(x + self.shift) - self.offset
 
 
 FUNCTIONS: dict[str, FunctionSpec] = {s.name: s for s in (
@@ -62,7 +77,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {s.name: s for s in (
     FunctionSpec("tanh", torch.tanh, (-4.0, 4.0), 4, odd=True, note="domain ours (the paper gives none)"),
     FunctionSpec("identity", lambda x: x, (-1.0, 1.0), 8, odd=True,
                  note="scale alpha by s for operands in [-s, s] (the code is homogeneous in x and alpha)"),
-    FunctionSpec("exp2", lambda x: torch.exp2(x), (0.0, 1.0), 8, offset=1.0,
+    FunctionSpec("exp2", lambda x: torch.exp2(x), (0.0, 1.0), 8,
                  note="2^f for the fractional part f of softmax's exponent; fitted as 1 + MBE(f)"),
     FunctionSpec("reciprocal", lambda x: 1.0 / x, (0.5, 1.0), 8, note="1/M for a mantissa M in [0.5, 1)"),
     FunctionSpec("invsqrt", lambda x: 1.0 / torch.sqrt(x), (0.5, 2.0), 8,
@@ -76,7 +91,8 @@ class MBEFit:
 
     function: str
     domain: tuple[float, float]
-    offset: float
+    offset: float              # f_hat(x) = offset + MBE(x - shift)
+    shift: float
     bases: int
     timesteps: int
     decay: bool
@@ -97,19 +113,19 @@ class MBEFit:
     max_abs_err: float
 
     def neuron(self, bias=0.0, scale: float = 1.0) -> MBE:
-        """An IR ``MBE`` realising ``f(x) - offset``; ``scale`` s makes it act on s*x (alpha -> s*alpha),
-        exact for the identity (homogeneous), a rescaling of the domain otherwise."""
+        """An IR ``MBE`` realising ``f(x) - offset`` (its bias holds ``bias - shift``); ``scale`` s makes it
+        act on s*x (alpha -> s*alpha), exact for the identity (homogeneous), a rescaling otherwise."""
         if not self.decay:
-            raise ValueError(f"MBE fit of {self.function!r} was made without decay (ablation); the IR neuron decays")
+            raise MBEFitError(f"MBE fit of {self.function!r} was made without decay (ablation); the IR neuron decays")
         B = self.w.shape[0]
         return MBE(tau_d=self.tau_d.copy(), tau_r=self.tau_r.copy(), tau_V=self.tau_V.copy(), dt=self.dt.copy(),
                    w=self.w.copy(), alpha=np.asarray(self.alpha, dtype=np.float64) * scale, timesteps=self.timesteps,
-                   bias=np.asarray(bias, dtype=np.float64), function=self.function)
+                   bias=np.asarray(bias, dtype=np.float64) - self.shift * scale, function=self.function)
 
     def __call__(self, x) -> np.ndarray:
-        """f_hat(x) = offset + MBE(x), float64, exactly as the float simulator computes it."""
+        """f_hat(x) = offset + MBE(x - shift), float64, as the float simulator computes it."""
         p = {k: torch.as_tensor(getattr(self, k), dtype=torch.float64) for k in ("tau_d", "tau_r", "tau_V", "dt", "w")}
-        xt = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float64)) - self.shift
         with torch.no_grad():
             y = _forward(xt.reshape(-1), p, torch.as_tensor(np.asarray(self.alpha, dtype=np.float64)), self.timesteps,
                          self.decay, surrogate=False)
@@ -167,16 +183,16 @@ def fit_mbe(function: str, bases: int | None = None, timesteps: int | None = Non
             batch_size: int = 2500, decay: bool = True) -> MBEFit:
     """Learn the basis parameters of ``function`` (a key of FUNCTIONS); same seed -> same parameters."""
     if function not in FUNCTIONS:
-        raise OptionError(f"mbe-fit: unknown function {function!r}; known: {sorted(FUNCTIONS)}")
+        raise MBEFitError(f"mbe-fit: unknown function {function!r}; known: {sorted(FUNCTIONS)}")
     spec = FUNCTIONS[function]
     N = int(bases if bases is not None else spec.bases)
     T = int(timesteps if timesteps is not None else spec.timesteps)
     for name, v, lo, hi in (("bases", N, 1, 127), ("timesteps", T, 1, 4096), ("samples", samples, 1, 10 ** 7),
                             ("epochs", epochs, 1, 10 ** 5), ("batch_size", batch_size, 1, 10 ** 7)):
         if not lo <= int(v) <= hi:
-            raise OptionError(f"mbe-fit: {name} = {v} outside {lo}..{hi}")
+            raise MBEFitError(f"mbe-fit: {name} = {v} outside {lo}..{hi}")
     if not (lr > 0 and 0 < lr_decay <= 1):
-        raise OptionError(f"mbe-fit: lr = {lr} must be > 0 and lr_decay = {lr_decay} in (0, 1]")
+        raise MBEFitError(f"mbe-fit: lr = {lr} must be > 0 and lr_decay = {lr_decay} in (0, 1]")
     lo, hi = spec.domain
     signed = lo < 0 < hi
     fit_b = 2 if signed and not spec.odd else 1                    # branches with their own parameters
@@ -185,11 +201,11 @@ def fit_mbe(function: str, bases: int | None = None, timesteps: int | None = Non
     try:
         gen = torch.Generator().manual_seed(int(seed))
         f32 = torch.float32
-        x = (lo + (hi - lo) * torch.rand(samples, generator=gen, dtype=torch.float64))
+        x = (lo + (hi - lo) * torch.rand(samples, generator=gen, dtype=torch.float64)) - spec.shift
         if spec.odd:
             x = x.abs()                                            # mirrored fit: |x| carries the loss
         y = spec.target(x)
-        grid = torch.linspace(lo, hi, EVAL_POINTS, dtype=torch.float64)
+        grid = torch.linspace(lo, hi, EVAL_POINTS, dtype=torch.float64) - spec.shift
         sides = [grid[grid >= 0], -grid[grid < 0]] if signed else [grid]
         alpha = torch.tensor([float(spec.target(g if b == 0 or not signed else -g).abs().max())
                               for b, g in enumerate(sides)][:fit_b], dtype=torch.float64)
@@ -252,7 +268,7 @@ def fit_mbe(function: str, bases: int | None = None, timesteps: int | None = Non
     alpha_out = alpha.numpy().copy()
     if spec.odd and signed:
         alpha_out = np.concatenate([alpha_out, alpha_out])
-    fit = MBEFit(function=function, domain=(float(lo), float(hi)), offset=spec.offset, bases=N, timesteps=T,
+    fit = MBEFit(function=function, domain=(float(lo), float(hi)), offset=spec.offset, shift=spec.shift, bases=N, timesteps=T,
                  decay=decay, alpha=alpha_out, odd=spec.odd, seed=int(seed), samples=int(samples), epochs=int(epochs),
                  lr=float(lr), lr_decay=float(lr_decay), batch_size=int(batch_size), mse=0.0, max_abs_err=0.0, **arr)
     fit.mse, fit.max_abs_err = evaluate(fit)
@@ -267,4 +283,4 @@ def evaluate(fit: MBEFit, points: int = EVAL_POINTS) -> tuple[float, float]:
     return float(np.mean(err ** 2)), float(np.abs(err).max())
 
 
-__all__ = ["FUNCTIONS", "FunctionSpec", "MBEFit", "evaluate", "fit_mbe"]
+__all__ = ["FUNCTIONS", "FunctionSpec", "MBEFit", "MBEFitError", "evaluate", "fit_mbe"]

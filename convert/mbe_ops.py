@@ -37,7 +37,7 @@ def _tables(fit: MBEFit, scale: float, device) -> tuple[torch.Tensor, torch.Tens
 
 def mbe_spikes(fit: MBEFit, x: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(s, a): spikes (*x.shape, K) in {0, 1} and intensities (K,), K = B*N*T, with MBE(x) = s @ a."""
-    x = torch.as_tensor(x, dtype=torch.float64)
+    x = torch.as_tensor(x, dtype=torch.float64) - fit.shift * scale          # the neuron's bias
     V, R, D = _tables(fit, scale, x.device)
     B, N, T = V.shape
     parts = [torch.relu(x), torch.relu(-x)][:B]
@@ -51,7 +51,7 @@ def mbe_spikes(fit: MBEFit, x: torch.Tensor, scale: float = 1.0) -> tuple[torch.
 
 
 def mbe_apply(fit: MBEFit, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """f_hat(x) = offset + MBE(x), the sum the simulator forms (``scale``: alpha -> scale*alpha)."""
+    """f_hat(x) = offset + MBE(x - shift), the sum the simulator forms (``scale``: alpha -> scale*alpha)."""
     s, a = mbe_spikes(fit, x, scale)
     return (s * a).sum(-1) + fit.offset
 

@@ -16,18 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .lower import ConversionError
-from .mbe_fit import FUNCTIONS, MBEFit
+from .mbe_fit import FUNCTIONS, MBEFit, MBEFitError
 
 FORMAT = "spikeport-mbe-fit"
 VERSION = 1
 FITS_DIR = Path(__file__).with_name("mbe_fits")
 BRANCH_INPUTS = ("relu(x)", "relu(-x)")
 PARAMS = ("tau_d", "tau_r", "tau_V", "dt", "w")
-
-
-class MBEFitError(ConversionError):
-    """An MBE fit file is unreadable or breaks the format; the message names file, field and value."""
 
 
 def fit_to_dict(fit: MBEFit) -> dict:
@@ -37,6 +32,7 @@ def fit_to_dict(fit: MBEFit) -> dict:
         "function": fit.function,
         "domain": [float(fit.domain[0]), float(fit.domain[1])],
         "offset": float(fit.offset),
+        "shift": float(fit.shift),
         "bases": int(fit.bases),
         "timesteps": int(fit.timesteps),
         "decay": bool(fit.decay),
@@ -108,6 +104,7 @@ def check_fit_dict(d, where: str) -> MBEFit:
             or not domain[0] < domain[1]:
         raise _err(where, "domain", f"{domain!r} must be two finite numbers lo < hi"[:200])
     offset = _get(d, "offset", float, where)
+    shift = _get(d, "shift", float, where)
     N = _get(d, "bases", int, where)
     T = _get(d, "timesteps", int, where)
     if not 1 <= N <= 127:
@@ -145,7 +142,7 @@ def check_fit_dict(d, where: str) -> MBEFit:
             arrays[k][b] = vals
     tr = _get(d, "training", dict, where)
     q = _get(d, "quality", dict, where)
-    return MBEFit(function=function, domain=(float(domain[0]), float(domain[1])), offset=offset, bases=N, timesteps=T,
+    return MBEFit(function=function, domain=(float(domain[0]), float(domain[1])), offset=offset, shift=shift, bases=N, timesteps=T,
                   decay=decay, alpha=alpha, odd=odd, seed=_get(tr, "seed", int, where, "training."),
                   samples=_get(tr, "samples", int, where, "training."), epochs=_get(tr, "epochs", int, where, "training."),
                   lr=_get(tr, "lr", float, where, "training."), lr_decay=_get(tr, "lr_decay", float, where, "training."),

@@ -8,7 +8,8 @@ records, and the per-basis potentials u (batch, n, B, N) from the first active s
 Collection: the engine calls :meth:`receive` with the current of every step outside the active
 window. Before the window it is summed into x (bit-accurate: each step's current goes through the
 Lava input rules of ``FixedIF`` and the sum saturates to the state range, docs/fixed_point.md);
-any input after the first active step raises, naming the population and the step.
+any input after the first active step raises ``IRError`` (a scheduling error of the network), naming
+the population and the step.
 
 Events: every firing basis is one event (graded payload d or the integer intensity). The event code
 recorded per neuron and step is (firing bases of branch 0) - (firing bases of branch 1), which fits
@@ -19,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..ir.graph import IRError
 from ..ir.neurons_mbe import MBE, MBETable
 from ..ir.nodes import Population
 from .neurons import NeuronKernel, _current, _param, _saturate, _setup_fixed_common, register_kernel
@@ -67,14 +69,14 @@ class _MBEKernel(NeuronKernel):
         self.v = self._add(self.v, self._input(current))
 
     def _late(self, local_t: int) -> None:
-        raise ValueError(f"population {self.pop.name!r}: MBE (staged coding C3) received input at its local step "
+        raise IRError(f"population {self.pop.name!r}: MBE (staged coding C3) received input at its local step "
                          f"{local_t}, after its first active step; in C3 the input enters once, so every source must "
                          f"finish before this stage starts (t_start = source's t_start + T, delay 0)")
 
     def step(self, current):
         j = self.local
         if j >= self.T:
-            raise ValueError(f"population {self.pop.name!r}: MBE tables hold {self.T} steps, the simulation runs more "
+            raise IRError(f"population {self.pop.name!r}: MBE tables hold {self.T} steps, the simulation runs more "
                              f"(simulate with timesteps = {self.T}, the T the neuron was fitted for)")
         self.local += 1
         if j == 0:
