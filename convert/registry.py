@@ -97,7 +97,10 @@ def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str
     x = check_calibration_data(ann, calib_x)
     m.prepare(ann, x)
     x_min, x_max = float(x.min()), float(x.max())
-    net, populations = lower(ann, m, input_nonneg=x_min >= 0.0, input_coding=m.input_coding)
+    if hasattr(m, "build"):  # methods with their own structure (Transformers: convert/ecmt.py)
+        net, populations = m.build(ann, x)
+    else:
+        net, populations = lower(ann, m, input_nonneg=x_min >= 0.0, input_coding=m.input_coding)
     net.coding = m.coding
     net.meta.update({
         "method": method,

@@ -6,6 +6,7 @@ from .datapath import Datapath
 from .graph import IRError, Network
 from .hdf5 import SCHEMA_VERSION, load, save
 from . import neurons_extra  # noqa: F401  (registers MultiSpikeIF, GradedSignedIF)
+from . import operators  # noqa: F401  (registers MultiThreshold, Relay, TokenDense and the typed operators)
 from .nodes import (IF, NEURON_TYPES, NODE_TYPES, PROJECTION_TYPES, Conv2d, Dense, Identity, Input,
                     NeuronModel, Node, Operator, Population, Projection, Readout, SpikePayload,
                     expand_channel, register_neuron, register_projection)

@@ -26,7 +26,8 @@ from .graph import IRError, Network
 from .nodes import NEURON_TYPES, NODE_TYPES, Projection, SpikePayload
 
 FORMAT = "spikeport-ir"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # v2 adds token populations and typed operators (ir/operators.py); v1 files load unchanged
 _NESTED = {"SpikePayload": SpikePayload, "Datapath": Datapath}
 
 
@@ -160,8 +161,8 @@ def load(path: str | os.PathLike) -> Network:
         if fmt != FORMAT:
             raise IRError(f"{path}: not a spikeport IR file (format attribute {fmt!r}, expected {FORMAT!r})")
         version = int(f.attrs.get("schema_version", -1))
-        if version != SCHEMA_VERSION:
-            raise IRError(f"{path}: schema_version {version} is not supported (this spikeport reads {SCHEMA_VERSION})")
+        if version not in READABLE_VERSIONS:
+            raise IRError(f"{path}: schema_version {version} is not supported (this spikeport reads {READABLE_VERSIONS})")
         if "nodes" not in f:
             raise IRError(f"{path}: missing group /nodes")
         try:
