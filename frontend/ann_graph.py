@@ -19,7 +19,7 @@ SUPPORTED_OPS = (
     "BatchNorm (inference)", "ReLU", "LeakyReLU",
     "QuantAct (step * clamp(floor(x / step + 1/2), lo, hi), as written by QCFS/PQA fine-tuning)",
     "AvgPool", "GlobalAvgPool (mean over H, W)",
-    "MaxPool (replaced by AvgPool only with maxpool='avg')", "Flatten/Reshape (only as a flatten)",
+    "MaxPool (replaced by AvgPool only with maxpool='avg')", "Flatten/Reshape",
     "residual Add", "Concat", "Identity/Dropout/Clone",
     "LayerNorm (LayerNormalization or ReduceMean/Sub/Pow/Sqrt/Div)", "GELU (exact/Erf or tanh form)",
     "Softmax", "MatMul of two input-dependent tensors", "Linear on token tensors (..., features)",

@@ -154,6 +154,8 @@ class Network:
                             raise ValueError(f"{node._where()}: quantised network has non-integer weights")
                 else:
                     node.validate()
+                    if isinstance(node, Operator) and hasattr(node, "validate_inputs"):
+                        node.validate_inputs([self.shape_of(i) for i in node.inputs])
             except IRError:
                 raise
             except ValueError as e:

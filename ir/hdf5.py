@@ -33,7 +33,8 @@ from .nodes import NEURON_TYPES, NODE_TYPES, Projection, SpikePayload
 from .seal import USERBLOCK_SIZE, SealError, classify, sandbox_check, seal_file
 
 FORMAT = "spikeport-ir"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # v2 adds token populations and typed operators (ir/operators.py); v1 files load unchanged
 _NESTED = {"SpikePayload": SpikePayload, "Datapath": Datapath}
 
 
@@ -300,8 +301,8 @@ def _parse(f: h5py.File, where: str) -> Network:
     if not isinstance(fmt, str) or fmt != FORMAT:
         raise IRError(f"{where}: not a spikeport IR file (format attribute {fmt!r}, expected {FORMAT!r})")
     version = _attr(f, "schema_version", where) if "schema_version" in f.attrs else None
-    if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)) or version != SCHEMA_VERSION:
-        raise IRError(f"{where}: schema_version {version} is not supported (this spikeport reads {SCHEMA_VERSION})")
+    if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)) or version not in READABLE_VERSIONS:
+        raise IRError(f"{where}: schema_version {version} is not supported (this spikeport reads {READABLE_VERSIONS})")
     outputs = _json(_root_text(f, "outputs", where), where, "outputs")
     if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
         raise IRError(f"{where}: root attribute 'outputs' must be a JSON list of population names")

@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import onnx
+import onnxruntime as ort  # a pinned test dependency (pyproject [test]): the independent reference
 import pytest
 import torch
 from torch import nn
@@ -17,8 +18,6 @@ from spikeport.frontend.ann_eval import evaluate_graph
 from spikeport.models.digits_vit import DigitsTransformerEncoder, DigitsViT, pretrained_digits_vit
 
 from conftest import export_onnx, export_pt2
-
-ort = pytest.importorskip("onnxruntime")
 
 
 def random_vit(kind: str, fused: bool = False, seed: int = 0) -> nn.Module:

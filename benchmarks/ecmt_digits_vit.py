@@ -1,0 +1,62 @@
+"""ECMT on the digits ViTs: ANN vs float SNN accuracy at T = 1..64 for both ViT definitions.
+
+    python3 benchmarks/ecmt_digits_vit.py [--samples N] [--levels 8] [--percentile 99]
+
+Each model is exported to ONNX, converted with ``--method ecmt`` on 500 training images and
+simulated once for 64 steps (float32); the decoded output is read at every T of the table, so the
+table shows one run's trajectory. Also prints the mean |SNN logit - ANN logit| per T.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spikeport.convert import convert
+from spikeport.datasets import load_digits_split
+from spikeport.frontend import export_onnx, load_model
+from spikeport.models.digits_vit import pretrained_digits_vit
+from spikeport.simulator.transformer import simulate_operators
+
+STEPS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=0, help="test samples (0 = all 449)")
+    ap.add_argument("--levels", type=int, default=8)
+    ap.add_argument("--percentile", type=float, default=99.0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    x_train, _, x_test, y_test = load_digits_split(0)
+    if args.samples:
+        x_test, y_test = x_test[:args.samples], y_test[:args.samples]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("vit", "encoder"):
+            ann = load_model(export_onnx(pretrained_digits_vit(kind), Path(tmp) / f"{kind}.onnx", x_train[:1]))
+            ann_acc = ann.evaluate(x_test, y_test)["accuracy"]
+            ref = ann.forward(x_test)
+            t0 = time.time()
+            net = convert(ann, x_train[:500], "ecmt", levels=args.levels, percentile=args.percentile)
+            _, checks = simulate_operators(net, x_test, max(STEPS), checkpoints=STEPS, batch_size=512)
+            secs = time.time() - t0
+            acc = {t: 100 * float(np.mean(v.argmax(1) == y_test)) for t, v in checks.items()}
+            dist = {t: float(np.abs(v - ref).mean()) for t, v in checks.items()}
+            rows.append((kind, 100 * ann_acc, acc, dist, secs))
+    print(f"ECMT float SNN, digits test set ({len(y_test)} samples), n = {args.levels}, p = {args.percentile}")
+    print("| model | ANN | " + " | ".join(f"T={t}" for t in STEPS) + " | s |")
+    print("|---|---|" + "---|" * len(STEPS) + "---|")
+    for kind, a, acc, _, secs in rows:
+        print(f"| {kind} | {a:.2f} | " + " | ".join(f"{acc[t]:.2f}" for t in STEPS) + f" | {secs:.0f} |")
+    print("\nmean |SNN logit - ANN logit|")
+    for kind, _, _, dist, _ in rows:
+        print(f"| {kind} | " + " | ".join(f"{dist[t]:.4f}" for t in STEPS) + " |")
+
+
+if __name__ == "__main__":
+    main()
