@@ -30,9 +30,14 @@ class OutputPathError(SpikeportError):
     """An output path cannot be written (missing folder, not writable, a folder where a file is expected)."""
 
 
+class UnsupportedError(SpikeportError):
+    """A valid network or option that this version of spikeport cannot handle yet in the requested
+    step (e.g. op counting for Transformer operators); names the node and the missing feature."""
+
+
 class WorkTooLargeError(SpikeportError):
     """The estimated work of a run is far beyond what this machine can do; names the estimate and the limit."""
 
 
 __all__ = ["EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_MISMATCH", "EXIT_OK", "EXIT_USER", "OptionError",
-           "OutputPathError", "SpikeportError", "WorkTooLargeError"]
+           "OutputPathError", "SpikeportError", "UnsupportedError", "WorkTooLargeError"]

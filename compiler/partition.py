@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import UnsupportedError
 from ..ir import Conv2d, Dense, Identity, Network, Population, Projection
 from ..errors import SpikeportError
 from ..ir.conv_counts import conv_covers, conv_fan_in
@@ -237,7 +238,7 @@ class _LayerModel:
         for proj in net.incoming(pop.name):
             src_shape, dst_shape = net.shape_of(proj.source), tuple(pop.shape)
             if not isinstance(proj, (Dense, Conv2d, Identity)):
-                raise NotImplementedError(f"projection {proj.name!r}: no partition rule for {type(proj).__name__}")
+                raise UnsupportedError(f"projection {proj.name!r}: no partition rule for {type(proj).__name__}")
             self.incoming.append((proj, src_shape, dst_shape))
             if isinstance(proj, Conv2d):
                 self.true_fan_in[proj.name] = np.concatenate([[0], np.cumsum(_conv_true_fan_in(proj, src_shape, dst_shape))])
@@ -387,7 +388,7 @@ def reach_matrix(net: Network, proj: Projection, starts, stops) -> np.ndarray:
         idx = np.arange(n_src)
         return (idx[:, None] >= starts[None, :]) & (idx[:, None] < stops[None, :])
     if not isinstance(proj, Conv2d):
-        raise NotImplementedError(f"projection {proj.name!r}: no reach rule for {type(proj).__name__}")
+        raise UnsupportedError(f"projection {proj.name!r}: no reach rule for {type(proj).__name__}")
     cin, h, w = src_shape
     co, ho, wo = dst_shape
     g = proj.groups

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import UnsupportedError
 from ..ir.graph import Network
 from .engine import BatchRun, Plan, build_plan
 from .neurons import FIXED_KERNELS, FLOAT_KERNELS, NeuronKernel, register_kernel
@@ -66,7 +67,7 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
     if net.operators():  # Transformer operators: float C1 simulation in simulator/transformer.py
         from .transformer import simulate_operators
         if record_states or record_spikes or record_voltages:
-            raise NotImplementedError("simulate: per-step records are not available for networks with operators yet")
+            raise UnsupportedError("simulate: per-step records are not available for networks with operators yet")
         return simulate_operators(net, x, timesteps, batch_size=batch_size, device=device)[0]
     data = _as_inputs(net, x)
     plan = build_plan(net, int(timesteps), device, path)

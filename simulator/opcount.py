@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UnsupportedError
 from ..ir.graph import Network
 from ..ir.conv_counts import conv_fan_in, conv_fan_out
 from ..ir.nodes import Conv2d, Dense, Identity, Input, Operator, Population, Projection, expand_channel
@@ -43,7 +44,7 @@ def synapse_mask(proj: Projection, dst_shape: tuple[int, ...], count_zero_weight
     if isinstance(proj, Identity):
         w = expand_channel(w, tuple(dst_shape)).reshape(-1)
     elif not isinstance(proj, (Dense, Conv2d)):
-        raise NotImplementedError(f"projection {proj.name!r}: no operation-count rule for {type(proj).__name__}")
+        raise UnsupportedError(f"projection {proj.name!r}: no operation-count rule for {type(proj).__name__}")
     return np.ones_like(w) if count_zero_weights else (w != 0).astype(np.float64)
 
 
@@ -460,5 +461,5 @@ def ann_equivalent_macs(net: Network) -> int:
         elif isinstance(proj, Identity):
             total += int(np.prod(net.shape_of(proj.target)))
         else:
-            raise NotImplementedError(f"projection {proj.name!r}: no MAC rule for {type(proj).__name__}")
+            raise UnsupportedError(f"projection {proj.name!r}: no MAC rule for {type(proj).__name__}")
     return total

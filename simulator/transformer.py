@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UnsupportedError
 from ..ir import operators as O
 from ..ir.graph import Network
 from ..ir.nodes import Conv2d, Dense, Identity, Input, Operator, Population, Readout, expand_channel
@@ -36,7 +37,7 @@ def _project(proj, src: torch.Tensor, batch: int, dst_shape: tuple[int, ...], w:
         return F.conv2d(src, w, None, proj.stride, proj.padding, proj.dilation, proj.groups)
     if isinstance(proj, Identity):
         return src * w
-    raise NotImplementedError(f"projection {proj.name!r}: {type(proj).__name__} is not simulated with operators ({SUPPORTED})")
+    raise UnsupportedError(f"projection {proj.name!r}: {type(proj).__name__} is not simulated with operators ({SUPPORTED})")
 
 
 def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[int, ...] = (), batch_size: int = 64,
@@ -45,10 +46,10 @@ def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[in
     ``checkpoints`` (<= timesteps), the decoded output of ``net.outputs[0]`` after t steps.
     ``dtype`` float32 (default) or float64 for every value and state."""
     if net.quantized:
-        raise NotImplementedError("bit-accurate simulation of networks with Transformer operators is not implemented "
+        raise UnsupportedError("bit-accurate simulation of networks with Transformer operators is not implemented "
                                   "yet; simulate the float network")
     if net.coding != "C1":
-        raise NotImplementedError(f"operator networks are simulated in C1 coding only, this one is {net.coding}")
+        raise UnsupportedError(f"operator networks are simulated in C1 coding only, this one is {net.coding}")
     net.validate("simulate")
     T = int(timesteps)
     if T < 1 or any(not 1 <= c <= T for c in checkpoints):
@@ -57,16 +58,16 @@ def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[in
     order = list(net.nodes())
     for op in net.operators():
         if not isinstance(op, O.TypedOperator):
-            raise NotImplementedError(f"operator {op.name!r} (op {op.op!r}): untyped operators are not simulated; "
+            raise UnsupportedError(f"operator {op.name!r} (op {op.op!r}): untyped operators are not simulated; "
                                       f"typed ones: {sorted(O.OPERATOR_TYPES)}")
     for node in order:
         if isinstance(node, Input) and node.coding != "analog":
-            raise NotImplementedError(f"input {node.name!r}: coding {node.coding!r} (operator networks take analog input)")
+            raise UnsupportedError(f"input {node.name!r}: coding {node.coding!r} (operator networks take analog input)")
         if isinstance(node, Population) and not isinstance(node.neuron, (O.MultiThreshold, O.Relay, Readout)):
-            raise NotImplementedError(f"population {node.name!r}: neuron {type(node.neuron).__name__} is not simulated "
+            raise UnsupportedError(f"population {node.name!r}: neuron {type(node.neuron).__name__} is not simulated "
                                       f"with operators ({SUPPORTED})")
         if getattr(node, "delay", 0) or getattr(node, "t_start", 0):
-            raise NotImplementedError(f"{node.name!r}: delays and t_start are not simulated with operators")
+            raise UnsupportedError(f"{node.name!r}: delays and t_start are not simulated with operators")
     xs = torch.as_tensor(np.asarray(x))
     n = xs.shape[0]
     weights = {p.name: torch.as_tensor(np.asarray(p.weight), device=dev, dtype=dtype) for p in net.projections()}

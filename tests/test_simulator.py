@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from spikeport.errors import UnsupportedError
+
 from spikeport.ir import IF, Conv2d, Datapath, Dense, Identity, Input, Network, Operator, Population, Readout
 from spikeport.simulator import simulate
 from spikeport.simulator.reference import reference_simulate
@@ -126,7 +128,7 @@ def test_float_conv_readout_matches_torch_conv():
 def test_operator_nodes_are_rejected_clearly():
     net = one_neuron_net(IF())
     net.add(Operator("ecm", op="expectation_compensation", inputs=("p",), shape=(1,)))
-    with pytest.raises(NotImplementedError, match="ecm.*expectation_compensation"):
+    with pytest.raises(UnsupportedError, match="ecm.*expectation_compensation"):
         simulate(net, np.array([[0.1]]), 2)
 
 
