@@ -15,7 +15,7 @@ Quantised networks (``net.datapath`` set), for datapath ``dp`` (docs/fixed_point
   * neuron array parameters are integers in state units with |x| <= dp.state_max; a ``threshold``
     is in 1..(dp.threshold_max << dp.vth_shift); a ``bias`` has |bias| <= dp.bias_max << dp.bias_exp_max;
     an integer ``leak`` (decay dv) is in 0..2**dp.decay_bits - 1;
-  * payloads are integer events: no ``analog`` payload; a graded population payload has at most
+  * payloads are integer events: no ``analog`` payload, an integer ``neg_value``; a graded population payload has at most
     dp.payload_bits bits, a graded input at most dp.input_bits.
 """
 from __future__ import annotations
@@ -93,6 +93,9 @@ def _check_quantized(net: Network, node, where: str) -> None:
     if payload is not None:
         if payload.kind == "analog":
             raise IRError(f"{where}: payload kind 'analog' in a quantised network (events carry integers on {src})")
+        if payload.neg_value != int(payload.neg_value):
+            raise IRError(f"{where}: payload.neg_value = {payload.neg_value} is not an integer (quantised events carry "
+                          f"integer values on {src})")
         if payload.kind == "graded":
             top = dp.input_bits if isinstance(node, Input) else dp.payload_bits
             if payload.bits > top:

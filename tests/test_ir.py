@@ -214,10 +214,13 @@ def test_wrong_schema_gives_clear_error(tmp_path):
     ("bias", 2 ** 25, r"neuron.bias = 3.35544e\+07 exceeds the limit 524160"),
     ("v_init", -2 ** 24, r"neuron.v_init = -1.67772e\+07 is below the limit -8388607"),
     ("delay", 5000, r"delay = 5000 must be an integer in 0..4096"),
+    ("neg_value", 0.5, r"population 'h': payload.neg_value = 0.5 is not an integer"),   # fuzz finding
 ])
 def test_quantised_values_checked_against_datapath(field, value, message):
     net = small_net(quantized=True)
-    if field in ("weight", "weight_exp", "delay"):
+    if field == "neg_value":
+        net["h"].payload.neg_value = value
+    elif field in ("weight", "weight_exp", "delay"):
         obj = net["x->h"]
         if field == "weight":
             obj.weight = obj.weight.copy()
