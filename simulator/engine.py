@@ -191,6 +191,22 @@ class BatchRun:
                     trace.append(self.kernels[name].v.clone())
 
     def _step_population(self, pop: Population, t: int, idle: bool = False) -> Emission | None:
+        """One population at step t: gather its input current, then update its neurons (or, outside
+        its window, hand the input to a kernel that collects it, see C3)."""
+        current = self._gather_current(pop, t)
+        kernel = self.kernels[pop.name]
+        if idle:
+            kernel.receive(current, t - pop.t_start)
+            return None
+        spikes = kernel.step(current)
+        if spikes is None:
+            return None
+        if self.records is not None:
+            self.records[pop.name][:, t] = spikes
+        return Emission(kernel.value(spikes), spikes)
+
+    def _gather_current(self, pop: Population, t: int):
+        """The summed current of every projection into ``pop`` delivered at step t (None: nothing)."""
         current = None
         for pk, src, delay in self.plan.incoming[pop.name]:
             if t - delay < 0:
@@ -203,13 +219,4 @@ class BatchRun:
             if pk.acc_bits:
                 self.acc_wrap[pop.name][t] += pk.last_wrap
             current = c if current is None else current + c
-        kernel = self.kernels[pop.name]
-        if idle:
-            kernel.receive(current, t - pop.t_start)
-            return None
-        spikes = kernel.step(current)
-        if spikes is None:
-            return None
-        if self.records is not None:
-            self.records[pop.name][:, t] = spikes
-        return Emission(kernel.value(spikes), spikes)
+        return current

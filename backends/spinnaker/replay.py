@@ -292,8 +292,8 @@ class ReplayRun(BatchRun):
             self.inbox[(layer, name, t)] = (target[sel], sample[sel], neuron[sel], v[sel])
 
     # ---------------------------------------------------------------------------------- receiving
-    def _step_population(self, pop, t: int):
-        ctx = self.ctx
+    def _gather_current(self, pop, t: int):
+        """Like the simulator's, but only from the packets delivered to each core of ``pop``."""
         current = None
         for pk, src, delay in self.plan.incoming[pop.name]:
             if t - delay < 0:
@@ -303,13 +303,7 @@ class ReplayRun(BatchRun):
                 continue
             c = self._rebuild(pop, pk, src, got)
             current = c if current is None else current + c
-        kernel = self.kernels[pop.name]
-        spikes = kernel.step(current)
-        if spikes is None:
-            return None
-        if self.records is not None:
-            self.records[pop.name][:, t] = spikes
-        return Emission(kernel.value(spikes), spikes)
+        return current
 
     def _rebuild(self, pop, pk, src: str, got) -> torch.Tensor:
         """Current of every core slice of ``pop`` from the packets delivered to that core only."""
