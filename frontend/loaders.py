@@ -18,17 +18,12 @@ from .ann_graph import FrontendError, UnsupportedOpError
 from .ann_model import AnnModel
 from .maxpool import replace_maxpool
 from .normalise import normalise
+from .probe import probe_input
 from .onnx_import import check_convertible, import_onnx2torch, inline_constant_identities
 from .pt2_guard import safe_pt2_buffer
 
 ONNX2TORCH_MAX_OPSET = 17  # onnx2torch 1.5.15 lacks converters for several ops at opsets 18+
-PROBE_SEED = 1234
 MAXPOOL_CHOICES = ("keep", "avg")
-
-
-def _probe_input(input_shape: tuple[int, ...], batch: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(PROBE_SEED)
-    return torch.rand((batch,) + tuple(input_shape), generator=gen)
 
 
 def _check_shape(shape, where: str) -> tuple[int, ...]:
@@ -155,7 +150,7 @@ def trace_module(module: nn.Module, input_shape) -> fx.GraphModule:
             raise FrontendError(f"composite torch.nn modules {opaque} stay opaque to symbolic_trace")
         return gm
     except Exception as trace_error:  # noqa: BLE001 - any trace failure: try export instead
-        example = _probe_input(input_shape, 2).to(next(module.parameters(), torch.zeros(0)).device)
+        example = probe_input(input_shape, 2).to(next(module.parameters(), torch.zeros(0)).device)
         batch = torch.export.Dim("batch", min=1)
         try:
             ep = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
@@ -204,7 +199,7 @@ def load_model(source, input_shape=None, maxpool: str = "keep") -> AnnModel:
                              "(or pass an nn.Module)")
         name = str(path)
     gm = _eval_float(gm)
-    probe = _probe_input(shape, batch or 2).to(next(iter(gm.parameters()), torch.zeros(0)).device)
+    probe = probe_input(shape, batch or 2).to(next(iter(gm.parameters()), torch.zeros(0)).device)
     try:
         graph = normalise(gm, probe)
     except UnsupportedOpError as e:
@@ -217,4 +212,4 @@ def load_model(source, input_shape=None, maxpool: str = "keep") -> AnnModel:
 
 def sample_input(ann: AnnModel, n: int = 2) -> np.ndarray:
     """A reproducible random input batch of the model's shape (tests, smoke runs)."""
-    return _probe_input(ann.input_shape, n).numpy()
+    return probe_input(ann.input_shape, n).numpy()

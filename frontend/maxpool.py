@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .ann_graph import MaxPool, UnsupportedOpError
 from .ann_model import AnnModel
 from .normalise import normalise
+from .probe import probe_input
 
 
 def replace_maxpool(ann: AnnModel) -> AnnModel:
@@ -43,9 +44,7 @@ def replace_maxpool(ann: AnnModel) -> AnnModel:
         notes.append(f"MaxPool {pool.name!r} (kernel {pool.kernel}, stride {pool.stride}) replaced by AvgPool {new.name!r}")
     gm.graph.lint()
     gm.recompile()
-    from .loaders import _probe_input  # late import: loaders imports this module
-
-    graph = normalise(gm, _probe_input(ann.input_shape, ann.fixed_batch or 2).to(ann.device))
+    graph = normalise(gm, probe_input(ann.input_shape, ann.fixed_batch or 2).to(ann.device))
     for node in graph:
         if node.name in new_names:
             node.replaced = "MaxPool"
