@@ -101,6 +101,7 @@ def _setup_folder_with(name: str):
 
 # (id, argv(d, out), substrings the message must hold (a tuple: one of them), optional setup(out))
 BIG_T = "1000000000000"
+NIR_FILE = Path(__file__).parent / "data" / "nir" / "norse_conv.nir"
 CASES = [
     # ------------------------------------------------------------------ demo
     ("demo-timesteps-zero", lambda d, o: ["demo", "--out", o / "demo", "--timesteps", "8,0"], ["--timesteps", "8,0", ">= 1"]),
@@ -214,6 +215,21 @@ CASES = [
     # ------------------------------------------------------------------ profiles
     ("profiles-extra-argument", lambda d, o: ["profiles", "loihi2"], ["unexpected extra argument", "loihi2"]),
     ("profiles-unknown-option", lambda d, o: ["profiles", "--bogus"], ["No such option", "--bogus"]),
+    # ------------------------------------------------------------------ options added with new features
+    ("convert-pool", lambda d, o: ["convert", d / "model.onnx", "--calib", d / "calib.npz", "--out", o / "n.h5", "--pool", "sometimes"], ["--pool", "'sometimes'", "auto, fold, separate"]),
+    ("import-missing", lambda d, o: ["import", d / "nothere.nir", "--out", o / "n.h5"], ["nothere.nir", "no such file"]),
+    ("import-convention", lambda d, o: ["import", NIR_FILE, "--out", o / "n.h5", "--convention", "keras"], ["--convention", "'keras'", "snntorch"]),
+    ("import-dt", lambda d, o: ["import", NIR_FILE, "--out", o / "n.h5", "--dt", "-1"], ["--dt", "-1", "> 0"]),
+    ("import-reset", lambda d, o: ["import", NIR_FILE, "--out", o / "n.h5", "--reset", "half"], ["--reset", "'half'", "zero, subtract"]),
+    ("mbe-fit-function", lambda d, o: ["mbe-fit", "--function", "cosh", "--out", o / "f.json"], ["'cosh'", "gelu"]),
+    ("mbe-fit-bases", lambda d, o: ["mbe-fit", "--function", "gelu", "--bases", "0", "--out", o / "f.json"], ["--bases", "0", "1"]),
+    ("export-spinnaker-machine-size", lambda d, o: ["export", d / "qnet.h5", "--target", "spinnaker", "--out", o / "sp", "--machine", "0x3"], ["--machine", "'0x3'", "1..256"]),
+    ("export-spinnaker-machine-name", lambda d, o: ["export", d / "qnet.h5", "--target", "spinnaker", "--out", o / "sp", "--machine", "banana"], ["--machine", "'banana'", "48-chip"]),
+    ("export-spinnaker-profile", lambda d, o: ["export", d / "qnet.h5", "--target", "spinnaker", "--out", o / "sp", "--profile", "loihi2"], ["'loihi2'", "not a SpiNNaker one"]),
+    ("export-nir-convention", lambda d, o: ["export", d / "net.h5", "--target", "nir", "--out", o / "m.nir", "--convention", "keras"], ["--convention", "'keras'", "spikingjelly"]),
+    ("run-spinnaker-trace", lambda d, o: ["run", d / "qnet.h5", "--target", "spinnaker", "--data", d / "test.npz", "--timesteps", "4", "--trace", o / "missing" / "t.eieio"], ["--trace", "missing", "does not exist"]),
+    ("verify-spinnaker-machine", lambda d, o: ["verify", d / "qnet.h5", "--target", "spinnaker", "--data", d / "test.npz", "--timesteps", "4", "--machine", "300x300"], ["--machine", "'300x300'", "1..256"]),
+    ("energy-convention-neurobench", lambda d, o: ["energy", d / "qnet.h5", "--data", d / "test.npz", "--timesteps", "4", "--convention", "neurobenchx"], ["--convention", "'neurobenchx'", "neurobench"]),
 ]
 
 
@@ -227,7 +243,7 @@ def test_at_least_60_distinct_cases_cover_every_command():
     assert len({c[0] for c in CASES}) == len(CASES) >= 60
     commands = {c[0].split("-")[0] for c in CASES}
     assert commands == {"demo", "convert", "finetune", "compile", "simulate", "fidelity", "energy", "resources",
-                        "export", "run", "verify", "profiles"}
+                        "export", "run", "verify", "profiles", "import", "mbe"}
 
 
 @pytest.mark.parametrize("argv, expect, setup", [_case(c) for c in CASES])
