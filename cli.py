@@ -196,7 +196,7 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
                                      "else a relay population), fold, or separate."),
             opt: list[str] = typer.Option([], "--opt", help="Method option KEY=VALUE (repeatable), e.g. "
                                           "--opt search=both (aif), --opt setting=ibt (negspike), --opt neuron=lava-lif "
-                                          "(if: Lava's own LIF)."),
+                                          "(if: Lava's own LIF), --opt preset=netx (if: netx-exact, for export --target netx)."),
             json_out: Optional[Path] = typer.Option(None, "--json", help="Write a JSON summary here."),
             yes: bool = typer.Option(False, "--yes", help=YES_HELP)):
     """Convert a trained ANN into a float SNN in spikeport's IR."""

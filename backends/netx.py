@@ -7,9 +7,15 @@ layer's weight exponent from the file's weights, so the file holds the *effectiv
 ``w << weight_exp`` and the export reloads the file with netx and checks that netx's Dense/Conv
 processes compute exactly the IR's ``(W @ s) << weight_exp``.
 
+Biases: Lava's LIF adds its bias at every step, also during the pipeline fill before a layer's
+first input. That is exactly ``LavaLIF`` (always active) with ``v_init = 0``, which ``convert
+--opt preset=netx`` produces (its quantiser writes every bias as ``bias_mant << 6``, netx's fixed
+bias_exp); such dense layers get a ``bias`` dataset of mantissas. A gated IF's bias would act
+before its t_start, so it is refused.
+
 Anything else (reset by subtraction, '>=' compare, signed neurons, Readout, residual or multi-input
-populations, biases that would act before a population's t_start, delays other than 1) is refused
-with an error naming the layer and the reason.
+populations, biases of gated neurons or not in ``<< 6`` form, conv biases, v_init, delays other
+than 1) is refused with an error naming the layer and the reason.
 """
 from __future__ import annotations
 
@@ -56,7 +62,11 @@ def _chain(net: Network) -> list[tuple]:
     return chain
 
 
-def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int) -> None:
+NETX_BIAS_EXP = 6   # netx hdf5: bias_exp is 6 for every CUBA layer
+
+
+def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int, bias_ok: bool = False) -> np.ndarray | None:
+    """Write the layer's ``neuron`` group; return the bias mantissas (or None) for the layer's ``bias``."""
     where = f"population {pop.name!r}"
     n = pop.neuron
     cuba = isinstance(n, CubaLIF)
@@ -74,9 +84,19 @@ def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int) -> N
     th = expand_channel(n.threshold, pop.shape).astype(np.int64)
     if np.unique(th).size != 1 or th.flat[0] % 64:
         problems.append(f"threshold must be one multiple of 64 per layer (netx vThMant), got {np.unique(th)[:4]}")
-    if np.any(expand_channel(n.bias, pop.shape)) or np.any(expand_channel(n.v_init, pop.shape)):
-        problems.append("nonzero bias or v_init (netx has no t_start gating: they would act before the layer's "
-                        f"first input at step {pop.t_start})")
+    bias = expand_channel(n.bias, pop.shape).astype(np.int64)
+    ungated = bool(getattr(type(n), "always_active", False))
+    if np.any(expand_channel(n.v_init, pop.shape)):
+        problems.append("nonzero v_init (netx starts every neuron at v = 0)")
+    if np.any(bias):
+        if not ungated:
+            problems.append("nonzero bias on a gated neuron (netx has no t_start gating: it would act before the "
+                            f"layer's first input at step {pop.t_start}; convert with --opt preset=netx)")
+        elif not bias_ok:
+            problems.append("bias on a conv layer (spikeport's netx export writes biases of dense layers only)")
+        elif np.any(bias % (1 << NETX_BIAS_EXP)):
+            problems.append(f"bias not a multiple of 2^{NETX_BIAS_EXP} (netx bias_exp is {NETX_BIAS_EXP}; quantise a "
+                            "network converted with --opt preset=netx)")
     if pop.payload.kind != "binary":
         problems.append(f"payload {pop.payload.kind!r} (netx CUBA emits binary spikes)")
     if problems:
@@ -89,6 +109,7 @@ def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int) -> N
     g.create_dataset("vDecay", data=int(n.dv) if cuba else int(n.leak))
     g.create_dataset("refDelay", data=1)
     g.create_dataset("gradedSpike", data=False)
+    return (bias >> NETX_BIAS_EXP).reshape(-1) if np.any(bias) else None
 
 
 def _effective(proj, where: str) -> np.ndarray:
@@ -142,7 +163,9 @@ def export_netx(qnet: Network, path: str | Path, timesteps: int | None = None) -
                     g.create_dataset("groups", data=int(proj.groups))
                 else:
                     raise NetxExportError(f"{where}: {type(proj).__name__} has no netx layer (dense, conv)")
-                _neuron_group(g, pop, timesteps or 1, steps_run)
+                bias = _neuron_group(g, pop, timesteps or 1, steps_run, bias_ok=isinstance(proj, Dense))
+                if bias is not None:
+                    g.create_dataset("bias", data=bias)
                 idx += 1
                 prev_shape = tuple(pop.shape)
         _check_loaded(qnet, chain, tmp)  # netx reads the complete file before it gets its name
@@ -204,7 +227,11 @@ def run_netx(path: str | Path, qnet: Network, x, timesteps: int) -> dict[str, np
     for i in range(x.shape[0]):
         frames = input_frames(iplan, input_integers(iplan, x[i]), timesteps, steps)
         net = load_netx(path, inp)
-        src = Source(data=np.stack([to_lava(fr, iplan.shape) for fr in frames], axis=-1).astype(np.int32))
+        if tuple(net.inp.shape) == (int(np.prod(iplan.shape)),):   # netx drops input+flatten before a first dense
+            data = [np.asarray(fr).reshape(-1) for fr in frames]      # and takes the PyTorch (C, H, W) order
+        else:
+            data = [to_lava(fr, iplan.shape) for fr in frames]
+        src = Source(data=np.stack(data, axis=-1).astype(np.int32))
         src.s_out.connect(net.inp)
         sinks = []
         for layer in net.layers:

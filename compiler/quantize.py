@@ -487,6 +487,9 @@ def _quantize_population(net: Network, pop: Population, dp: Datapath, sources: d
     )
 
 
+NETX_BIAS_EXP = 6   # lava-dl netx hdf5: every CUBA layer gets bias_exp 6 (bias = bias_mant << 6)
+
+
 def _cancel_fill_bias(qnet: Network, dp: Datapath) -> dict:
     """Always-active neurons (``LavaLIF``: Lava's ungated LIF) add their bias during the pipeline fill
     ``[0, t_start)`` while no input has arrived. Start them at ``v_init - t_start * bias`` so that v at
@@ -542,6 +545,14 @@ def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | N
                                 f"weight_percentile = {weight_percentile} in (0, 100]")
     opt = QuantOptions(bits, max_timesteps, headroom_bits, weight_percentile, compensate_floor, neg_value_rtol)
     _check_network(net, dp)
+    netx = net.meta.get("options", {}).get("preset") == "netx"
+    if netx:   # convert preset='netx': biases in netx's fixed bias_exp, mixed-sign weights w << e within
+        # [-256, 254] as integers, weight_exp 0 (netx re-derives exponents and clips), docs/loihi2.md "netx export"
+        if not dp.bias_exp_min <= NETX_BIAS_EXP <= dp.bias_exp_max:
+            raise QuantizationError(f"preset 'netx': profile {prof.name!r} bias_exp range [{dp.bias_exp_min}, "
+                                    f"{dp.bias_exp_max}] excludes netx's bias_exp {NETX_BIAS_EXP}")
+        dp = replace(dp, bias_exp_min=NETX_BIAS_EXP, bias_exp_max=NETX_BIAS_EXP,
+                     weight_exp_min=0, weight_exp_max=0)
 
     qnet = net.copy()
     table = QuantTable(profile=prof.name, options={"input_bits": bits, "max_timesteps": max_timesteps,
@@ -571,7 +582,8 @@ def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | N
     table.warnings = compile_warnings(table, qnet.outputs)
     qnet.datapath = dp
     qnet = schedule(qnet, dp.synapse_delay)
-    fill = _cancel_fill_bias(qnet, dp)
+    # netx has no v_init: with preset 'netx' the bias acts during the pipeline fill, as it does in lava-dl
+    fill = {} if netx else _cancel_fill_bias(qnet, dp)
     if fill:
         qnet.meta["fill_bias_cancelled"] = fill
     # The quantised file carries its own table, so fidelity reports can say why a layer diverges.

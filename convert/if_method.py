@@ -12,6 +12,14 @@ comparison ``>=`` or ``>``; v(0) = 0 or theta/2 (``v_init="half"``).
 semantics (reset to zero, strict '>', v(0) = 0, updated at every step of the run), so the Loihi 2
 backend runs them with ``lava.proc.lif.LIF`` itself rather than a spikeport process. It implies
 reset="zero", compare=">", v_init="zero"; asking for other values of those is an error.
+
+``preset="netx"`` makes a network that lava-dl's netx holds exactly (docs/loihi2.md, "netx export"):
+``neuron="lava-lif"`` everywhere, one threshold per layer (no ``channelwise``), and the final linear
+layer becomes a spiking LavaLIF layer too (netx chains hold only LIF layers; no Readout), with
+theta = the percentile of its positive calibration logits; the prediction is the argmax of its
+spike counts (ties go to the lowest class). The quantiser sees ``meta["options"]["preset"]`` and
+keeps the bias acting during the pipeline fill (netx has no v_init to cancel it) and writes every
+bias with exponent 6 (netx's fixed bias_exp).
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ from .registry import ConversionMethod, register_method
 
 V_INIT = ("zero", "half")
 NEURONS = ("if", "lava-lif")
+PRESETS = ("netx",)
 _LAVA_LIF = {"reset": "zero", "compare": ">", "v_init": "zero"}
 _DEFAULTS = {"reset": "subtract", "compare": ">=", "v_init": "half"}
 
@@ -44,10 +53,19 @@ class IFMethod(ConversionMethod):
     compare: str | None = None     # default '>=' ('>' with neuron=lava-lif)
     v_init: str | None = None      # default 'half' ('zero' with neuron=lava-lif)
     neuron: str = "if"
+    preset: str | None = None      # 'netx': lava-lif, spiking output layer, netx-exact quantisation
     _stats: dict = field(default_factory=dict, repr=False)
+    _logits: str = field(default="", repr=False)
     _lambdas: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ValueError(f"method 'if': preset {self.preset!r} must be one of {PRESETS}")
+            if self.channelwise:
+                raise ValueError("method 'if': preset='netx' needs one threshold per layer (netx vThMant); "
+                                 "channelwise=true contradicts it")
+            self.neuron = "lava-lif"
         if self.neuron not in NEURONS:
             raise ValueError(f"method 'if': neuron {self.neuron!r} must be one of {NEURONS}")
         implied = _LAVA_LIF if self.neuron == "lava-lif" else _DEFAULTS
@@ -68,7 +86,27 @@ class IFMethod(ConversionMethod):
             raise ValueError(f"method 'if': v_init {self.v_init!r} must be one of {V_INIT}")
 
     def prepare(self, ann: AnnModel, calib_x: np.ndarray) -> None:
-        self._stats = calibrate(ann, calib_x, percentile=min(float(self.percentile), 100.0))
+        nodes = [n.name for n in ann.graph.activations()]
+        if self.preset == "netx":   # the logits get a threshold too: the output layer spikes
+            self._logits = ann.graph.output.inputs[0]
+            nodes.append(self._logits)
+        self._stats = calibrate(ann, calib_x, nodes=nodes, percentile=min(float(self.percentile), 100.0))
+
+    def readout(self, ctx: ActivationContext) -> NeuronSpec:
+        """Readout (default) or, with preset='netx', a spiking LavaLIF layer read by its spike counts."""
+        if self.preset != "netx":
+            return super().readout(ctx)
+        stats = self._stats.get(self._logits)
+        if stats is None:
+            raise ConversionError(f"method 'if': preset='netx': no calibration statistics for the output "
+                                  f"{ctx.node.name!r}")
+        lam = self._lambda(stats, ctx.shape[0])
+        self._lambdas[stats.name] = lam
+        theta = np.asarray(lam[0])
+        neuron = LavaLIF(threshold=np.asarray(theta, np.float64), bias=ctx.bias.astype(np.float64),
+                         v_init=np.zeros_like(theta, dtype=np.float64))
+        return NeuronSpec(neuron=neuron, payload=ir.SpikePayload(), decode_scale=np.asarray(theta, np.float64),
+                          event_value=lam, nonneg=True)
 
     def _lambda(self, stats: ActivationStats, channels: int) -> np.ndarray:
         """Per-channel lambda (C,), using the layer figure where a channel never fired."""

@@ -132,6 +132,7 @@ CASES = [
     ("convert-maxpool", lambda d, o: ["convert", d / "model.onnx", "--calib", d / "calib.npz", "--maxpool", "max", "--out", o / "n.h5"], ["--maxpool", "'max'", "error, avg"]),
     ("convert-opt-novalue", lambda d, o: ["convert", d / "model.onnx", "--calib", d / "calib.npz", "--opt", "novalue", "--out", o / "n.h5"], ["--opt", "'novalue'", "KEY=VALUE"]),
     ("convert-opt-unknown", lambda d, o: ["convert", d / "model.onnx", "--calib", d / "calib.npz", "--method", "aif", "--opt", "bogus=1", "--out", o / "n.h5"], ["'aif'", "['bogus']", "options are"]),
+    ("convert-opt-preset", lambda d, o: ["convert", d / "model.onnx", "--calib", d / "calib.npz", "--opt", "preset=loihi", "--out", o / "n.h5"], ["preset", "'loihi'", "('netx',)"]),
     ("convert-opt-twice", lambda d, o: ["convert", d / "model.onnx", "--calib", d / "calib.npz", "--opt", "channelwise=true", "--opt", "channelwise=false", "--out", o / "n.h5"], ["--opt", "'channelwise'", "twice"]),
     ("convert-out-folder", lambda d, o: ["convert", d / "model.onnx", "--calib", d / "calib.npz", "--out", o], ["--out", "is a folder"]),
     ("convert-out-parent", lambda d, o: ["convert", d / "model.onnx", "--calib", d / "calib.npz", "--out", o / "no" / "n.h5"], ["--out", "n.h5", "does not exist"]),
