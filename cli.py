@@ -301,7 +301,11 @@ def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
              out: Path = typer.Option(..., "--out", help="Quantised IR file (QNET.h5)."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Write the quantisation table as JSON."),
              strict: bool = typer.Option(False, "--strict", help="Treat compile warnings (destroyed layers, "
-                                         "unavoidable wraps) as errors: exit 2, write nothing.")):
+                                         "unavoidable wraps) as errors: exit 2, write nothing."),
+             ungated: bool = typer.Option(False, "--ungated", help="Run IF / CubaLIF layers at every step like Lava's "
+                                          "LIF and netx (no t_start gating) where no window changes; the rest are listed."),
+             netx: bool = typer.Option(False, "--netx", help="Quantise for lava-dl netx (weight_exp 0, bias_exp 6) and "
+                                       "--ungated, so export --target netx gives this IR's spikes at every step.")):
     """Quantise a float IR to a hardware profile's fixed-point formats; print the per-layer table."""
     from . import hw_profiles, ir
     check.output_file(out, "--out")
@@ -310,7 +314,11 @@ def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
     net = _load_net(net_path, quantized=False)
     prof = hw_profiles.load_profile(profile)
     from . import compiler, report  # torch: imported once the inputs are known to be good
-    qnet, table = compiler.quantize(net, prof)
+    qnet, table = compiler.quantize(net, prof, netx=netx)
+    if ungated or netx:
+        qnet, notes = compiler.ungate(qnet)
+        for note in notes:
+            console.print(Text(f"  --ungated: {note}"))
     console.print(compiler.render_quant_table(table))
     for line in compiler.render_warnings(table.warnings):
         console.print(line, highlight=False)

@@ -10,11 +10,11 @@ processes compute exactly the IR's ``(W @ s) << weight_exp``.
 Biases: Lava's LIF adds its bias at every step, also during the pipeline fill before a layer's
 first input. That is exactly ``LavaLIF`` (always active) with ``v_init = 0``, which ``convert
 --opt preset=netx`` produces (its quantiser writes every bias as ``bias_mant << 6``, netx's fixed
-bias_exp); such dense layers get a ``bias`` dataset of mantissas. A gated IF's bias would act
-before its t_start, so it is refused.
+bias_exp); such layers get a ``bias`` dataset of mantissas (per neuron for dense, per channel for
+conv). A gated IF's bias would act before its t_start, so it is refused.
 
 Anything else (reset by subtraction, '>=' compare, signed neurons, Readout, residual or multi-input
-populations, biases of gated neurons or not in ``<< 6`` form, conv biases, v_init, delays other
+populations, biases of gated neurons or not in ``<< 6`` form, conv biases that vary within a channel, v_init, delays other
 than 1) is refused with an error naming the layer and the reason.
 """
 from __future__ import annotations
@@ -65,8 +65,9 @@ def _chain(net: Network) -> list[tuple]:
 NETX_BIAS_EXP = 6   # netx hdf5: bias_exp is 6 for every CUBA layer
 
 
-def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int, bias_ok: bool = False) -> np.ndarray | None:
-    """Write the layer's ``neuron`` group; return the bias mantissas (or None) for the layer's ``bias``."""
+def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int, conv_layer: bool = False) -> np.ndarray | None:
+    """Write the layer's ``neuron`` group; return the bias mantissas (or None) for the layer's ``bias``:
+    one per neuron for a dense layer, one per channel for a conv layer (netx broadcasts it over H, W)."""
     where = f"population {pop.name!r}"
     n = pop.neuron
     cuba = isinstance(n, CubaLIF)
@@ -92,8 +93,8 @@ def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int, bias
         if not ungated:
             problems.append("nonzero bias on a gated neuron (netx has no t_start gating: it would act before the "
                             f"layer's first input at step {pop.t_start}; convert with --opt preset=netx)")
-        elif not bias_ok:
-            problems.append("bias on a conv layer (spikeport's netx export writes biases of dense layers only)")
+        elif conv_layer and np.any(bias != bias.reshape(bias.shape[0], -1)[:, :1, None]):
+            problems.append("conv bias not one value per channel (netx broadcasts a per-channel bias)")
         elif np.any(bias % (1 << NETX_BIAS_EXP)):
             problems.append(f"bias not a multiple of 2^{NETX_BIAS_EXP} (netx bias_exp is {NETX_BIAS_EXP}; quantise a "
                             "network converted with --opt preset=netx)")
@@ -109,7 +110,9 @@ def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int, bias
     g.create_dataset("vDecay", data=int(n.dv) if cuba else int(n.leak))
     g.create_dataset("refDelay", data=1)
     g.create_dataset("gradedSpike", data=False)
-    return (bias >> NETX_BIAS_EXP).reshape(-1) if np.any(bias) else None
+    if not np.any(bias):
+        return None
+    return (bias.reshape(bias.shape[0], -1)[:, 0] if conv_layer else bias.reshape(-1)) >> NETX_BIAS_EXP
 
 
 def _effective(proj, where: str) -> np.ndarray:
@@ -163,7 +166,7 @@ def export_netx(qnet: Network, path: str | Path, timesteps: int | None = None) -
                     g.create_dataset("groups", data=int(proj.groups))
                 else:
                     raise NetxExportError(f"{where}: {type(proj).__name__} has no netx layer (dense, conv)")
-                bias = _neuron_group(g, pop, timesteps or 1, steps_run, bias_ok=isinstance(proj, Dense))
+                bias = _neuron_group(g, pop, timesteps or 1, steps_run, conv_layer=isinstance(proj, Conv2d))
                 if bias is not None:
                     g.create_dataset("bias", data=bias)
                 idx += 1

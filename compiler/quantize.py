@@ -506,7 +506,7 @@ def _cancel_fill_bias(qnet: Network, dp: Datapath) -> dict:
         bias = expand_channel(np.asarray(m.bias, dtype=np.int64), shape).astype(np.int64)
         if not bias.any():
             continue
-        if float(m.leak) != 0:
+        if float(getattr(m, "leak", 0)) != 0 or not hasattr(m, "leak"):   # LavaCubaLIF: v and u decay
             notes[pop.name] = {"t_start": int(pop.t_start), "exact": False, "neurons_limited": int(pop.size),
                                "why": "leaky: the fill decays v, not cancelled"}
             continue
@@ -524,10 +524,13 @@ def _cancel_fill_bias(qnet: Network, dp: Datapath) -> dict:
 def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | None = None,
              input_range: tuple[float, float] | dict | None = None, max_timesteps: int = 256,
              headroom_bits: int = 2, weight_percentile: float = 100.0,
-             compensate_floor: bool = True, neg_value_rtol: float = 1.0 / 128) -> tuple[Network, QuantTable]:
+             compensate_floor: bool = True, neg_value_rtol: float = 1.0 / 128,
+             netx: bool = False) -> tuple[Network, QuantTable]:
     """Lower a float network to ``profile``'s datapath; returns the quantised copy and its table.
 
     ``input_range`` overrides ``net.meta["input_range"]`` (``[min, max]``, or a dict per input name).
+    ``netx``: the datapath lava-dl netx reads exactly (weight_exp 0, bias_exp 6), as for a network
+    converted with ``preset='netx'``.
     ``neg_value_rtol``: relative error allowed when a non-integer neg_value on a graded payload is
     carried as integer levels (module docstring). The input network is never modified. Raises QuantizationError naming the layer, the parameter,
     the value and the limit when something cannot be represented.
@@ -545,7 +548,7 @@ def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | N
                                 f"weight_percentile = {weight_percentile} in (0, 100]")
     opt = QuantOptions(bits, max_timesteps, headroom_bits, weight_percentile, compensate_floor, neg_value_rtol)
     _check_network(net, dp)
-    netx = net.meta.get("options", {}).get("preset") == "netx"
+    netx = netx or net.meta.get("options", {}).get("preset") == "netx"
     if netx:   # convert preset='netx': biases in netx's fixed bias_exp, mixed-sign weights w << e within
         # [-256, 254] as integers, weight_exp 0 (netx re-derives exponents and clips), docs/loihi2.md "netx export"
         if not dp.bias_exp_min <= NETX_BIAS_EXP <= dp.bias_exp_max:

@@ -98,4 +98,20 @@ class CubaLI(NeuronModel):
         check_array_fields(self, where, shape)
 
 
-__all__ = ["CubaLI", "CubaLIF"]
+@register_neuron
+@dataclass
+class LavaCubaLIF(CubaLIF):
+    """Lava's LIF process as it runs on the chip and in lava-dl netx: the ``CubaLIF`` update above at
+    EVERY step ``0 .. T + latency`` of the run, not only in the population's window.
+
+    netx blocks and Lava's native LIF have no t_start gating. ``compiler.ungate`` turns a gated
+    ``CubaLIF`` into this model where that changes no window (no bias, no initial state, aligned
+    delays): before its window nothing reaches it and it stays at rest; after its window it may keep
+    firing from the current it still holds, which reaches no downstream window. Its events are then
+    what netx and Lava compute at every step.
+    """
+
+    always_active: ClassVar[bool] = True
+
+
+__all__ = ["CubaLI", "CubaLIF", "LavaCubaLIF"]

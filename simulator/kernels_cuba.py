@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..ir.neurons_cuba import CubaLI, CubaLIF
+from ..ir.neurons_cuba import CubaLI, CubaLIF, LavaCubaLIF
 from ..ir.nodes import Population
 from .neurons import INT16_MAX, INT16_MIN, INT32_HALF, NeuronKernel, _decay, _out_of, _param, _saturate, _setup_fixed_common, register_kernel
 
@@ -160,6 +160,7 @@ class FixedCubaLIF(_CubaBase):
 
 
 register_kernel(CubaLIF, FloatCubaLIF, FixedCubaLIF)
+register_kernel(LavaCubaLIF, FloatCubaLIF, FixedCubaLIF)   # the engine runs it at every step (always_active)
 register_kernel(CubaLI, FloatCubaLI, None)
 
 __all__ = ["FixedCubaLIF", "FloatCubaLI", "FloatCubaLIF"]

@@ -1,23 +1,24 @@
 """An imported CubaLIF network (snnTorch's NIR file, zero reset) quantised for loihi2: Lava's fixed_pt
 run equals spikeport's bit-accurate simulator spike for spike (`spikeport verify` exit 0), the
-layer the window allows runs as Lava's native LIF process, and lava-dl's netx loads the exported file
-with identical spikes."""
+layer the window allows runs as Lava's native LIF process; compiled with --netx (ungated, netx's
+datapath) every layer is native and lava-dl's netx gives identical spikes at every step."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import nir
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from spikeport.backends.loihi2 import verify
 from spikeport.backends.loihi2.plan import plan_network
-from spikeport.backends.netx import export_netx, run_netx
+from spikeport import ir
+from spikeport.backends.netx import NetxExportError, export_netx, run_netx
 from spikeport.cli import app
-from spikeport.compiler import quantize
+from spikeport.compiler import quantize, ungate
 from spikeport.frontend.nir_import import import_nir
-from spikeport.hw_profiles import load_profile
+from spikeport.ir.neurons_cuba import CubaLIF, LavaCubaLIF
 from spikeport.simulator import simulate
 
 DATA = Path(__file__).parent / "data" / "nir"
@@ -78,21 +79,49 @@ def test_single_layer_cubalif_is_all_native(tmp_path):
     assert simulate(q, x, T).spike_counts["lif"].sum() > 0
 
 
-def test_netx_export_of_imported_cubalif_loads_with_identical_spikes(tmp_path):
-    """netx blocks run ungated: inside every layer's window the spikes are identical; after the hidden
-    layer's window its current keeps decaying in netx (spikeport freezes it), which never reaches the
-    output inside the output's window."""
+def test_netx_export_of_imported_cubalif_identical_at_every_step(tmp_path):
+    """netx blocks (Lava's LIF) run at every step; ``compile --netx`` quantises for netx's datapath and
+    ungates the layers (LavaCubaLIF), so spikeport's simulator computes what netx computes: identical
+    spikes in every layer at EVERY step of the run, not only inside the windows."""
     x = _fixture()
     T = x.shape[1]
-    prof = load_profile("loihi2")
-    prof = replace(prof, datapath=replace(prof.datapath, weight_exp_max=0))   # netx re-quantises weights above 8 bits
-    q, _ = quantize(import_nir(DATA / "snntorch_cuba.nir", convention="snntorch", reset="zero"), prof)
-    path = export_netx(q, tmp_path / "cuba.net.h5", T)
-    got = run_netx(path, q, x, T)
-    sim = simulate(q, x, T, record_spikes=True)
-    for pop in q.populations():
+    np.savez(tmp_path / "d.npz", x=x.astype(np.float32))
+    run = lambda *a: CliRunner().invoke(app, [str(v) for v in a])  # noqa: E731
+    r = run("import", DATA / "snntorch_cuba.nir", "--out", tmp_path / "net.h5", "--convention", "snntorch", "--reset", "zero")
+    assert r.exit_code == 0, r.output
+    r = run("compile", tmp_path / "net.h5", "--profile", "loihi2", "--out", tmp_path / "q.h5", "--netx")
+    assert r.exit_code == 0 and "stays gated" not in r.output, r.output
+    r = run("export", tmp_path / "q.h5", "--target", "netx", "--out", tmp_path / "cuba.net.h5", "--timesteps", T)
+    assert r.exit_code == 0, r.output
+    qu = ir.load(tmp_path / "q.h5")
+    assert [type(p.neuron) for p in qu.populations()] == [LavaCubaLIF, LavaCubaLIF]
+    got = run_netx(tmp_path / "cuba.net.h5", qu, x, T)
+    sim = simulate(qu, x, T, record_spikes=True)
+    assert set(got) == {"1", "3"}
+    for name, spikes in got.items():
+        assert spikes.shape[1] == T + qu.latency()
+        np.testing.assert_array_equal(spikes, sim.spikes[name], err_msg=name)
+        assert spikes.sum() > 0, name
+    # the gated IR (plain compile) agrees inside every window and at the output at every step; the
+    # hidden layer's extra events after its window are what netx (and the chip) emit
+    gated, _ = quantize(import_nir(DATA / "snntorch_cuba.nir", convention="snntorch", reset="zero"), "loihi2", netx=True)
+    ref = simulate(gated, x, T, record_spikes=True)
+    for pop in gated.populations():
         w = slice(pop.t_start, pop.t_start + T)
-        np.testing.assert_array_equal(got[pop.name][:, w], sim.spikes[pop.name][:, w], err_msg=pop.name)
-    out = q.outputs[0]
-    np.testing.assert_array_equal(got[out], sim.spikes[out])
-    assert sim.spikes["1"].sum() > 0 and sim.spikes[out].sum() > 0
+        np.testing.assert_array_equal(sim.spikes[pop.name][:, w], ref.spikes[pop.name][:, w], err_msg=pop.name)
+    np.testing.assert_array_equal(sim.spikes["3"], ref.spikes["3"])
+    assert sim.spikes["1"].sum() > ref.spikes["1"].sum()     # 48 vs 44: the current left after the window
+    # and on Lava both layers are now its own native LIF process, still identical
+    assert [n.process for n in plan_network(qu, T).neurons] == ["LIF", "LIF"]
+    assert verify(qu, x, T).identical
+
+
+def test_ungate_leaves_what_would_change_a_window():
+    net = import_nir(DATA / "snntorch_cuba.nir", convention="snntorch", reset="zero")
+    biased = net.copy()
+    biased["1"].neuron.bias = np.full(biased["1"].shape, 0.01)
+    qu, notes = ungate(biased)
+    assert [n.population for n in notes] == ["1"] and "nonzero bias" in notes[0].reason
+    assert type(qu["1"].neuron) is CubaLIF and type(qu["3"].neuron) is LavaCubaLIF
+    with pytest.raises(NetxExportError, match="nonzero bias on a gated neuron"):
+        export_netx(quantize(qu, "loihi2", netx=True)[0], Path("unused.h5"), 12)

@@ -14,6 +14,7 @@ from spikeport.backends.netx import export_netx, run_netx
 from spikeport.compiler import quantize
 from spikeport.convert import ConversionError, convert
 from spikeport.frontend import load_model
+from spikeport.ir import expand_channel
 from spikeport.ir.neurons_extra import LavaLIF
 from spikeport.models import train_digits_model
 from spikeport.simulator import simulate
@@ -82,3 +83,41 @@ def test_preset_refuses_contradicting_options(mlp_ann, digits):
         convert(mlp_ann, digits[0][:64], "if", preset="loihi")
     with pytest.raises(ConversionError, match="channelwise"):
         convert(mlp_ann, digits[0][:64], "if", preset="netx", channelwise=True)
+
+
+@pytest.fixture(scope="module")
+def cnn_ann(digits, tmp_path_factory):
+    """conv(1->4, 3x3, stride 2, bias) - ReLU - conv(4->6, 3x3, bias) - ReLU - flatten - linear(bias), from ONNX."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    x_train, y_train, _, _ = digits
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(96, 10))
+    model = train_digits_model(model, x_train, y_train, epochs=15, seed=0)
+    return load_model(export_onnx(model, tmp_path_factory.mktemp("cnn") / "cnn.onnx"), input_shape=(1, 8, 8))
+
+
+def test_preset_cnn_with_conv_biases_netx_spikes_equal_simulator(cnn_ann, digits, tmp_path):
+    """Conv biases: netx broadcasts one bias mantissa per channel over H, W (``bias`` of a conv layer)."""
+    net = convert(cnn_ann, digits[0][:500], "if", preset="netx")
+    q = quantize(net, "loihi2")[0]
+    conv_pops = [p for p in q.populations() if len(p.shape) == 3]
+    assert len(conv_pops) == 2 and all(np.any(p.neuron.bias) for p in conv_pops)
+    path = export_netx(q, tmp_path / "cnn.h5", timesteps=T)
+    with h5py.File(path) as f:
+        assert [f[f"layer/{i}/type"][0] for i in range(len(f["layer"]))] == \
+            [b"input", b"conv", b"conv", b"flatten", b"dense"]
+        for i, pop in zip((1, 2), conv_pops):
+            want = expand_channel(np.asarray(pop.neuron.bias), pop.shape).reshape(pop.shape[0], -1)[:, 0].astype(np.int64) >> 6
+            np.testing.assert_array_equal(f[f"layer/{i}/bias"][()], want)
+    x = digits[2][:3]
+    got = run_netx(path, q, x, T)
+    sim = simulate(q, x, T, record_spikes=True)
+    assert set(got) == {p.name for p in q.populations()}
+    for name, spikes in got.items():
+        np.testing.assert_array_equal(spikes, sim.spikes[name], err_msg=name)
+        assert spikes.sum() > 0, f"{name} never fires: the test would prove nothing"
+    _, _, x_test, y_test = digits
+    print("digits CNN (conv biases) preset=netx accuracy, T=32: float",
+          round(simulate(net, x_test, 32).accuracy(y_test), 4), "loihi2", round(simulate(q, x_test, 32).accuracy(y_test), 4))

@@ -218,7 +218,7 @@ def _neuron_plan(net: Network, pop: Population, timesteps: int, steps_run: int, 
     if isinstance(neuron, MultiSpikeIF):
         return _multi_spike_plan(pop, shape, common, v_init, t_end, steps_run)
     if isinstance(neuron, CubaLIF):
-        return _cuba_plan(pop, shape, common, v_init, bias, t_end, steps_run, gating_free, native)
+        return _cuba_plan(pop, shape, common, v_init, bias, t_end, steps_run, gating_free or ungated, native, ungated)
     if not isinstance(neuron, (IF, GradedSignedIF)):
         raise LavaExportError(f"{where}: neuron model {type(neuron).__name__} has no Lava mapping "
                               "(IF, GradedSignedIF, MultiSpikeIF, Readout)")
@@ -270,9 +270,10 @@ def _neuron_plan(net: Network, pop: Population, timesteps: int, steps_run: int, 
 
 
 def _cuba_plan(pop: Population, shape, common: dict, v_init, bias, t_end: int, steps_run: int, gating_free: bool,
-               native: bool) -> NeuronPlan:
+               native: bool, ungated: bool = False) -> NeuronPlan:
     """CubaLIF: Lava's own LIF (du, dv, zero reset, '>') when nothing needs gating, else spikeport's neuron
-    process with the same du (its current decay is Lava's)."""
+    process with the same du (its current decay is Lava's). ``LavaCubaLIF`` (ungated) runs at every step
+    in either process."""
     where, m = f"population {pop.name!r}", pop.neuron
     L = lambda a: to_lava(a, shape)  # noqa: E731
     vth = _vth(_int_array(m.threshold, shape, where, "threshold"), where)
@@ -289,13 +290,15 @@ def _cuba_plan(pop: Population, shape, common: dict, v_init, bias, t_end: int, s
                                 ("per-neuron thresholds", np.unique(vth).size > 1)) if bad]
     if native and not reasons:
         lif = dict(common, vth=int(vth.flat[0]), du=du, dv=dv, u=0, v=0)
-        return NeuronPlan(pop.name, "LIF", shape, lava_shape(shape), lif, "binary", NATIVE, t_start=pop.t_start)
+        return NeuronPlan(pop.name, "LIF", shape, lava_shape(shape), lif, "binary", NATIVE, t_start=pop.t_start,
+                          always_active=ungated)
     if u_init.any():
         raise LavaExportError(f"{where}: CubaLIF u_init is not supported by spikeport's Lava process")
+    t_start_p, t_end_p = (0, steps_run) if ungated else (pop.t_start, t_end)
     params = dict(common, vth=L(vth), v_init=L(v_init), du=du, dv=dv, spiking=True, reset_subtract=m.reset == "subtract",
-                  compare_ge=m.compare == ">=", neg_value=1, t_start=pop.t_start, t_end=t_end, period=steps_run)
+                  compare_ge=m.compare == ">=", neg_value=1, t_start=t_start_p, t_end=t_end_p, period=steps_run)
     return NeuronPlan(pop.name, "SpikeportNeuron", shape, lava_shape(shape), params, "binary", SIM_ONLY,
-                      "; ".join(reasons) or "native mapping disabled", pop.t_start)
+                      "; ".join(reasons) or "native mapping disabled", pop.t_start, always_active=ungated)
 
 
 def _graded_bits(where: str, lo: int, hi: int) -> int:
