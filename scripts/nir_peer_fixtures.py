@@ -9,7 +9,8 @@ Run with the peers' virtual environment, never the main one (peers are not spike
     PYTHONPATH=<spikeport on the path> /work/wt/peers-venv/bin/python scripts/nir_peer_fixtures.py [peer ...]
 
 Peers: snntorch, norse, sinabs, spikingjelly (their NIR files and spikes), spikeport (spikeport's own
-export run by SpikingJelly). The snnTorch cases also record NeuroBench 2.3.0's SynapticOperations,
+export run by SpikingJelly), roundtrip (each peer reads its own file back with its own importer and
+runs it: ``peer_round_trips.npz`` and ``manifest[case]["peer_round_trip"]``). The snnTorch cases also record NeuroBench 2.3.0's SynapticOperations,
 ActivationSparsity and Footprint (``manifest[case]["neurobench"]``). Versions used are in the manifest.
 
 Every case writes ``<peer>_<case>.nir`` and ``<peer>_<case>.npz`` (x: (N, T, *input shape) spikes;
@@ -411,8 +412,76 @@ def _read(path):
     return nir.read(path)
 
 
+# ------------------------------------------------- each peer's own NIR round trip (its importer)
+def _step_run(net, x: np.ndarray) -> np.ndarray:
+    """Step an imported (nirtorch) module T times with its returned state; its output per step."""
+    state, outs = None, []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            r = net(torch.as_tensor(x[:, t])) if state is None else net(torch.as_tensor(x[:, t]), state)
+            out, state = r if isinstance(r, tuple) else (r, None)
+            outs.append(out)
+    return torch.stack(outs, 1).numpy()
+
+
+def _peer_importer(peer: str):
+    """x (N, T, ...) -> the peer's output spikes after reading the peer's own NIR file with the peer's importer."""
+    if peer == "snntorch":
+        from snntorch.import_nir import import_from_nir
+
+        def run(g, x):   # one sample at a time: snnTorch's imported Flatten flattens the batch axis too
+            return np.concatenate([_step_run(import_from_nir(g), x[i:i + 1]) for i in range(x.shape[0])])
+    elif peer == "norse":
+        import norse.torch as nt
+
+        def run(g, x):
+            return _step_run(nt.from_nir(g, dt=1e-3), x)
+    elif peer == "sinabs":
+        from sinabs.nir import from_nir
+
+        def run(g, x):   # sinabs layers take the whole train: (N, T, n) or, for conv, (N*T, C, H, W)
+            with torch.no_grad():
+                xin = torch.as_tensor(x)
+                out = from_nir(g, batch_size=x.shape[0])(xin.reshape((-1,) + x.shape[2:]) if x.ndim > 3 else xin)
+            return (out[0] if isinstance(out, tuple) else out).numpy()
+    else:
+        from spikingjelly.activation_based import functional
+        from spikingjelly.activation_based.nir_exchange import import_from_nir
+
+        def run(g, x):
+            net = import_from_nir(g, dt=1e-4)
+            functional.reset_net(net)
+            return _step_run(net, x)
+    return run
+
+
+def peer_round_trips(manifest: dict) -> None:
+    """Each peer reads back its own NIR file (recorded above) with its own importer and runs the same
+    input spikes; its output-layer spikes go to ``peer_round_trips.npz`` (``<case>``) and
+    ``manifest[case]["peer_round_trip"]`` says whether they equal the peer's original spikes (or
+    the import error). Nothing is rewritten in the cases themselves."""
+    import nir
+    arrays = {}
+    for case in sorted(k for k in manifest if not k.startswith("spikeport_")):
+        peer, layer = case.split("_")[0], manifest[case]["layers"][-1]
+        d = np.load(OUT / f"{case}.npz")
+        want = d[f"spk__{layer}"]
+        try:
+            got = np.asarray(_peer_importer(peer)(nir.read(OUT / f"{case}.nir"), d["x"]), dtype=np.float32).reshape(want.shape)
+        except Exception as e:   # the peer's own importer fails on its own file: recorded, not hidden
+            manifest[case]["peer_round_trip"] = {"imports": False, "error": f"{type(e).__name__}: {e}"[:300]}
+            print(f"{case}: peer round trip fails: {type(e).__name__}: {e}")
+            continue
+        arrays[case] = got
+        manifest[case]["peer_round_trip"] = {"imports": True, "layer": layer, "exact": bool(np.array_equal(got, want)),
+                                             "mismatches": int((got != want).sum()), "spikes": float(got.sum()),
+                                             "spikes_original": float(want.sum())}
+        print(f"{case}: peer round trip {manifest[case]['peer_round_trip']}")
+    np.savez_compressed(OUT / "peer_round_trips.npz", **arrays)
+
+
 PEERS = {"snntorch": snntorch_cases, "norse": norse_cases, "sinabs": sinabs_cases, "spikingjelly": spikingjelly_cases,
-         "spikeport": spikeport_export_cases}
+         "spikeport": spikeport_export_cases, "roundtrip": peer_round_trips}
 
 
 def main(names: list[str]) -> None:
