@@ -565,7 +565,11 @@ def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
            convention: str = typer.Option("spec", help="nir: the convention the file is written for (spec, spikingjelly, norse)."),
            lossy: bool = typer.Option(False, "--lossy", help="nir: write even what a generic NIR reader would misread "
                                                              "(listed; spikeport keeps it in metadata)."),
-           dt: Optional[float] = typer.Option(None, "--dt", help="nir: step length in seconds written into tau and delays.")):
+           dt: Optional[float] = typer.Option(None, "--dt", help="nir: step length in seconds written into tau and delays."),
+           approximate: bool = typer.Option(False, "--approximate", help="netx: write the nearest netx network (zero "
+                                            "reset, '>') and print its accuracy against the simulator on --data."),
+           data: Optional[Path] = typer.Option(None, "--data", help="netx --approximate: DATA.npz (x, optional y) "
+                                               "the approximation is measured on.")):
     """Export a quantised IR to Lava (Loihi 2), lava-dl netx HDF5 or SpiNNaker (each layer's mapping
     reported), or an IR to a NIR graph (--target nir)."""
     from rich.table import Table
@@ -599,8 +603,11 @@ def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
                                         f"({', '.join(EXPORT_FILES[:3])}); give a new or empty folder")
     else:
         check.output_file(out, "--out")
+    if (approximate or data is not None) and not (target == "netx" and approximate and data is not None):
+        raise check.OptionError("--approximate and --data go together, with --target netx only "
+                                f"(got --target {target}, --approximate {approximate}, --data {data})")
     check.output_file(json_out, "--json")
-    check.distinct_outputs({"QNET.h5": qnet_path}, {"--out": out, "--json": json_out})
+    check.distinct_outputs({"QNET.h5": qnet_path, **({"--data": data} if data else {})}, {"--out": out, "--json": json_out})
     qnet = _load_net(qnet_path, quantized=True)
     if target == "spinnaker":
         _spinnaker_export(qnet, qnet_path, out, profile, machine, json_out)
@@ -611,8 +618,11 @@ def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
     if qnet.datapath.profile == "loihi2":
         res = report.resources_report(qnet, hw_profiles.load_profile("loihi2")).to_json()
         cores = {layer["layer"]: layer.get("cores") for layer in res["layers"]}
+    approx_summary = None
     if target == "lava":
         path = loihi2.export(qnet, out, timesteps)
+    elif approximate:
+        path, approx_summary = _netx_approximate(qnet, qnet_path, out, data, timesteps)
     else:
         from .backends import netx
         path = netx.export_netx(qnet, out, timesteps)
@@ -625,7 +635,8 @@ def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
                   "-" if r["loihi2_cores"] is None else str(r["loihi2_cores"]), str(r.get("note", "")))
     console.print(t)
     if json_out:
-        report.write_json({"qnet": str(qnet_path), "target": target, "out": str(path), "layers": rows}, json_out)
+        report.write_json({"qnet": str(qnet_path), "target": target, "out": str(path), "layers": rows,
+                           **({"approximation": approx_summary} if approx_summary else {})}, json_out)
 
 
 def _backend_inputs(qnet_path: Path, data: Path, target: str, json_out: Optional[Path], trace: Optional[Path] = None):
@@ -676,6 +687,28 @@ def run(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
     console.print(simulate_table(summary))
     if json_out:
         report.write_json(summary, json_out)
+
+
+def _netx_approximate(qnet, qnet_path: Path, out: Path, data: Path, timesteps: int) -> tuple[Path, dict]:
+    """export --target netx --approximate: the nearest netx network, written with its measured accuracy."""
+    from . import datasets
+    from .backends import netx
+    x, y = datasets.load_npz(data)
+    check.data_for_net(qnet, x, y, data, qnet_path)
+    approx, changes = netx.approximate_for_netx(qnet, x, timesteps)
+    path = netx.export_netx(approx, out, timesteps)
+    m = netx.measure_approximation(qnet, approx, path, x, y, timesteps)
+    console.print(Text(f"APPROXIMATE netx export {path} (not spikeport's network; T = {timesteps}, {len(x)} samples of {data}):"))
+    for c in changes or ["(no neuron changed; ungated layers only)"]:
+        console.print(Text(f"  changed: {c}"))
+    if y is not None:
+        console.print(Text(f"  accuracy: simulator {m['accuracy_simulator']:.4f}, netx {m['accuracy_netx']:.4f}, "
+                           f"difference {m['accuracy_difference']:+.4f}"))
+    console.print(Text(f"  predictions equal on {m['predictions_equal']:.1%} of samples; spikes equal inside each window: "
+                       + ", ".join(f"{k} {v:.1%}" for k, v in m["spike_agreement"].items())))
+    console.print(Text(f"  lava-dl netx = the approximate network at every step on {m['netx_samples']} samples: "
+                       f"{m['netx_equals_approximation']}"))
+    return path, {"changes": changes, **m}
 
 
 @command()

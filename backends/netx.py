@@ -19,12 +19,13 @@ than 1) is refused with an error naming the layer and the reason.
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from ..ir import IF, Conv2d, Dense, Input, Network, Population, expand_channel
+from ..ir import IF, Conv2d, Dense, Input, Network, Population, Readout, SpikePayload, expand_channel
 from ..atomic import atomic_path
 from ..errors import SpikeportError
 from ..ir.neurons_cuba import CubaLIF
@@ -63,6 +64,7 @@ def _chain(net: Network) -> list[tuple]:
 
 
 NETX_BIAS_EXP = 6   # netx hdf5: bias_exp is 6 for every CUBA layer
+APPROX_HINT = "export --approximate --data D.npz writes the nearest netx network and prints its measured accuracy"
 
 
 def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int, conv_layer: bool = False) -> np.ndarray | None:
@@ -77,9 +79,9 @@ def _neuron_group(grp: h5py.Group, pop: Population, T: int, steps_run: int, conv
     if cuba and (np.any(np.asarray(n.current_bias)) or np.any(np.asarray(n.u_init))):
         problems.append("current_bias or u_init (netx CUBA has neither)")
     if n.reset != "zero":
-        problems.append("reset by subtraction (netx CUBA resets to 0)")
+        problems.append(f"reset by subtraction (netx CUBA resets to 0; {APPROX_HINT})")
     if n.compare != ">":
-        problems.append(f"compare {n.compare!r} (netx CUBA fires on '>')")
+        problems.append(f"compare {n.compare!r} (netx CUBA fires on '>'; {APPROX_HINT})")
     if getattr(n, "neg_threshold", None) is not None:
         problems.append("signed spikes (netx CUBA is unsigned)")
     th = expand_channel(n.threshold, pop.shape).astype(np.int64)
@@ -249,3 +251,90 @@ def run_netx(path: str | Path, qnet: Network, x, timesteps: int) -> dict[str, np
         finally:
             net.stop()
     return {k: np.stack(v) for k, v in out.items()}
+
+
+# ------------------------------------------------------------------ approximations, only on request
+def _spiking_readout(qnet: Network, pop: Population, x, timesteps: int) -> tuple[object, str]:
+    """A Readout output as a spiking LavaLIF layer read by its counts: theta (a multiple of 64) = the
+    99.9th percentile over ``x`` of the Readout's positive mean input per step, so it fires at most
+    about once a step."""
+    from ..ir.neurons_extra import LavaLIF
+    from ..simulator import simulate
+    v = simulate(qnet, x, timesteps, record_voltages=True).voltages[pop.name][:, pop.t_start + timesteps - 1]
+    rate = np.maximum(np.asarray(v, dtype=np.float64) - expand_channel(np.asarray(pop.neuron.v_init), pop.shape), 0) / timesteps
+    theta = max(64, int(np.ceil(np.percentile(rate, 99.9) / 64.0)) * 64)
+    m = pop.neuron
+    return (LavaLIF(threshold=np.array(theta), bias=np.asarray(m.bias), v_init=np.zeros_like(np.asarray(m.v_init))),
+            f"Readout -> spiking LIF read by its spike counts, threshold {theta} (99.9th percentile of its mean input "
+            f"per step on the data)")
+
+
+def approximate_for_netx(qnet: Network, x=None, timesteps: int | None = None) -> tuple[Network, list[str]]:
+    """The nearest network netx holds: every IF / CubaLIF layer resets to zero and fires on '>' (netx's
+    CUBA) and runs at every step (also a biased layer during its pipeline fill, from v = 0), as netx
+    runs it; given data ``x``, a Readout output becomes a spiking layer read by its spike counts
+    (:func:`_spiking_readout`). Returns it and the changes made.
+
+    Not exact ('>=' and '>' differ when v equals the threshold; a zero reset drops the residual that a
+    subtraction keeps), so it is written only on request, with its accuracy measured
+    (:func:`measure_approximation`)."""
+    from ..compiler.ungate import TWINS, ungate
+    out, changes = qnet.copy(), []
+    for pop in out.populations():
+        m = pop.neuron
+        if isinstance(m, Readout) and x is not None and pop.name in out.outputs:
+            pop.neuron, why = _spiking_readout(qnet, pop, x, timesteps)
+            pop.payload = SpikePayload()
+            changes.append(f"population {pop.name!r}: {why}")
+            continue
+        if not isinstance(m, (IF, CubaLIF)) or getattr(m, "neg_threshold", None) is not None:
+            continue
+        made = []
+        if m.reset != "zero":
+            made.append(f"reset {m.reset!r} -> 'zero'")
+            m.reset = "zero"
+        if m.compare != ">":
+            made.append(f"compare {m.compare!r} -> '>'")
+            m.compare = ">"
+        if isinstance(m, CubaLIF) and m.reset_timing != "fire":
+            m.reset_timing = "fire"
+        if made:
+            changes.append(f"population {pop.name!r}: " + ", ".join(made))
+    out, gated = ungate(out)
+    for note in gated:        # netx runs them ungated anyway: the bias acts during the fill, v starts at 0
+        pop = out[note.population]
+        m, twin = pop.neuron, TWINS.get(type(pop.neuron))
+        if twin is None or getattr(m, "neg_threshold", None) is not None:
+            continue
+        made = [f"runs at every step (was gated: {note.reason})"]
+        if np.any(np.asarray(m.v_init)):
+            made.append("v_init -> 0")
+            m.v_init = np.zeros_like(np.asarray(m.v_init))
+        pop.neuron = twin(**{f.name: getattr(m, f.name) for f in fields(m) if f.init})
+        changes.append(f"population {pop.name!r}: " + ", ".join(made))
+    out.validate("netx approximation")
+    return out, changes
+
+
+def measure_approximation(qnet: Network, approx: Network, path: str | Path, x, y, timesteps: int,
+                          netx_samples: int = 2) -> dict:
+    """Accuracy of the approximate network against spikeport's simulator of the original on ``x``, the
+    per-layer spike agreement inside each layer's window, and a check that lava-dl's netx gives the
+    approximate network's spikes at every step on the first ``netx_samples`` samples."""
+    from ..simulator import simulate
+    ref = simulate(qnet, x, timesteps, record_spikes=True)
+    app = simulate(approx, x, timesteps, record_spikes=True)
+    agree = {}
+    for pop in qnet.populations():
+        if pop.name in ref.spikes and pop.name in app.spikes:
+            w = slice(pop.t_start, pop.t_start + timesteps)
+            agree[pop.name] = float(np.mean(ref.spikes[pop.name][:, w] == app.spikes[pop.name][:, w]))
+    k = min(netx_samples, len(x))
+    got = run_netx(path, approx, x[:k], timesteps)
+    netx_equal = all(np.array_equal(got[name], app.spikes[name][:k]) for name in got)
+    out = {"spike_agreement": agree, "netx_equals_approximation": bool(netx_equal), "netx_samples": k,
+           "predictions_equal": float(np.mean(np.asarray(ref.predictions) == np.asarray(app.predictions)))}
+    if y is not None:
+        out.update(accuracy_simulator=ref.accuracy(y), accuracy_netx=app.accuracy(y))
+        out["accuracy_difference"] = out["accuracy_netx"] - out["accuracy_simulator"]
+    return out

@@ -121,3 +121,25 @@ def test_preset_cnn_with_conv_biases_netx_spikes_equal_simulator(cnn_ann, digits
     _, _, x_test, y_test = digits
     print("digits CNN (conv biases) preset=netx accuracy, T=32: float",
           round(simulate(net, x_test, 32).accuracy(y_test), 4), "loihi2", round(simulate(q, x_test, 32).accuracy(y_test), 4))
+
+
+def test_default_conversion_reaches_netx_only_as_a_measured_approximation(mlp_ann, digits, tmp_path):
+    """The default ``--method if`` network (soft reset, '>=', Readout output, biases on gated layers) has
+    no exact netx form: export_netx refuses it; approximate_for_netx gives the nearest netx network,
+    whose accuracy against the simulator's is measured, and lava-dl's netx runs exactly that network."""
+    from spikeport.backends.netx import NetxExportError, approximate_for_netx, measure_approximation
+    net = convert(mlp_ann, digits[0][:500], "if")
+    q = quantize(net, "loihi2", netx=True)[0]
+    with pytest.raises(NetxExportError, match="reset by subtraction .*--approximate"):
+        export_netx(q, tmp_path / "refused.h5", timesteps=T)
+    assert not (tmp_path / "refused.h5").exists()
+    _, _, x_test, y_test = digits
+    approx, changes = approximate_for_netx(q, x_test, 32)
+    assert any("Readout -> spiking LIF" in c for c in changes) and any("reset 'subtract' -> 'zero'" in c for c in changes)
+    path = export_netx(approx, tmp_path / "approx.h5", timesteps=32)
+    m = measure_approximation(q, approx, path, x_test, y_test, 32, netx_samples=2)
+    print("digits MLP default conversion -> netx approximation, T=32:", {k: v for k, v in m.items()})
+    assert m["netx_equals_approximation"]
+    assert m["accuracy_simulator"] == simulate(q, x_test, 32).accuracy(y_test)
+    assert m["accuracy_difference"] == m["accuracy_netx"] - m["accuracy_simulator"]
+    assert m["accuracy_netx"] > 0.5      # a usable approximation, its loss printed above
