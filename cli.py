@@ -639,10 +639,11 @@ def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
                            **({"approximation": approx_summary} if approx_summary else {})}, json_out)
 
 
-def _backend_inputs(qnet_path: Path, data: Path, target: str, json_out: Optional[Path], trace: Optional[Path] = None):
+def _backend_inputs(qnet_path: Path, data: Path, target: str, json_out: Optional[Path], trace: Optional[Path] = None,
+                    targets: tuple[str, ...] = ("lava", "spinnaker")):
     """Shared checks of `run` and `verify`: target, output paths, quantised IR, data."""
     from . import datasets
-    check.choice(target, ("lava", "spinnaker"), "--target")
+    check.choice(target, targets, "--target")
     check.output_file(json_out, "--json")
     check.output_file(trace, "--trace")
     check.distinct_outputs({"QNET.h5": qnet_path, "--data": data}, {"--json": json_out, "--trace": trace})
@@ -713,21 +714,31 @@ def _netx_approximate(qnet, qnet_path: Path, out: Path, data: Path, timesteps: i
 
 @command()
 def verify(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
-           target: str = typer.Option("lava"),
+           target: str = typer.Option("lava", help="lava, netx (the netx file export --target netx writes, run in "
+                                               "lava-dl) or spinnaker."),
            data: Path = typer.Option(..., "--data"),
            timesteps: int = typer.Option(..., parser=check.int_at_least(1), metavar="INTEGER"),
            json_out: Optional[Path] = typer.Option(None, "--json"),
            yes: bool = typer.Option(False, "--yes", help=YES_HELP),
            profile: Optional[str] = typer.Option(None, help=SPINNAKER_PROFILE_HELP),
            machine: str = typer.Option("48-chip", help=SPINNAKER_MACHINE_HELP)):
-    """Run spikeport's simulator and Lava (or the SpiNNaker packet replay) on the same inputs; compare
-    every spike (and membrane value / delivered packet).
+    """Run spikeport's simulator and Lava (or lava-dl netx, or the SpiNNaker packet replay) on the same
+    inputs; compare every spike (and membrane value / delivered packet).
 
     Exit status 0 only when identical (1 when they differ); otherwise the first divergence is printed."""
     from dataclasses import asdict
     from . import report
     from .simulator import workload
-    qnet, x, _ = _backend_inputs(qnet_path, data, target, json_out)
+    qnet, x, _ = _backend_inputs(qnet_path, data, target, json_out, targets=("lava", "spinnaker", "netx"))
+    if target == "netx":
+        from .backends import netx
+        rep = netx.verify_netx(qnet, x, timesteps)
+        console.print(Text(str(rep), style="green" if rep.identical else "red"))
+        if json_out:
+            report.write_json(asdict(rep), json_out)
+        if not rep.identical:
+            raise typer.Exit(1)
+        return
     if target == "spinnaker":
         from .backends import spinnaker
         _workload(qnet, len(x), timesteps, yes, "SpiNNaker verify", record_all=True)

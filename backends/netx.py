@@ -19,7 +19,7 @@ than 1) is refused with an error naming the layer and the reason.
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import h5py
@@ -121,7 +121,7 @@ def _effective(proj, where: str) -> np.ndarray:
     w = np.asarray(proj.weight).astype(np.float64) * 2.0 ** int(proj.weight_exp)
     if w.max(initial=0) > 254 or w.min(initial=0) < -256:
         raise NetxExportError(f"{where}: effective weight w << weight_exp spans [{w.min()}, {w.max()}]; netx clips "
-                              "weights to [-256, 254]")
+                              "weights to [-256, 254] (compile --netx quantises with weight_exp 0)")
     return w
 
 
@@ -338,3 +338,55 @@ def measure_approximation(qnet: Network, approx: Network, path: str | Path, x, y
         out.update(accuracy_simulator=ref.accuracy(y), accuracy_netx=app.accuracy(y))
         out["accuracy_difference"] = out["accuracy_netx"] - out["accuracy_simulator"]
     return out
+
+
+# ------------------------------------------------------------------ verification against lava-dl
+@dataclass
+class NetxVerifyReport:
+    """lava-dl netx vs spikeport's simulator, spike for spike. Ungated (always-active) layers are
+    compared at every step of the run, gated ones inside their window (where the IR defines them)."""
+
+    identical: bool
+    compared: int                                   # spike entries compared
+    mismatches: dict[str, int] = field(default_factory=dict)
+    every_step: list[str] = field(default_factory=list)
+    windowed: list[str] = field(default_factory=list)
+    first_divergence: str | None = None
+
+    def __str__(self) -> str:
+        where = (f"every step: {', '.join(self.every_step) or '-'}; inside the window only (gated, see compile "
+                 f"--ungated): {', '.join(self.windowed) or '-'}")
+        if self.identical:
+            return f"identical: {self.compared} spike entries of lava-dl netx equal spikeport's ({where})"
+        return (f"DIFFERENT: {sum(self.mismatches.values())} of {self.compared} spike entries differ "
+                f"({self.mismatches}); first: {self.first_divergence} ({where})")
+
+
+def verify_netx(qnet: Network, x, timesteps: int) -> NetxVerifyReport:
+    """Export ``qnet`` to netx (a temporary file), run it in lava-dl and compare every spike with
+    spikeport's bit-accurate simulator."""
+    import tempfile
+    from ..simulator import simulate
+    with tempfile.TemporaryDirectory(prefix="spikeport-netx-") as tmp:
+        path = export_netx(qnet, Path(tmp) / "net.h5", timesteps)
+        got = run_netx(path, qnet, x, timesteps)
+    sim = simulate(qnet, x, timesteps, record_spikes=True)
+    rep = NetxVerifyReport(identical=True, compared=0)
+    for name, spikes in got.items():
+        pop = qnet[name]
+        if getattr(type(pop.neuron), "always_active", False):
+            w = slice(0, spikes.shape[1])
+            rep.every_step.append(name)
+        else:
+            w = slice(pop.t_start, pop.t_start + timesteps)
+            rep.windowed.append(name)
+        a, b = spikes[:, w], np.asarray(sim.spikes[name])[:, w]
+        bad = a != b
+        rep.compared += int(a.size)
+        rep.mismatches[name] = int(bad.sum())
+        if bad.any() and rep.first_divergence is None:
+            i = np.argwhere(bad)[0]
+            rep.first_divergence = (f"population {name!r} sample {i[0]} step {w.start + i[1]} neuron {tuple(i[2:])}: "
+                                    f"netx {a[tuple(i)]}, spikeport {b[tuple(i)]}")
+    rep.identical = not any(rep.mismatches.values())
+    return rep

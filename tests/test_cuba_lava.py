@@ -14,12 +14,13 @@ from typer.testing import CliRunner
 from spikeport.backends.loihi2 import verify
 from spikeport.backends.loihi2.plan import plan_network
 from spikeport import ir
-from spikeport.backends.netx import NetxExportError, export_netx, run_netx
+from spikeport.backends.netx import NetxExportError, export_netx, run_netx, verify_netx
 from spikeport.cli import app
 from spikeport.compiler import quantize, ungate
 from spikeport.frontend.nir_import import import_nir
 from spikeport.ir.neurons_cuba import CubaLIF, LavaCubaLIF
 from spikeport.simulator import simulate
+from spikeport.simulator.reference import reference_simulate
 
 DATA = Path(__file__).parent / "data" / "nir"
 
@@ -114,6 +115,25 @@ def test_netx_export_of_imported_cubalif_identical_at_every_step(tmp_path):
     # and on Lava both layers are now its own native LIF process, still identical
     assert [n.process for n in plan_network(qu, T).neurons] == ["LIF", "LIF"]
     assert verify(qu, x, T).identical
+    # the user's check: verify --target netx compares every step of both (ungated) layers
+    r = run("verify", tmp_path / "q.h5", "--target", "netx", "--data", tmp_path / "d.npz", "--timesteps", T)
+    assert r.exit_code == 0 and "identical" in r.output and "every step: 1, 3" in r.output, r.output
+    # the gated IR: netx agrees inside the windows only, and verify says which layers it compared how
+    rep = verify_netx(gated, x[:1], T)
+    assert rep.identical and rep.windowed == ["1", "3"] and rep.every_step == []
+
+
+def test_ungated_cubalif_engine_equals_reference_simulator():
+    """The engine's every-step CubaLIF equals simulator/reference.py's plain-integer loop (no torch)."""
+    x = _fixture()
+    T = x.shape[1]
+    qu, notes = ungate(quantize(import_nir(DATA / "snntorch_cuba.nir", convention="snntorch", reset="zero"), "loihi2")[0])
+    assert notes == []
+    ref = reference_simulate(qu, x, T)
+    sim = simulate(qu, x, T, record_spikes=True)
+    for name in ("1", "3"):
+        np.testing.assert_array_equal(sim.spikes[name], ref.spikes[name], err_msg=name)
+    assert ref.spikes["1"][:, 1 + T:].sum() > 0      # it does fire after its window, in both
 
 
 def test_ungate_leaves_what_would_change_a_window():

@@ -126,3 +126,20 @@ def test_spikeport_export_runs_in_a_peer_with_the_same_spikes():
             assert want.sum() > 0
             np.testing.assert_array_equal(res.spikes[layer].reshape(want.shape).astype(np.float32), want,
                                           err_msg=f"{name}: {layer} ({info['peer']})")
+
+
+def test_round_trip_keeps_ungated_layers(tmp_path):
+    """compiler.ungate's LavaCubaLIF (netx / Lava LIF semantics) survives spikeport -> NIR -> spikeport."""
+    from spikeport.compiler import ungate
+    from spikeport.ir.neurons_cuba import LavaCubaLIF
+    data = Path(__file__).parent / "data" / "nir"
+    net, notes = ungate(import_nir(data / "snntorch_cuba.nir", convention="snntorch", reset="zero"))
+    assert notes == []
+    path, dropped = export_nir(net, tmp_path / "u.nir", dt=1e-4)
+    again = import_nir(path, dt=1e-4)
+    assert [type(p.neuron) for p in again.populations()] == [LavaCubaLIF, LavaCubaLIF] and dropped == []
+    x = np.load(data / "snntorch_cuba.npz")["x"].astype(np.float64)
+    a = simulate(net, x, 12, record_spikes=True)
+    b = simulate(again, x, 12, record_spikes=True)
+    for name in a.spikes:
+        np.testing.assert_array_equal(a.spikes[name], b.spikes[name], err_msg=name)
