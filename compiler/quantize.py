@@ -552,7 +552,7 @@ def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | N
     if netx:   # convert preset='netx': biases in netx's fixed bias_exp, mixed-sign weights w << e within
         # [-256, 254] as integers, weight_exp 0 (netx re-derives exponents and clips), docs/loihi2.md "netx export"
         if not dp.bias_exp_min <= NETX_BIAS_EXP <= dp.bias_exp_max:
-            raise QuantizationError(f"preset 'netx': profile {prof.name!r} bias_exp range [{dp.bias_exp_min}, "
+            raise QuantizationError(f"netx datapath (preset 'netx' / compile --netx): profile {prof.name!r} bias_exp range [{dp.bias_exp_min}, "
                                     f"{dp.bias_exp_max}] excludes netx's bias_exp {NETX_BIAS_EXP}")
         dp = replace(dp, bias_exp_min=NETX_BIAS_EXP, bias_exp_max=NETX_BIAS_EXP,
                      weight_exp_min=0, weight_exp_max=0)

@@ -145,6 +145,7 @@ CASES = [
     ("compile-quantised", lambda d, o: ["compile", d / "qnet.h5", "--out", o / "q.h5"], ["qnet.h5", "already quantised", "'loihi2'"]),
     ("compile-profile-name", lambda d, o: ["compile", d / "net.h5", "--profile", "loihi9", "--out", o / "q.h5"], ["'loihi9'", "built-in profiles", "spinnaker2"]),
     ("compile-profile-toml", lambda d, o: ["compile", d / "net.h5", "--profile", d / "bad.toml", "--out", o / "q.h5"], ["bad.toml", "not valid TOML"]),
+    ("compile-netx-profile", lambda d, o: ["compile", d / "net.h5", "--profile", "spinnaker1", "--netx", "--out", o / "q.h5"], ["netx datapath", "'spinnaker1'", "bias_exp range [0, 0]", "bias_exp 6"]),
     ("compile-profile-section", lambda d, o: ["compile", d / "net.h5", "--profile", d / "nosections.toml", "--out", o / "q.h5"], ["nosections.toml", "[profile]", "is missing (required sections"]),
     ("compile-out-folder", lambda d, o: ["compile", d / "net.h5", "--out", o], ["--out", "is a folder"]),
     ("compile-json-parent", lambda d, o: ["compile", d / "net.h5", "--out", o / "q.h5", "--json", o / "sub" / "t.json"], ["--json", "t.json", "does not exist"]),
@@ -201,6 +202,8 @@ CASES = [
     ("export-float", lambda d, o: ["export", d / "net.h5", "--out", o / "lava"], ["net.h5", "a float IR", "spikeport compile"]),
     ("export-out-file", lambda d, o: ["export", d / "qnet.h5", "--out", o / "taken"], ["--out", "taken", "not a folder"], _setup_file("taken")),
     ("export-out-foreign-folder", lambda d, o: ["export", d / "qnet.h5", "--out", o / "lava"], ["--out", "lava", "other files", "plan.json"], _setup_folder_with("notes.txt")),
+    ("export-approximate-no-data", lambda d, o: ["export", d / "qnet.h5", "--target", "netx", "--out", o / "n.net.h5", "--approximate"], ["--approximate", "--data", "--target netx only"]),
+    ("verify-netx-refused", lambda d, o: ["verify", d / "qnet.h5", "--target", "netx", "--data", d / "test.npz", "--timesteps", "4"], ["netx holds only a chain", "'relu'"]),
     ("export-netx-refused", lambda d, o: ["export", d / "qnet.h5", "--target", "netx", "--out", o / "n.net.h5"], ["netx", "relu"]),
     ("export-timesteps", lambda d, o: ["export", d / "qnet.h5", "--out", o / "lava", "--timesteps", "0"], ["--timesteps", "0", "below the minimum 1"]),
     # ------------------------------------------------------------------ run
