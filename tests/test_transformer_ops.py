@@ -107,3 +107,86 @@ def test_snn_linear_accumulates_are_rate_times_T_times_ann_macs():
     # EC operators cost the same every step: T x samples x (bookkeeping + the module)
     assert snn["Softmax"]["exp"] == T * samples * 2 * 17 * 17
     assert snn["LayerNorm 1"]["sqrt"] == T * samples * 17 and snn["GELU"]["exp"] == T * samples * 17 * 64
+
+
+# ---------------------------------------------------------------------- measured on the digits ViT
+@pytest.fixture(scope="module")
+def vit_counts(digits, tmp_path_factory):
+    """The digits ViT (2 blocks, N = 17, C = 32, Nh = 2, Ch = 64) converted with ecmt, simulated
+    at T = 6 on 12 test digits with its MT events recorded, and counted from those events."""
+    from conftest import export_onnx
+
+    from spikeport.convert import convert
+    from spikeport.frontend import load_model
+    from spikeport.models.digits_vit import pretrained_digits_vit
+    from spikeport.simulator import simulate
+    from spikeport.simulator.opcount import count_ops
+    x_train, _, x_test, _ = digits
+    ann = load_model(export_onnx(pretrained_digits_vit("vit"), tmp_path_factory.mktemp("vitops") / "vit.onnx"))
+    net = convert(ann, x_train[:300], "ecmt")
+    x, T = x_test[:12], 6
+    res = simulate(net, x, T, record_spikes=True)
+    return net, res, count_ops(net, x, T, result=res), T, len(x)
+
+
+def _blocks(net):
+    """Per block, the IR objects of the ten modules, found by structure (not by name)."""
+    from spikeport.ir import operators as O
+    linears = [p for p in net.projections() if isinstance(p, O.TokenDense) and isinstance(net[p.target].neuron, O.Relay)]
+    products = [op for op in net.operators() if isinstance(op, O.MatMulEC)]
+    norms = [op for op in net.operators() if isinstance(op, O.LayerNormEC)]
+    soft = [op for op in net.operators() if isinstance(op, O.SoftmaxEC)]
+    gelu = [op for op in net.operators() if isinstance(op, O.GELUEC)]
+    blocks = []
+    for b in range(len(products) // 2):
+        qkv, proj, fc1, fc2 = linears[4 * b:4 * b + 4]
+        blocks.append({"LayerNorm 1": norms[2 * b], "Linear qkv": qkv, "Matrix Product q, k": products[2 * b],
+                       "Softmax": soft[b], "Matrix Product s, v": products[2 * b + 1], "Linear out": proj,
+                       "LayerNorm 2": norms[2 * b + 1], "MLP Linear 1": fc1, "GELU": gelu[b], "MLP Linear 2": fc2})
+    return blocks
+
+
+def test_measured_counts_on_the_digits_vit_equal_the_analytic_counter(vit_counts):
+    """"Agree" means: for every block and module, the counter's closed form in (N, C, Nh, Ch),
+    evaluated with the events per step that the simulation recorded for the block's eight MT
+    populations (i.e. at the measured firing rates), equals the simulator-side count, which knows
+    no Transformer: per-projection accumulates from each event's fan-out in the IR, per-operator
+    arithmetic by kind from the operator's shapes and its inputs' events. Equal as integers, every
+    kind; and every ANN module's work equals the ANN work recorded per operator / projection."""
+    net, res, counts, T, n = vit_counts
+    blocks = _blocks(net)
+    assert len(blocks) == 2
+    d = BlockDims(tokens=17, channels=32, heads=2, hidden=64)
+
+    def per_step(pop: str) -> np.ndarray:
+        return (res.spikes[pop] != 0).reshape(n, T, -1).sum(axis=(0, 2)).astype(np.int64)
+
+    for mods in blocks:
+        qk, sv = mods["Matrix Product q, k"], mods["Matrix Product s, v"]
+        ev = BlockEvents(qkv_in=per_step(mods["Linear qkv"].source), q=per_step(qk.inputs[0]), k=per_step(qk.inputs[1]),
+                         v=per_step(sv.inputs[1]), attn=per_step(sv.inputs[0]), proj_in=per_step(mods["Linear out"].source),
+                         fc1_in=per_step(mods["MLP Linear 1"].source), fc2_in=per_step(mods["MLP Linear 2"].source),
+                         samples=n)
+        assert net.shape_of(qk.inputs[1]) == (d.heads, d.head_dim, d.tokens)      # k enters transposed
+        snn, ann = snn_block(d, ev), ann_block(d)
+        for name, obj in mods.items():
+            if name.startswith("Linear") or name.startswith("MLP Linear"):
+                p = counts.projections[obj.name]
+                assert p.op == "ac" and int(p.synops.sum()) == snn[name]["ac"], name
+                assert int(np.prod(net.shape_of(p.target)[:-1])) * obj.weight.size == ann[name]["mac"]
+            else:
+                measured = {k: counts.operators[obj.name].total(k) for k in snn[name]}
+                assert measured == snn[name], name
+                assert counts.operators[obj.name].ann == ann[name], name
+        assert snn["Linear qkv"]["ac"] > 0 and snn["Matrix Product s, v"]["ac"] > 0
+
+
+def test_ann_equivalent_of_the_digits_vit_is_its_blocks_plus_embedding_and_head(vit_counts):
+    from spikeport.simulator.opcount import ann_equivalent_macs
+    net, *_ = vit_counts
+    d = BlockDims(17, 32, 2, 64)
+    blocks = 2 * total(ann_block(d))["mac"]
+    patch = 32 * 4 * 4 * 1 * 2 * 2          # Conv2d(1, 32, 2, stride 2) on 8x8
+    head = 32 * 10
+    adds = 17 * 32 + 2 * 2 * 2 * 17 * 32    # position embedding + two residual adds per block (two inputs each)
+    assert ann_equivalent_macs(net) == blocks + patch + head + adds
