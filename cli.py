@@ -449,6 +449,10 @@ def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
     check.distinct_outputs({"QNET.h5": qnet_path, "--data": data, "--model": model},
                            {"--json": json_out, "--plot": plot})
     net = _load_net(qnet_path)
+    if convention == "neurobench" and net.operators():
+        op = net.operators()[0]
+        raise check.OptionError(f"--convention neurobench: {qnet_path}: operator {op.name!r} ({type(op).__name__}) has "
+                                "no NeuroBench rule (Linear/Conv only); use fp32, int8 or int32")
     prof = _profile_for(net, profile, qnet_path)
     x, y = datasets.load_npz(data)
     check.data_for_net(net, x, y, data, qnet_path)
