@@ -505,7 +505,10 @@ def resources(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
     net = _load_net(qnet_path)
     prof = _profile_for(net, profile, qnet_path)
     rep = resources_report(net, prof)
-    console.print(rep.table())
+    for table in rep.tables():
+        console.print(table)
+    for note in rep.placement.notes:
+        console.print(Text(f"note: {note}"))
     if json_out:
         report.write_json(rep.to_json(), json_out)
 

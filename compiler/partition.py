@@ -9,7 +9,10 @@ which every slice fits every per-core limit. The memory model (docs/energy.md, "
 * synapse words (``synapse_word_bits`` each): dense projections store the full weight matrix rows
   of the slice (``neurons * N_in`` words, zeros included); identity one word per neuron; conv
   ``expanded`` the true (padding-free) fan-in of every neuron, conv ``shared`` one kernel per
-  output channel the slice touches (``C_in/groups * kH * kW`` words each)
+  output channel the slice touches (``C_in/groups * kH * kW`` words each); a token projection
+  (one weight shared by every token) the weight rows of the output channels the slice holds, once
+  per core whatever the number of its tokens there (``min(neurons, C_out) * C_in`` words: a core
+  keeps one copy of the rows it needs and indexes them by token, as a shared conv kernel)
 * input-axon table: ``axon_entry_bytes`` per distinct source neuron reaching the slice (fan-in)
 * where synapses live: a dedicated pool when ``synapse_memory_per_core_bytes`` is set (Loihi 1; the
   rest of ``memory_per_core_bytes`` then holds state and axons, if any is left, else those are
@@ -33,6 +36,8 @@ from ..errors import UnsupportedError
 from ..ir import Conv2d, Dense, Identity, Network, Population, Projection
 from ..errors import SpikeportError
 from ..ir.conv_counts import conv_covers, conv_fan_in
+from ..ir.operators import TokenDense
+from .operator_placement import OperatorPlacement, place_operators
 
 
 class ResourceError(SpikeportError):
@@ -109,15 +114,18 @@ class Placement:
     chip_binding: str
     router_entries_max: int | None = None
     notes: list[str] = field(default_factory=list)
+    operators: OperatorPlacement | None = None
 
     @property
     def cores(self) -> int:
-        return sum(lp.n_cores for lp in self.layers.values())
+        """Neuro cores: the populations' plus the operator cores taken from them (SpiNNaker)."""
+        return sum(lp.n_cores for lp in self.layers.values()) + (self.operators.cores_on_neuro if self.operators else 0)
 
     def to_json(self) -> dict:
         return {"profile": self.profile, "cores": self.cores, "chips": self.chips, "chip_binding": self.chip_binding,
                 "router_entries_max_per_chip": self.router_entries_max, "notes": list(self.notes),
-                "layers": [lp.to_json() for lp in self.layers.values()]}
+                "layers": [lp.to_json() for lp in self.layers.values()],
+                **({"operators": self.operators.to_json()} if self.operators else {})}
 
 
 # ------------------------------------------------------------------------------ per-slice usage
@@ -237,7 +245,7 @@ class _LayerModel:
         self.true_fan_in: dict[str, np.ndarray] = {}
         for proj in net.incoming(pop.name):
             src_shape, dst_shape = net.shape_of(proj.source), tuple(pop.shape)
-            if not isinstance(proj, (Dense, Conv2d, Identity)):
+            if not isinstance(proj, (Dense, Conv2d, Identity, TokenDense)):
                 raise UnsupportedError(f"projection {proj.name!r}: no partition rule for {type(proj).__name__}")
             self.incoming.append((proj, src_shape, dst_shape))
             if isinstance(proj, Conv2d):
@@ -259,6 +267,10 @@ class _LayerModel:
             elif isinstance(proj, Identity):
                 syn_words += neurons
                 fan += neurons
+            elif isinstance(proj, TokenDense):   # shared weight rows once per core; all channels of the tokens touched
+                c_out, c_in = int(dst_shape[-1]), int(src_shape[-1])
+                syn_words += np.minimum(neurons, c_out) * c_in
+                fan += ((stops - 1) // c_out - starts // c_out + 1) * c_in
             else:
                 w = np.asarray(proj.weight).shape
                 if lim.conv_weights == "shared":
@@ -340,7 +352,18 @@ def _cores_reached(net: Network, proj: Projection, target: LayerPlacement) -> np
         return np.full(n_src, len(starts), dtype=np.int64)
     if isinstance(proj, Identity):
         return np.ones(n_src, dtype=np.int64)
+    if isinstance(proj, TokenDense):     # a source reaches the cores holding any neuron of its token
+        lo, hi = _token_rows(src_shape, dst_shape)
+        per_token = np.searchsorted(starts, hi, side="left") - np.searchsorted(stops, lo, side="right")
+        return np.repeat(per_token.astype(np.int64), int(src_shape[-1]))
     return _conv_reach(proj, src_shape, dst_shape, starts, stops, per_source=True)[1]
+
+
+def _token_rows(src_shape, dst_shape) -> tuple[np.ndarray, np.ndarray]:
+    """Flat target range [lo, hi) of every token (leading index) of a token projection."""
+    c_out = int(dst_shape[-1])
+    tokens = np.arange(int(np.prod(src_shape[:-1], dtype=np.int64)), dtype=np.int64)
+    return tokens * c_out, (tokens + 1) * c_out
 
 
 def _cut(name: str, starts, stops) -> list[CoreUse]:
@@ -387,6 +410,10 @@ def reach_matrix(net: Network, proj: Projection, starts, stops) -> np.ndarray:
     if isinstance(proj, Identity):
         idx = np.arange(n_src)
         return (idx[:, None] >= starts[None, :]) & (idx[:, None] < stops[None, :])
+    if isinstance(proj, TokenDense):
+        lo, hi = _token_rows(src_shape, dst_shape)
+        hit = (lo[:, None] < stops[None, :]) & (hi[:, None] > starts[None, :])
+        return np.repeat(hit, int(src_shape[-1]), axis=0)
     if not isinstance(proj, Conv2d):
         raise UnsupportedError(f"projection {proj.name!r}: no reach rule for {type(proj).__name__}")
     cin, h, w = src_shape
@@ -466,8 +493,14 @@ def partition(net: Network, profile, sources: bool = False) -> Placement:
                 lp.cores = _cut(name, *_slices(lp.neurons, n))
         _fill(models[name], lp, cum)
     chips, chip_binding = _pack_chips(layers, lim)
-    placement = Placement(profile.name, layers, chips, chip_binding)
+    ops = place_operators(net, profile, sum(lp.n_cores for lp in layers.values()), lim.cores_per_chip)
+    if ops is not None and ops.min_chips > chips:
+        chips, chip_binding = ops.min_chips, ("cores_per_chip (operator cores share the neuro cores)"
+                                              if ops.on_neuro_cores else "operators.embedded_cores_per_chip")
+    placement = Placement(profile.name, layers, chips, chip_binding, operators=ops)
     _routing(net, placement, lim)
+    if ops is not None:
+        placement.notes.extend(ops.notes)
     return placement
 
 
