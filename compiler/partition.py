@@ -158,6 +158,15 @@ def _ranges_field(ranges, wo: int, cum_y: np.ndarray, cum_x: np.ndarray) -> np.n
     n = len(ranges[0][0])
     h, w = cum_y.shape[1], cum_x.shape[1]
     out = np.zeros((n, h, w), dtype=bool)
+    for rows, cols in _rects(ranges, wo, cum_y, cum_x):
+        out |= rows[:, :, None] & cols[:, None, :]
+    return out
+
+
+def _rects(ranges, wo: int, cum_y: np.ndarray, cum_x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The receptive fields of the (at most three per range) rectangles of flat pixel ranges, as
+    pairs of (n, H) row and (n, W) column indicators (a field is their product)."""
+    out = []
     for lo, hi in ranges:
         ok = lo < hi
         last = np.maximum(hi - 1, lo)
@@ -167,10 +176,29 @@ def _ranges_field(ranges, wo: int, cum_y: np.ndarray, cum_x: np.ndarray) -> np.n
                  (r0 + 1, r1 - 1, np.zeros_like(q0), np.full_like(q0, wo - 1)),
                  (r1, np.where(one, r1 - 1, r1), np.zeros_like(q0), q1))
         for ya, yb, xa, xb in rects:
-            rows = _rows(cum_y, ya, np.where(ok, yb, ya - 1))
-            cols = _rows(cum_x, xa, xb)
-            out |= rows[:, :, None] & cols[:, None, :]
+            out.append((_rows(cum_y, ya, np.where(ok, yb, ya - 1)), _rows(cum_x, xa, xb)))
     return out
+
+
+def _ranges_count(ranges, wo: int, cum_y: np.ndarray, cum_x: np.ndarray) -> np.ndarray:
+    """(n,) int64: the number of input pixels :func:`_ranges_field` would mark, without the (n, H, W)
+    field: rows covered by the same set P of rectangles contribute ``|union of P's columns|`` each,
+    so the count is a sum over the (few) row patterns present."""
+    rects = _rects(ranges, wo, cum_y, cum_x)
+    n = len(ranges[0][0])
+    pattern = np.zeros((n, cum_y.shape[1]), dtype=np.int64)
+    for i, (rows, _) in enumerate(rects):
+        pattern |= rows.astype(np.int64) << i
+    total = np.zeros(n, dtype=np.int64)
+    for p in np.unique(pattern):
+        if p == 0:
+            continue
+        union = np.zeros((n, cum_x.shape[1]), dtype=bool)
+        for i, (_, cols) in enumerate(rects):
+            if p >> i & 1:
+                union |= cols
+        total += (pattern == p).sum(axis=1) * union.sum(axis=1)
+    return total
 
 
 def _conv_reach(proj: Conv2d, src_shape, dst_shape, starts, stops, per_source: bool = False):
@@ -213,10 +241,17 @@ def _conv_reach(proj: Conv2d, src_shape, dst_shape, starts, stops, per_source: b
         first_full = head_full | np.where(same, (c1 - c0 >= 2) | tail_full, c0 % pgo != pgo - 1)
         last_full = ~same & (tail_full | (c1 % pgo != 0))
         mid = np.maximum(g1 - g0 - 1, 0)
-        first = _ranges_field([(head_lo, head_hi), (tail_lo, np.where(same, tail_hi, 0))], wo, cum_y, cum_x)
-        last = _ranges_field([(tail_lo, np.where(same, 0, tail_hi))], wo, cum_y, cum_x)
-        n_first = np.where(first_full, full_count, first.sum(axis=(1, 2)))
-        n_last = np.where(same, 0, np.where(last_full, full_count, last.sum(axis=(1, 2))))
+        first_ranges = [(head_lo, head_hi), (tail_lo, np.where(same, tail_hi, 0))]
+        last_ranges = [(tail_lo, np.where(same, 0, tail_hi))]
+        if per_source:      # the fields themselves are needed below
+            first = _ranges_field(first_ranges, wo, cum_y, cum_x)
+            last = _ranges_field(last_ranges, wo, cum_y, cum_x)
+            first_count, last_count = first.sum(axis=(1, 2)), last.sum(axis=(1, 2))
+        else:
+            first_count = _ranges_count(first_ranges, wo, cum_y, cum_x)
+            last_count = _ranges_count(last_ranges, wo, cum_y, cum_x)
+        n_first = np.where(first_full, full_count, first_count)
+        n_last = np.where(same, 0, np.where(last_full, full_count, last_count))
         fan[a:a + len(s)] = (mid * full_count + n_first + n_last) * pgi
         if per_source:
             # whole-field groups through a difference array over groups, partial ones added pixel-wise

@@ -173,3 +173,32 @@ def test_cli_resources_on_the_vit_and_an_unplaceable_operator(vit, tmp_path):
     assert res.exit_code == EXIT_USER and "Traceback" not in res.output
     assert "operator 'blocks_blocks_0_attn_softmax' (SoftmaxEC) cannot be placed on profile 'loihi2'" in res.output
     assert "runs SoftmaxEC nowhere" in res.output and not out2.exists()
+
+
+def test_conv_fan_in_count_without_fields_equals_the_field_union():
+    """The counting-only union (row patterns x column unions, used while bisecting slice sizes)
+    equals the materialised receptive-field union (checked against brute force in test_resources)."""
+    import importlib
+
+    from spikeport.ir.nodes import Conv2d
+    part = importlib.import_module("spikeport.compiler.partition")
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(150):
+        cin, co, g = 2 * int(rng.integers(1, 4)), 2 * int(rng.integers(1, 4)), int(rng.choice([1, 2]))
+        h, w, k = int(rng.integers(3, 12)), int(rng.integers(3, 12)), int(rng.integers(1, 4))
+        s, p, d = int(rng.integers(1, 3)), int(rng.integers(0, 2)), int(rng.integers(1, 3))
+        ho, wo = (h + 2 * p - d * (k - 1) - 1) // s + 1, (w + 2 * p - d * (k - 1) - 1) // s + 1
+        if ho < 1 or wo < 1:
+            continue
+        proj = Conv2d("c", source="a", target="b", weight=np.ones((co, cin // g, k, k)), stride=(s, s),
+                      padding=(p, p), dilation=(d, d), groups=g)
+        size = co * ho * wo
+        n = int(rng.integers(1, size + 1))
+        starts = np.arange(0, size, n)
+        stops = np.minimum(starts + n, size)
+        fast = part._conv_reach(proj, (cin, h, w), (co, ho, wo), starts, stops)[0]
+        ref = part._conv_reach(proj, (cin, h, w), (co, ho, wo), starts, stops, per_source=True)[0]
+        assert np.array_equal(fast, ref)
+        checked += 1
+    assert checked > 100
