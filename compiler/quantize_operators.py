@@ -46,6 +46,7 @@ EXP_RANGE = 16
 EXP_BITS = 16            # exp table values in units of 2^-16
 SOFTMAX_OUT_FRAC = 14    # softmax outputs in units of 2^-14
 LN_NORM_FRAC = 14        # normalised LayerNorm values in units of 2^-14
+MIN_PAYLOAD_BITS = 16    # graded payload width an operator network needs at least
 STATE_LIMIT = 2 ** 62    # int64 intermediate values stay below this (checked per operator)
 
 
@@ -375,6 +376,10 @@ def quantize_operator_network(net: Network, qnet: Network, prof: Profile, dp: Da
             raise QuantizationError(f"projection {node.name!r}: type {type(node).__name__} has no quantisation rule")
         if isinstance(node, Input) and node.coding != "analog":
             raise QuantizationError(f"input {node.name!r}: coding {node.coding!r} (operator networks take analog input)")
+    if dp.payload_bits < MIN_PAYLOAD_BITS:
+        raise QuantizationError(f"profile {prof.name!r}: payload_bits = {dp.payload_bits} is below the {MIN_PAYLOAD_BITS} bits a "
+                                "Transformer operator network needs (relays, operator outputs and multi-threshold levels "
+                                "travel as graded payloads)")
     table = QuantTable(profile=prof.name, options={"input_bits": input_bits, "max_timesteps": max_timesteps,
                                                    "headroom_bits": headroom_bits})
     q = _OpQuantizer(qnet, dp, max_timesteps, headroom_bits)

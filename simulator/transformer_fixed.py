@@ -74,9 +74,11 @@ def max_timesteps(net: Network) -> int | None:
 
 
 def simulate_operators_fixed(net: Network, x, timesteps: int, *, checkpoints: tuple[int, ...] = (),
-                             batch_size: int = 64, device=None) -> tuple[SimResult, dict[int, np.ndarray]]:
+                             batch_size: int = 64, device=None, trace: dict | None = None
+                             ) -> tuple[SimResult, dict[int, np.ndarray]]:
     """Bit-accurate run of a quantised operator network; returns the result and, per checkpoint
-    t <= T, the decoded output after t steps (as ``simulate_operators``)."""
+    t <= T, the decoded output after t steps (as ``simulate_operators``). ``trace``: a dict that
+    receives every node's per-step payloads, (T, N, *shape) int64 (for the reference tests)."""
     check_fixed_network(net)
     net.validate("simulate")
     T = int(timesteps)
@@ -92,7 +94,11 @@ def simulate_operators_fixed(net: Network, x, timesteps: int, *, checkpoints: tu
     per_batch = []
     with torch.no_grad():
         for a in range(0, n, batch_size):
-            per_batch.append(_run_batch(net, xs[a:a + batch_size].to(dev), T, set(checkpoints), dev))
+            per_batch.append(_run_batch(net, xs[a:a + batch_size].to(dev), T, set(checkpoints), dev,
+                                        trace is not None))
+    if trace is not None:
+        for name in per_batch[0]["trace"]:
+            trace[name] = np.concatenate([b["trace"][name] for b in per_batch], axis=1)
 
     def cat(key, name):
         return np.concatenate([b[key][name] for b in per_batch])
@@ -119,7 +125,7 @@ def simulate_operators_fixed(net: Network, x, timesteps: int, *, checkpoints: tu
     return result, {c: np.concatenate([b["checks"][c] for b in per_batch]) for c in checkpoints}
 
 
-def _run_batch(net: Network, xb: torch.Tensor, T: int, checkpoints: set, dev) -> dict:
+def _run_batch(net: Network, xb: torch.Tensor, T: int, checkpoints: set, dev, keep_trace: bool = False) -> dict:
     dp = net.datapath
     batch = xb.shape[0]
     order = list(net.nodes())
@@ -147,6 +153,7 @@ def _run_batch(net: Network, xb: torch.Tensor, T: int, checkpoints: set, dev) ->
     incoming = {p.name: net.incoming(p.name) for p in net.populations()}
     inputs = {i.name: encode_input(i, xb, True, T).reshape((batch,) + tuple(i.shape)) for i in net.inputs()}
     checks = {}
+    steps: dict[str, list] = {}
     out_name = net.outputs[0]
     for t in range(1, T + 1):
         val: dict[str, torch.Tensor] = {}
@@ -176,6 +183,8 @@ def _run_batch(net: Network, xb: torch.Tensor, T: int, checkpoints: set, dev) ->
             elif isinstance(node, Operator):
                 val[name] = ops[name].step([val[i] for i in node.inputs])
                 sums[name] += val[name]
+            if keep_trace and name in val:
+                steps.setdefault(name, []).append(val[name].cpu().numpy())
         if t in checkpoints:
             checks[t] = _decode(net[out_name], sums, neurons, t)
     decoded = {p.name: _decode(p, sums, neurons, T) for p in net.populations()}
@@ -188,7 +197,7 @@ def _run_batch(net: Network, xb: torch.Tensor, T: int, checkpoints: set, dev) ->
     for name, k in projs.items():
         if k.wrap_events:
             wrap[net[name].target] = wrap.get(net[name].target, 0) + k.wrap_events
-    return {"checks": checks, "decoded": decoded, "counts": {k: v.cpu().numpy() for k, v in counts.items()},
+    return {"trace": {k: np.stack(v) for k, v in steps.items()}, "checks": checks, "decoded": decoded, "counts": {k: v.cpu().numpy() for k, v in counts.items()},
             "sat": {**{k: v[0] for k, v in sat.items()}, **{k: o.sat[0] for k, o in ops.items()}},
             "wrap": wrap, "states": {o: neurons[o].cpu().numpy() for o in net.outputs if o in neurons
                                      and isinstance(neurons[o], torch.Tensor)}}
