@@ -123,3 +123,32 @@ def test_loading_a_quantised_operator_with_an_out_of_range_table_names_the_node(
     del gelu.params["in_mult"]
     with pytest.raises(ir.IRError, match=rf"{gelu.name}.*in_mult.*missing"):
         ir.check_limits(qnet)
+
+
+# ---------------------------------------------------------------------- must show: loihi2 fixed vs float
+def test_digits_vit_loihi2_fixed_point_within_one_point_of_float_at_T16(tmp_path):
+    """All 449 test digits, shipped digits ViT (timm layout) given as ONNX, ecmt (n = 8, p = 99) on 500
+    training images, quantised to loihi2, T = 16: |acc_fixed - acc_float| <= 1 point. Also the
+    fixed-point run equals the integer reference on a few samples (every node, every step)."""
+    from spikeport.datasets import load_digits_split
+    from spikeport.models.digits_vit import pretrained_digits_vit
+    from spikeport.simulator.transformer import simulate_operators
+
+    x_train, _, x_test, y_test = load_digits_split(0)
+    ann = load_model(export_onnx(pretrained_digits_vit("vit"), tmp_path / "vit.onnx"))
+    net = convert(ann, x_train[:500], "ecmt")
+    qnet, table = compiler.quantize(net, "loihi2")
+    assert {r["arithmetic"] for r in table.operators} == {"fixed", "none"}
+    _, f = simulate_operators(net, x_test, 16, checkpoints=(16,), batch_size=512)
+    rq, q = simulate_operators_fixed(qnet, x_test, 16, checkpoints=(16,), batch_size=512)
+    acc_f = 100 * float(np.mean(f[16].argmax(1) == y_test))
+    acc_q = 100 * float(np.mean(q[16].argmax(1) == y_test))
+    assert len(y_test) == 449
+    assert abs(acc_q - acc_f) <= 1.0, (acc_f, acc_q)
+    assert acc_q >= 95.0
+    assert sum(v.get("saturation_events", 0) for v in rq.layers.values()) == 0
+    trace = {}
+    simulate_operators_fixed(qnet, x_test[:2], 4, trace=trace)
+    ref, _ = run_reference(qnet, x_test[:2], 4)
+    for name in ref:
+        np.testing.assert_array_equal(trace[name], ref[name], err_msg=name)
