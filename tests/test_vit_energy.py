@@ -90,3 +90,4 @@ def test_neurobench_counts_refuse_operator_networks_by_name(vit):
     net, x, _ = vit
     with pytest.raises(UnsupportedError, match="has no NeuroBench counting rule"):
         neurobench_counts(net, x, 2)
+

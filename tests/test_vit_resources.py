@@ -202,3 +202,13 @@ def test_conv_fan_in_count_without_fields_equals_the_field_union():
         assert np.array_equal(fast, ref)
         checked += 1
     assert checked > 100
+
+
+def test_quantised_vit_partitions_on_loihi2(vit):
+    from spikeport import compiler
+    net, _ = vit
+    qnet, _ = compiler.quantize(net, load_profile("loihi2"))
+    pl = partition(qnet, load_profile("loihi2"))
+    assert pl.operators.count("embedded") == 13 and pl.operators.embedded_cores == 1
+    assert {u.arithmetic for u in pl.operators.operators if u.place == "embedded"} == {"fixed"}
+    assert set(pl.layers) == {p.name for p in qnet.populations()}
