@@ -545,16 +545,17 @@ def _fill(model: _LayerModel, lp: LayerPlacement, reach_cum: np.ndarray) -> None
     limits = model.limits()
     limits["fan_out_per_core"] = model.lim.fan_out_per_core
     use["fan_out_per_core"] = reach_cum[stops] - reach_cum[starts]
-    for k, core in enumerate(lp.cores):
-        core.synapses = int(use["synapses"][k])
-        core.synapse_bytes = int(use["synapse_bytes"][k])
-        core.state_bytes = int(use["state_bytes"][k])
-        core.axon_bytes = int(use["axon_bytes"][k])
-        core.core_memory_bytes = int(use["memory_per_core_bytes"][k])
-        core.synapse_pool_bytes = int(use.get("synapse_memory_per_core_bytes", np.zeros(len(starts)))[k])
-        core.sdram_bytes = int(use.get("sdram_per_chip_bytes", np.zeros(len(starts)))[k])
-        core.fan_in = int(use["fan_in_per_core"][k])
-        core.fan_out = int(use["fan_out_per_core"][k])
+    zero = np.zeros(len(starts), dtype=np.int64)
+    columns = {attr: np.asarray(use.get(key, zero)).tolist()      # one conversion per layer, not per core
+               for attr, key in (("synapses", "synapses"), ("synapse_bytes", "synapse_bytes"),
+                                 ("state_bytes", "state_bytes"), ("axon_bytes", "axon_bytes"),
+                                 ("core_memory_bytes", "memory_per_core_bytes"),
+                                 ("synapse_pool_bytes", "synapse_memory_per_core_bytes"),
+                                 ("sdram_bytes", "sdram_per_chip_bytes"), ("fan_in", "fan_in_per_core"),
+                                 ("fan_out", "fan_out_per_core"))}
+    for attr, values in columns.items():
+        for core, v in zip(lp.cores, values):
+            setattr(core, attr, int(v))
     for name in ("neurons_per_core", "memory_per_core_bytes", "synapse_memory_per_core_bytes",
                  "sdram_per_chip_bytes", "fan_in_per_core", "fan_out_per_core"):
         if name in use:
