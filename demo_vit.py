@@ -46,9 +46,7 @@ def run_vit_demo(out: str | Path, timesteps: list[int], *, profile: str = "loihi
     console.print(compiler.render_quant_table(table))
     console.print(compiler.render_operator_table(table))
 
-    fx_names = {n.name for n in ann.module.graph.nodes}
-    wanted = [p.source for p in net.populations() if p.source] + [o.name for o in net.operators()]
-    acts = ann.record_activations(x_test, [n for n in dict.fromkeys(wanted) if n in fx_names])
+    acts = ann.record_activations(x_test, list(dict.fromkeys(p.source for p in net.populations() if p.source)))
     fid = report.fidelity(net, qnet, x_test, y_test, timesteps, simulate=simulate, ann_accuracy=acc_ann,
                           ann_acts=acts, device=device, progress=True).to_json()
     console.print(accuracy_table(fid, title=f"digits ViT, ECMT conversion, {prof.name} fixed point"))

@@ -74,8 +74,7 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
                 raise UnsupportedError("simulate: networks with operators take one input")
             x = next(iter(x.values()))
         run = simulate_operators_fixed if net.quantized else simulate_operators
-        extra = {"record_spikes": True} if record_spikes else {}
-        return run(net, x, timesteps, batch_size=batch_size, device=device, **extra)[0]
+        return run(net, x, timesteps, batch_size=batch_size, device=device, record_spikes=record_spikes)[0]
     data = _as_inputs(net, x)
     plan = build_plan(net, int(timesteps), device, path)
     n = next(iter(data.values())).shape[0]
