@@ -110,10 +110,11 @@ def test_snn_linear_accumulates_are_rate_times_T_times_ann_macs():
 
 
 # ---------------------------------------------------------------------- measured on the digits ViT
-@pytest.fixture(scope="module")
-def vit_counts(digits, tmp_path_factory):
-    """The digits ViT (2 blocks, N = 17, C = 32, Nh = 2, Ch = 64) converted with ecmt, simulated
-    at T = 6 on 12 test digits with its MT events recorded, and counted from those events."""
+@pytest.fixture(scope="module", params=["float", "loihi2"])
+def vit_counts(request, digits, tmp_path_factory):
+    """The digits ViT (2 blocks, N = 17, C = 32, Nh = 2, Ch = 64) converted with ecmt (float, and
+    compiled for loihi2: bit-accurate), simulated at T = 6 on 12 test digits with its MT events
+    recorded, and counted from those events."""
     from conftest import export_onnx
 
     from spikeport.convert import convert
@@ -124,6 +125,10 @@ def vit_counts(digits, tmp_path_factory):
     x_train, _, x_test, _ = digits
     ann = load_model(export_onnx(pretrained_digits_vit("vit"), tmp_path_factory.mktemp("vitops") / "vit.onnx"))
     net = convert(ann, x_train[:300], "ecmt")
+    if request.param != "float":
+        from spikeport import compiler
+        from spikeport.hw_profiles import load_profile
+        net, _ = compiler.quantize(net, load_profile(request.param))
     x, T = x_test[:12], 6
     res = simulate(net, x, T, record_spikes=True)
     return net, res, count_ops(net, x, T, result=res), T, len(x)

@@ -91,3 +91,24 @@ def test_neurobench_counts_refuse_operator_networks_by_name(vit):
     with pytest.raises(UnsupportedError, match="has no NeuroBench counting rule"):
         neurobench_counts(net, x, 2)
 
+
+
+def test_quantised_vit_energy_prices_fixed_point_operators(vit):
+    """The loihi2-compiled ViT: the bit-accurate run's MT events are counted like the float run's,
+    and its operators (arithmetic 'fixed') are priced at Horowitz's int32 figures."""
+    from spikeport import compiler
+    from spikeport.hw_profiles import load_profile
+    from spikeport.simulator.opcount import ann_equivalent_macs
+    net, x, _ = vit
+    qnet, _ = compiler.quantize(net, load_profile("loihi2"))
+    rep = energy_report(qnet, x, 3, "loihi2", ann_macs=ann_equivalent_macs(net))
+    c = rep.counts
+    arith = {op.arithmetic for op in c.operators.values()}
+    assert arith <= {"fixed", "none"} and "fixed" in arith
+    fixed = kind_energies("fixed")
+    want = sum(op.total(k) / c.samples * fixed[k] for op in c.operators.values() if op.arithmetic == "fixed"
+               for k in OP_KINDS)
+    assert rep.operator_pj == pytest.approx(want, rel=1e-12) and rep.operator_pj > 0
+    assert c.operator_total("exp") == 3 * c.samples * (2 * 2 * 17 * 17 + 2 * 17 * 64)
+    token = [p for p in c.projections.values() if p.op == "ac" and p.connectivity == "token_dense"]
+    assert len(token) == 8 and all(int(p.synops.sum()) > 0 for p in token)
