@@ -131,7 +131,7 @@ def vit_counts(request, digits, tmp_path_factory):
         net, _ = compiler.quantize(net, load_profile(request.param))
     x, T = x_test[:12], 6
     res = simulate(net, x, T, record_spikes=True)
-    return net, res, count_ops(net, x, T, result=res), T, len(x)
+    return net, res, count_ops(net, x, T, result=res), T, len(x), x
 
 
 def _blocks(net):
@@ -158,7 +158,7 @@ def test_measured_counts_on_the_digits_vit_equal_the_analytic_counter(vit_counts
     no Transformer: per-projection accumulates from each event's fan-out in the IR, per-operator
     arithmetic by kind from the operator's shapes and its inputs' events. Equal as integers, every
     kind; and every ANN module's work equals the ANN work recorded per operator / projection."""
-    net, res, counts, T, n = vit_counts
+    net, res, counts, T, n, _ = vit_counts
     blocks = _blocks(net)
     assert len(blocks) == 2
     d = BlockDims(tokens=17, channels=32, heads=2, hidden=64)
@@ -195,3 +195,18 @@ def test_ann_equivalent_of_the_digits_vit_is_its_blocks_plus_embedding_and_head(
     head = 32 * 10
     adds = 17 * 32 + 2 * 2 * 2 * 17 * 32    # position embedding + two residual adds per block (two inputs each)
     assert ann_equivalent_macs(net) == blocks + patch + head + adds
+
+
+
+def test_token_projection_skipping_zero_weights_counts_nonzero_synapses(vit_counts):
+    """count_zero_weights=False: an event of channel i costs the non-zero weights of column i
+    (with every stored synapse counted, C_out)."""
+    from spikeport.ir import operators as O
+    from spikeport.simulator.opcount import count_ops
+    net, res, counts, T, n, x = vit_counts
+    sparse = count_ops(net, x, T, result=res, count_zero_weights=False)
+    for proj in (p for p in net.projections() if isinstance(p, O.TokenDense) and p.target not in net.outputs):
+        w = np.asarray(proj.weight)
+        per_channel = (res.spikes[proj.source] != 0).reshape(n, T, -1, w.shape[1]).sum(axis=(0, 1, 2))
+        assert int(counts.projections[proj.name].synops.sum()) == int(per_channel.sum()) * w.shape[0]
+        assert int(sparse.projections[proj.name].synops.sum()) == int(per_channel @ (w != 0).sum(axis=0))
