@@ -56,6 +56,11 @@ def assumptions() -> list[str]:
             f"(float32: div {f['div']:.1f}, sqrt {f['sqrt']:.1f}, exp {f['exp']:.1f} pJ). Operator memory traffic "
             "is not modelled; the chip estimate does not include operators (no published energy of Loihi 2's "
             "embedded cores or SpiNNaker's ARM cores per operation is used).",
+            "Operator counts are the operators' equations in the event-driven form of simulator/operator_work.py, "
+            "the same for float and quantised networks; a quantised operator's arithmetic ('fixed') is priced at int32 "
+            "figures. The bit-accurate simulator's fixed-point kernels (lookup tables for GELU and exp, an integer "
+            "square root, S_A S_B recomputed every step) are a reference implementation whose own operation mix is "
+            "not what is counted.",
             "Papers' convention: operators count as zero (ECMT sets MACs_SNN = 0 for them, hardware.md section 7); "
             "the ANN baseline is its Linear/Conv and matrix-product MACs x E_MAC."]
 
