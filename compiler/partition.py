@@ -9,7 +9,10 @@ which every slice fits every per-core limit. The memory model (docs/energy.md, "
 * synapse words (``synapse_word_bits`` each): dense projections store the full weight matrix rows
   of the slice (``neurons * N_in`` words, zeros included); identity one word per neuron; conv
   ``expanded`` the true (padding-free) fan-in of every neuron, conv ``shared`` one kernel per
-  output channel the slice touches (``C_in/groups * kH * kW`` words each)
+  output channel the slice touches (``C_in/groups * kH * kW`` words each); a token projection
+  (one weight shared by every token) the weight rows of the output channels the slice holds, once
+  per core whatever the number of its tokens there (``min(neurons, C_out) * C_in`` words: a core
+  keeps one copy of the rows it needs and indexes them by token, as a shared conv kernel)
 * input-axon table: ``axon_entry_bytes`` per distinct source neuron reaching the slice (fan-in)
 * where synapses live: a dedicated pool when ``synapse_memory_per_core_bytes`` is set (Loihi 1; the
   rest of ``memory_per_core_bytes`` then holds state and axons, if any is left, else those are
@@ -33,6 +36,8 @@ from ..errors import UnsupportedError
 from ..ir import Conv2d, Dense, Identity, Network, Population, Projection
 from ..errors import SpikeportError
 from ..ir.conv_counts import conv_covers, conv_fan_in
+from ..ir.operators import TokenDense
+from .operator_placement import OperatorPlacement, place_operators
 
 
 class ResourceError(SpikeportError):
@@ -109,15 +114,18 @@ class Placement:
     chip_binding: str
     router_entries_max: int | None = None
     notes: list[str] = field(default_factory=list)
+    operators: OperatorPlacement | None = None
 
     @property
     def cores(self) -> int:
-        return sum(lp.n_cores for lp in self.layers.values())
+        """Neuro cores: the populations' plus the operator cores taken from them (SpiNNaker)."""
+        return sum(lp.n_cores for lp in self.layers.values()) + (self.operators.cores_on_neuro if self.operators else 0)
 
     def to_json(self) -> dict:
         return {"profile": self.profile, "cores": self.cores, "chips": self.chips, "chip_binding": self.chip_binding,
                 "router_entries_max_per_chip": self.router_entries_max, "notes": list(self.notes),
-                "layers": [lp.to_json() for lp in self.layers.values()]}
+                "layers": [lp.to_json() for lp in self.layers.values()],
+                **({"operators": self.operators.to_json()} if self.operators else {})}
 
 
 # ------------------------------------------------------------------------------ per-slice usage
@@ -150,6 +158,15 @@ def _ranges_field(ranges, wo: int, cum_y: np.ndarray, cum_x: np.ndarray) -> np.n
     n = len(ranges[0][0])
     h, w = cum_y.shape[1], cum_x.shape[1]
     out = np.zeros((n, h, w), dtype=bool)
+    for rows, cols in _rects(ranges, wo, cum_y, cum_x):
+        out |= rows[:, :, None] & cols[:, None, :]
+    return out
+
+
+def _rects(ranges, wo: int, cum_y: np.ndarray, cum_x: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The receptive fields of the (at most three per range) rectangles of flat pixel ranges, as
+    pairs of (n, H) row and (n, W) column indicators (a field is their product)."""
+    out = []
     for lo, hi in ranges:
         ok = lo < hi
         last = np.maximum(hi - 1, lo)
@@ -159,10 +176,29 @@ def _ranges_field(ranges, wo: int, cum_y: np.ndarray, cum_x: np.ndarray) -> np.n
                  (r0 + 1, r1 - 1, np.zeros_like(q0), np.full_like(q0, wo - 1)),
                  (r1, np.where(one, r1 - 1, r1), np.zeros_like(q0), q1))
         for ya, yb, xa, xb in rects:
-            rows = _rows(cum_y, ya, np.where(ok, yb, ya - 1))
-            cols = _rows(cum_x, xa, xb)
-            out |= rows[:, :, None] & cols[:, None, :]
+            out.append((_rows(cum_y, ya, np.where(ok, yb, ya - 1)), _rows(cum_x, xa, xb)))
     return out
+
+
+def _ranges_count(ranges, wo: int, cum_y: np.ndarray, cum_x: np.ndarray) -> np.ndarray:
+    """(n,) int64: the number of input pixels :func:`_ranges_field` would mark, without the (n, H, W)
+    field: rows covered by the same set P of rectangles contribute ``|union of P's columns|`` each,
+    so the count is a sum over the (few) row patterns present."""
+    rects = _rects(ranges, wo, cum_y, cum_x)
+    n = len(ranges[0][0])
+    pattern = np.zeros((n, cum_y.shape[1]), dtype=np.int64)
+    for i, (rows, _) in enumerate(rects):
+        pattern |= rows.astype(np.int64) << i
+    total = np.zeros(n, dtype=np.int64)
+    for p in np.unique(pattern):
+        if p == 0:
+            continue
+        union = np.zeros((n, cum_x.shape[1]), dtype=bool)
+        for i, (_, cols) in enumerate(rects):
+            if p >> i & 1:
+                union |= cols
+        total += (pattern == p).sum(axis=1) * union.sum(axis=1)
+    return total
 
 
 def _conv_reach(proj: Conv2d, src_shape, dst_shape, starts, stops, per_source: bool = False):
@@ -205,10 +241,17 @@ def _conv_reach(proj: Conv2d, src_shape, dst_shape, starts, stops, per_source: b
         first_full = head_full | np.where(same, (c1 - c0 >= 2) | tail_full, c0 % pgo != pgo - 1)
         last_full = ~same & (tail_full | (c1 % pgo != 0))
         mid = np.maximum(g1 - g0 - 1, 0)
-        first = _ranges_field([(head_lo, head_hi), (tail_lo, np.where(same, tail_hi, 0))], wo, cum_y, cum_x)
-        last = _ranges_field([(tail_lo, np.where(same, 0, tail_hi))], wo, cum_y, cum_x)
-        n_first = np.where(first_full, full_count, first.sum(axis=(1, 2)))
-        n_last = np.where(same, 0, np.where(last_full, full_count, last.sum(axis=(1, 2))))
+        first_ranges = [(head_lo, head_hi), (tail_lo, np.where(same, tail_hi, 0))]
+        last_ranges = [(tail_lo, np.where(same, 0, tail_hi))]
+        if per_source:      # the fields themselves are needed below
+            first = _ranges_field(first_ranges, wo, cum_y, cum_x)
+            last = _ranges_field(last_ranges, wo, cum_y, cum_x)
+            first_count, last_count = first.sum(axis=(1, 2)), last.sum(axis=(1, 2))
+        else:
+            first_count = _ranges_count(first_ranges, wo, cum_y, cum_x)
+            last_count = _ranges_count(last_ranges, wo, cum_y, cum_x)
+        n_first = np.where(first_full, full_count, first_count)
+        n_last = np.where(same, 0, np.where(last_full, full_count, last_count))
         fan[a:a + len(s)] = (mid * full_count + n_first + n_last) * pgi
         if per_source:
             # whole-field groups through a difference array over groups, partial ones added pixel-wise
@@ -237,7 +280,7 @@ class _LayerModel:
         self.true_fan_in: dict[str, np.ndarray] = {}
         for proj in net.incoming(pop.name):
             src_shape, dst_shape = net.shape_of(proj.source), tuple(pop.shape)
-            if not isinstance(proj, (Dense, Conv2d, Identity)):
+            if not isinstance(proj, (Dense, Conv2d, Identity, TokenDense)):
                 raise UnsupportedError(f"projection {proj.name!r}: no partition rule for {type(proj).__name__}")
             self.incoming.append((proj, src_shape, dst_shape))
             if isinstance(proj, Conv2d):
@@ -259,6 +302,10 @@ class _LayerModel:
             elif isinstance(proj, Identity):
                 syn_words += neurons
                 fan += neurons
+            elif isinstance(proj, TokenDense):   # shared weight rows once per core; all channels of the tokens touched
+                c_out, c_in = int(dst_shape[-1]), int(src_shape[-1])
+                syn_words += np.minimum(neurons, c_out) * c_in
+                fan += ((stops - 1) // c_out - starts // c_out + 1) * c_in
             else:
                 w = np.asarray(proj.weight).shape
                 if lim.conv_weights == "shared":
@@ -340,7 +387,18 @@ def _cores_reached(net: Network, proj: Projection, target: LayerPlacement) -> np
         return np.full(n_src, len(starts), dtype=np.int64)
     if isinstance(proj, Identity):
         return np.ones(n_src, dtype=np.int64)
+    if isinstance(proj, TokenDense):     # a source reaches the cores holding any neuron of its token
+        lo, hi = _token_rows(src_shape, dst_shape)
+        per_token = np.searchsorted(starts, hi, side="left") - np.searchsorted(stops, lo, side="right")
+        return np.repeat(per_token.astype(np.int64), int(src_shape[-1]))
     return _conv_reach(proj, src_shape, dst_shape, starts, stops, per_source=True)[1]
+
+
+def _token_rows(src_shape, dst_shape) -> tuple[np.ndarray, np.ndarray]:
+    """Flat target range [lo, hi) of every token (leading index) of a token projection."""
+    c_out = int(dst_shape[-1])
+    tokens = np.arange(int(np.prod(src_shape[:-1], dtype=np.int64)), dtype=np.int64)
+    return tokens * c_out, (tokens + 1) * c_out
 
 
 def _cut(name: str, starts, stops) -> list[CoreUse]:
@@ -387,6 +445,10 @@ def reach_matrix(net: Network, proj: Projection, starts, stops) -> np.ndarray:
     if isinstance(proj, Identity):
         idx = np.arange(n_src)
         return (idx[:, None] >= starts[None, :]) & (idx[:, None] < stops[None, :])
+    if isinstance(proj, TokenDense):
+        lo, hi = _token_rows(src_shape, dst_shape)
+        hit = (lo[:, None] < stops[None, :]) & (hi[:, None] > starts[None, :])
+        return np.repeat(hit, int(src_shape[-1]), axis=0)
     if not isinstance(proj, Conv2d):
         raise UnsupportedError(f"projection {proj.name!r}: no reach rule for {type(proj).__name__}")
     cin, h, w = src_shape
@@ -466,8 +528,14 @@ def partition(net: Network, profile, sources: bool = False) -> Placement:
                 lp.cores = _cut(name, *_slices(lp.neurons, n))
         _fill(models[name], lp, cum)
     chips, chip_binding = _pack_chips(layers, lim)
-    placement = Placement(profile.name, layers, chips, chip_binding)
+    ops = place_operators(net, profile, sum(lp.n_cores for lp in layers.values()), lim.cores_per_chip)
+    if ops is not None and ops.min_chips > chips:
+        chips, chip_binding = ops.min_chips, ("cores_per_chip (operator cores share the neuro cores)"
+                                              if ops.on_neuro_cores else "operators.embedded_cores_per_chip")
+    placement = Placement(profile.name, layers, chips, chip_binding, operators=ops)
     _routing(net, placement, lim)
+    if ops is not None:
+        placement.notes.extend(ops.notes)
     return placement
 
 
@@ -477,16 +545,17 @@ def _fill(model: _LayerModel, lp: LayerPlacement, reach_cum: np.ndarray) -> None
     limits = model.limits()
     limits["fan_out_per_core"] = model.lim.fan_out_per_core
     use["fan_out_per_core"] = reach_cum[stops] - reach_cum[starts]
-    for k, core in enumerate(lp.cores):
-        core.synapses = int(use["synapses"][k])
-        core.synapse_bytes = int(use["synapse_bytes"][k])
-        core.state_bytes = int(use["state_bytes"][k])
-        core.axon_bytes = int(use["axon_bytes"][k])
-        core.core_memory_bytes = int(use["memory_per_core_bytes"][k])
-        core.synapse_pool_bytes = int(use.get("synapse_memory_per_core_bytes", np.zeros(len(starts)))[k])
-        core.sdram_bytes = int(use.get("sdram_per_chip_bytes", np.zeros(len(starts)))[k])
-        core.fan_in = int(use["fan_in_per_core"][k])
-        core.fan_out = int(use["fan_out_per_core"][k])
+    zero = np.zeros(len(starts), dtype=np.int64)
+    columns = {attr: np.asarray(use.get(key, zero)).tolist()      # one conversion per layer, not per core
+               for attr, key in (("synapses", "synapses"), ("synapse_bytes", "synapse_bytes"),
+                                 ("state_bytes", "state_bytes"), ("axon_bytes", "axon_bytes"),
+                                 ("core_memory_bytes", "memory_per_core_bytes"),
+                                 ("synapse_pool_bytes", "synapse_memory_per_core_bytes"),
+                                 ("sdram_bytes", "sdram_per_chip_bytes"), ("fan_in", "fan_in_per_core"),
+                                 ("fan_out", "fan_out_per_core"))}
+    for attr, values in columns.items():
+        for core, v in zip(lp.cores, values):
+            setattr(core, attr, int(v))
     for name in ("neurons_per_core", "memory_per_core_bytes", "synapse_memory_per_core_bytes",
                  "sdram_per_chip_bytes", "fan_in_per_core", "fan_out_per_core"):
         if name in use:

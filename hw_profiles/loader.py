@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..ir import MAX_STEPS, Datapath
-from .profile import CONV_WEIGHT_FORMATS, PROFILE_KINDS, Energy, Limits, Profile, ProfileError
+from .profile import CONV_WEIGHT_FORMATS, PLACES, PROFILE_KINDS, Energy, Limits, Operators, Profile, ProfileError
 
 PROFILE_DIR = Path(__file__).resolve().parent
 SECTIONS = ("profile", "datapath", "limits", "energy", "sources")
+OPTIONAL_SECTIONS = ("operators",)
 TOP_LEVEL_KEYS = ("assumptions",)
-NUMBER_SECTIONS = ("datapath", "limits", "energy")
+NUMBER_SECTIONS = ("datapath", "limits", "energy", "operators")
 
 # ----------------------------------------------------------------------------- per-key rules
 # Each rule is (python type(s), check, text of the rule). A check returns True when the value is fine.
@@ -92,6 +93,31 @@ assert set(LIMIT_RULES) == {f.name for f in fields(Limits)}, "every Limits field
 ENERGY_RULES: dict[str, Rule] = {f.name: (_POWER if f.name.endswith("_w") else _ENERGY) for f in fields(Energy)}
 
 
+def _operator_kinds() -> set[str]:
+    """Operator kinds the IR knows (registered typed operators, e.g. ir.operators)."""
+    from ..ir.nodes import NODE_TYPES, Operator
+    return {name for name, cls in NODE_TYPES.items() if isinstance(cls, type) and issubclass(cls, Operator)
+            and cls is not Operator}
+
+
+def _kinds_rule() -> Rule:
+    return ((list,), lambda v: all(isinstance(k, str) for k in v) and set(v) <= _operator_kinds()
+            and len(set(v)) == len(v), "a list of distinct operator kinds (ir.operators class names: "
+            + ", ".join(sorted(_operator_kinds())) + ")")
+
+
+OPERATOR_RULES: dict[str, Rule] = {
+    **{place: _kinds_rule() for place in PLACES},
+    "embedded_cores_per_chip": _count(0, 2 ** 20),
+    "embedded_on_neuro_cores": ((bool,), lambda v: True, "true or false"),
+    "embedded_memory_bytes": _count(1, 2 ** 36),
+    "embedded_arithmetic": ((list,), lambda v: bool(v) and all(a in ("fixed", "float32") for a in v),
+                            "a non-empty list of 'fixed' / 'float32'"),
+    "embedded_ops_per_s": _count(1, 2 ** 50),
+}
+assert set(OPERATOR_RULES) == {f.name for f in fields(Operators)}, "every Operators field needs a rule"
+
+
 def _required(cls) -> set[str]:
     """Dataclass fields without a default are required in the TOML."""
     from dataclasses import MISSING
@@ -103,8 +129,10 @@ REQUIRED = {
     "datapath": set(DATAPATH_RULES) - set(DATAPATH_OPTIONAL),
     "limits": _required(Limits),
     "energy": _required(Energy),
+    "operators": set(PLACES) | {"embedded_cores_per_chip"},
 }
-RULES = {"profile": PROFILE_RULES, "datapath": DATAPATH_RULES, "limits": LIMIT_RULES, "energy": ENERGY_RULES}
+RULES = {"profile": PROFILE_RULES, "datapath": DATAPATH_RULES, "limits": LIMIT_RULES, "energy": ENERGY_RULES,
+         "operators": OPERATOR_RULES}
 
 
 # ----------------------------------------------------------------------------- the validator
@@ -121,7 +149,7 @@ def _names(items) -> str:
 def _check_value(where: str, section: str, key: str, value: Any, rule: Rule) -> None:
     types, ok, text = rule
     is_bool = isinstance(value, bool)
-    if is_bool or not isinstance(value, types):
+    if (is_bool and bool not in types) or not isinstance(value, types):
         raise _fail(where, f"{section}.{key}", value, f"wrong type {type(value).__name__}, must be {text}")
     if isinstance(value, float) and value != value:
         raise _fail(where, f"{section}.{key}", value, f"not a number, must be {text}")
@@ -133,14 +161,20 @@ def validate_profile_data(data: dict, where: str) -> None:
     """The one validator: unknown or missing sections/keys, types, ranges, cross-field rules and a
     source for every number. Raises ProfileError naming ``where`` (the file), the key, value, rule."""
     for key in data:
-        if key not in SECTIONS and key not in TOP_LEVEL_KEYS:
-            raise _fail(where, key, data[key], f"unknown section or top-level key (allowed: {_names(SECTIONS + TOP_LEVEL_KEYS)})")
+        if key not in SECTIONS + OPTIONAL_SECTIONS and key not in TOP_LEVEL_KEYS:
+            raise _fail(where, key, data[key], "unknown section or top-level key (allowed: "
+                        f"{_names(SECTIONS + OPTIONAL_SECTIONS + TOP_LEVEL_KEYS)})")
+    for section in OPTIONAL_SECTIONS:
+        if section in data and not isinstance(data[section], dict):
+            raise _fail(where, section, data[section], "must be a table (a section)")
     for section in SECTIONS:
         if section not in data:
             raise ProfileError(f"{where}: section [{section}] is missing (required sections: {_names(SECTIONS)})")
         if not isinstance(data[section], dict):
             raise _fail(where, section, data[section], "must be a table (a section)")
     for section, rules in RULES.items():
+        if section not in data:        # an optional section left out
+            continue
         table = data[section]
         for key, value in table.items():
             if key not in rules:
@@ -150,6 +184,8 @@ def validate_profile_data(data: dict, where: str) -> None:
             raise ProfileError(f"{where}: {section}.{key} is missing (a required key)")
     _check_datapath_relations(data["datapath"], where)
     _check_limit_relations(data["limits"], where)
+    if "operators" in data:
+        _check_operator_relations(data["operators"], data["limits"], where)
     if data["datapath"]["synapse_delay"] > data["limits"]["max_delay_steps"]:
         raise _fail(where, "datapath.synapse_delay", data["datapath"]["synapse_delay"],
                     f"must be <= limits.max_delay_steps = {data['limits']['max_delay_steps']}")
@@ -179,16 +215,25 @@ def _check_limit_relations(lim: dict, where: str) -> None:
                         f"needs limits.router_entries and must be <= it (router_entries = {total})")
 
 
+def _check_operator_relations(ops: dict, lim: dict, where: str) -> None:
+    cores = ops["embedded_cores_per_chip"]
+    if ops["embedded"] and cores == 0:
+        raise _fail(where, "operators.embedded", ops["embedded"], "needs operators.embedded_cores_per_chip >= 1")
+    if ops.get("embedded_on_neuro_cores") and cores > lim["cores_per_chip"]:
+        raise _fail(where, "operators.embedded_cores_per_chip", cores,
+                    f"embedded code runs on the neuro cores here: must be <= limits.cores_per_chip = {lim['cores_per_chip']}")
+
+
 def _check_sources(data: dict, where: str) -> None:
     sources = data["sources"]
     for key, value in sources.items():
         if not isinstance(value, str) or not value.strip():
             raise _fail(where, f"sources.{key}", value, "wrong type, must be a non-empty citation string")
         section, _, name = key.partition(".")
-        if section not in RULES or (name and name not in data[section]):
+        if section not in RULES or section not in data or (name and name not in data[section]):
             raise _fail(where, f"sources.{key}", value, "names no key of this profile ('section' or 'section.key')")
     for section in NUMBER_SECTIONS:
-        for key in data[section]:
+        for key in data.get(section, {}):
             if f"{section}.{key}" not in sources and section not in sources:
                 raise _fail(where, f"{section}.{key}", data[section][key],
                             f"every number needs a citation: add \"{section}.{key}\" (or \"{section}\") to the sources table")
@@ -243,4 +288,6 @@ def load_profile(name_or_path: str | Path) -> Profile:
         limits=Limits(**data["limits"]),
         energy=Energy(**{k: float(v) for k, v in data["energy"].items()}),
         sources=dict(data["sources"]), assumptions=tuple(data.get("assumptions", [])), path=path,
+        operators=(Operators(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["operators"].items()})
+                   if "operators" in data else None),
     )

@@ -109,6 +109,39 @@ class Energy:
     dram_64b_pj: float | None = None
 
 
+PLACES = ("neuro", "embedded", "host")
+
+
+@dataclass(frozen=True)
+class Operators:
+    """Where the chip runs operators that are neither synapses nor neurons (hardware.md section 7).
+
+    neuro / embedded / host   operator kinds (``ir.operators`` class names) each place can run:
+                              ``neuro`` = wiring on the neuro cores' routing (no core of its own),
+                              ``embedded`` = programmable cores of the chip, ``host`` = the computer
+                              driving it (float32 there)
+    embedded_cores_per_chip   programmable cores per chip for operators (0: none)
+    embedded_on_neuro_cores   operators run on the same application cores as neurons (SpiNNaker):
+                              every core they need is one core fewer for neurons
+    embedded_memory_bytes     memory of one embedded core for operator state (None: not published)
+    embedded_arithmetic       arithmetics embedded code runs ("fixed", "float32")
+    embedded_ops_per_s        operations per second of one embedded core (None: not modelled)
+    """
+
+    neuro: tuple[str, ...] = ()
+    embedded: tuple[str, ...] = ()
+    host: tuple[str, ...] = ()
+    embedded_cores_per_chip: int = 0
+    embedded_on_neuro_cores: bool = False
+    embedded_memory_bytes: int | None = None
+    embedded_arithmetic: tuple[str, ...] = ("fixed",)
+    embedded_ops_per_s: int | None = None
+
+    def places(self, kind: str) -> tuple[str, ...]:
+        """The places (in the order neuro, embedded, host) that can run operator ``kind``."""
+        return tuple(p for p in PLACES if kind in getattr(self, p))
+
+
 PROFILE_KINDS = ("loihi", "spinnaker", "generic")
 
 
@@ -126,6 +159,7 @@ class Profile:
     sources: dict[str, str] = field(default_factory=dict)
     assumptions: tuple[str, ...] = ()
     path: Path | None = None
+    operators: Operators | None = None   # None: the profile places no operator (section [operators] absent)
 
     def source_of(self, section: str, key: str) -> str:
         """Citation for one number (falls back to the section-wide citation)."""

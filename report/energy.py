@@ -14,6 +14,10 @@ Three figures per layer and sample, all from the exact operation counts of ``sim
 The ANN baseline is ``MACs * E_MAC`` (and, given a per-layer ``frontend.macs.MacCount``, the same
 memory model: one weight and one activation read per MAC, one write per output). Average power is
 energy per sample over ``steps_run * timestep_s`` (default 1 ms per step).
+
+Networks with Transformer operators: the operators' arithmetic by kind (report/operator_energy.py)
+is reported next to the papers' convention, which counts operators as zero; the ANN's LayerNorm /
+softmax / GELU arithmetic likewise next to its MACs.
 """
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ from rich.table import Table
 
 from ..hw_profiles import load_profile
 from ..simulator.opcount import OpCounts, count_ops
+from ..simulator.operator_work import OP_KINDS
+from .operator_energy import OperatorEnergy, operator_energies
+from .operator_energy import assumptions as operator_assumptions
 
 CONVENTIONS = ("fp32", "int8", "int32")
 _WORD_BITS = {"fp32": 32, "int8": 8, "int32": 32}
@@ -104,9 +111,20 @@ class EnergyReport:
     counts: OpCounts
     chip_figures: dict = field(default_factory=dict)
     assumptions: list[str] = field(default_factory=list)
+    operators: list[OperatorEnergy] = field(default_factory=list)
 
     def total(self, name: str) -> float:
         return float(sum(getattr(layer, name) for layer in self.layers))
+
+    @property
+    def operator_pj(self) -> float:
+        """Operators' arithmetic per sample (0 in the papers' convention)."""
+        return float(sum(o.pj for o in self.operators))
+
+    @property
+    def ann_operator_pj(self) -> float:
+        """The ANN modules' non-MAC arithmetic (LayerNorm, softmax, GELU) per sample, float32."""
+        return float(sum(o.ann_pj for o in self.operators))
 
     @property
     def duration_s(self) -> float:
@@ -119,8 +137,13 @@ class EnergyReport:
     def ratios(self) -> dict[str, float | None]:
         """SNN/ANN energy ratios: compute-only (papers') and fuller (memory included)."""
         ann_total = None if self.ann_compute_pj is None or self.ann_memory_pj is None else self.ann_compute_pj + self.ann_memory_pj
-        return {"compute_only": self.total("compute_pj") / self.ann_compute_pj if self.ann_compute_pj else None,
-                "with_memory": self.total("total_pj") / ann_total if ann_total else None}
+        out = {"compute_only": self.total("compute_pj") / self.ann_compute_pj if self.ann_compute_pj else None,
+               "with_memory": self.total("total_pj") / ann_total if ann_total else None}
+        if self.operators:
+            ann_ops = None if self.ann_compute_pj is None else self.ann_compute_pj + self.ann_operator_pj
+            out["compute_with_operators"] = ((self.total("compute_pj") + self.operator_pj) / ann_ops
+                                             if ann_ops else None)
+        return out
 
     def power_w(self) -> dict[str, float]:
         """Average power per inference over the run's duration."""
@@ -142,6 +165,15 @@ class EnergyReport:
             "ann": {"macs": self.ann_macs, "compute_only_pj": self.ann_compute_pj, "memory_pj": self.ann_memory_pj},
             "ratio_snn_over_ann": self.ratios(), "power_w": self.power_w(),
             "assumptions": list(self.assumptions), "op_counts": self.counts.to_json(),
+            **({"operators": {"convention": "papers' compute-only counts operators as zero; compute_with_operators "
+                                            "adds their arithmetic by kind",
+                              "per_sample_work": {k: sum(o.work[k] for o in self.operators) for k in OP_KINDS},
+                              "snn_operator_pj": self.operator_pj, "ann_operator_pj": self.ann_operator_pj,
+                              "snn_compute_with_operators_pj": self.total("compute_pj") + self.operator_pj,
+                              "ann_compute_with_operators_pj": (None if self.ann_compute_pj is None
+                                                                else self.ann_compute_pj + self.ann_operator_pj),
+                              "by_operator": [o.to_json() for o in self.operators]}}
+               if self.operators else {}),
         }
 
     # -------------------------------------------------------------- rendering
@@ -172,18 +204,39 @@ class EnergyReport:
             t.add_column(c, justify="left" if c == "estimate" else "right")
         p, r = self.power_w(), self.ratios()
         ratio = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        t.add_row("SNN compute-only (papers')", _pj(self.total("compute_pj")), _w(p["compute_only"]), ratio(r["compute_only"]))
+        t.add_row("SNN compute-only (papers')" + (", operators as 0" if self.operators else ""),
+                  _pj(self.total("compute_pj")), _w(p["compute_only"]), ratio(r["compute_only"]))
+        if self.operators:
+            d = self.duration_s
+            with_ops = self.total("compute_pj") + self.operator_pj
+            t.add_row("SNN compute-only + operators' arithmetic", _pj(with_ops), _w(with_ops * 1e-12 / d),
+                      ratio(r.get("compute_with_operators")))
         t.add_row("SNN with neuron updates + memory", _pj(self.total("total_pj")), _w(p["with_memory"]), ratio(r["with_memory"]))
         static = "" if self.chip_static_pj is None else f" (static {_pj(self.chip_static_pj)})"
         t.add_row(f"{self.profile} chip estimate{static}", _pj(self.chip_total_pj), _w(p["chip"]), "-")
         if self.ann_compute_pj is not None:
             t.add_row(f"ANN compute-only ({self.ann_macs:,} MACs)", _pj(self.ann_compute_pj), "-", "-")
+            if self.operators:
+                t.add_row("ANN compute-only + LayerNorm/softmax/GELU arithmetic",
+                          _pj(self.ann_compute_pj + self.ann_operator_pj), "-", "-")
         if self.ann_memory_pj is not None:
             t.add_row("ANN with memory", _pj(self.ann_compute_pj + self.ann_memory_pj), "-", "-")
         return t
 
+    def operator_table(self) -> Table:
+        """Operators' arithmetic per sample by kind and its energy (operators with arithmetic only)."""
+        t = Table(title="operators per sample (arithmetic by kind; 0 in the papers' convention)")
+        for c in ("operator", "op", "runs on", "arithmetic") + OP_KINDS + ("pJ",):
+            t.add_column(c, justify="left" if c in ("operator", "op", "runs on", "arithmetic") else "right")
+        for o in self.operators:
+            if o.pj or any(o.work.values()):
+                t.add_row(o.name, o.op, o.runs_on, o.arithmetic, *(f"{o.work[k]:,.0f}" for k in OP_KINDS), f"{o.pj:,.1f}")
+        t.add_row("total", "", "", "", *(f"{sum(o.work[k] for o in self.operators):,.0f}" for k in OP_KINDS),
+                  f"{self.operator_pj:,.1f}", style="bold")
+        return t
+
     def tables(self) -> list[Table]:
-        return [self.layer_table(), self.summary_table()]
+        return [self.layer_table()] + ([self.operator_table()] if self.operators else []) + [self.summary_table()]
 
     def plot(self, path: str | os.PathLike) -> Path:
         return plot_energy(self, path)
@@ -284,9 +337,12 @@ def energy_report(net, x, timesteps: int, profile, *, ann_macs=None, convention:
     if ann_m is not None:
         notes.append(f"ANN memory: one {fig.word_bits}-bit weight read and activation read per MAC, one write per "
                      "output, same SRAM figure.")
+    ops = operator_energies(counts)
+    if ops:
+        notes.extend(operator_assumptions())
     chip_figs = {k: v for k, v in en.__dict__.items() if v is not None and not k.startswith(("int", "fp", "sram", "dram"))}
     return EnergyReport(prof.name, counts.timesteps, counts.steps_run, n, timestep_s, fig, layers, static, ann, ann_c,
-                        ann_m, counts, chip_figs, notes + [f"{prof.name}: {a}" for a in prof.assumptions])
+                        ann_m, counts, chip_figs, notes + [f"{prof.name}: {a}" for a in prof.assumptions], ops)
 
 
 def plot_energy(report: EnergyReport, path: str | os.PathLike) -> Path:

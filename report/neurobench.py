@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UnsupportedError
 from ..ir import Conv2d, Dense, Identity, Input, Network, expand_channel
 from ..ir.neurons_extra import GradedSignedIF
 from ..simulator import simulate
@@ -93,7 +94,12 @@ def _ops(proj, src_shape, dst_shape, s: torch.Tensor, ones_w: bool) -> float:
 
 
 def neurobench_counts(net: Network, x, timesteps: int, *, batch_size: int = 256, device=None) -> NeuroBenchCounts:
-    """Count as NeuroBench would on the torch model this IR stands for, from a simulation of ``x``."""
+    """Count as NeuroBench would on the torch model this IR stands for, from a simulation of ``x``.
+    Networks with Transformer operators are refused (UnsupportedError): the convention has no rule for them."""
+    if net.operators():
+        op = net.operators()[0]
+        raise UnsupportedError(f"NeuroBench convention: operator {op.name!r} ({type(op).__name__}) has no NeuroBench "
+                               "counting rule (synaptic operations are defined on Linear/Conv layers)")
     inputs = net.inputs()
     xs = x if isinstance(x, dict) else {inputs[0].name: x}
     xs = {k: np.asarray(v) for k, v in xs.items()}

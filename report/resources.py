@@ -1,4 +1,5 @@
-"""Core and chip estimate of a network on a profile: a thin report over ``compiler.partition``."""
+"""Core and chip estimate of a network on a profile: a thin report over ``compiler.partition``
+(operators: where they run, their state and work, the embedded cores; ``compiler.operator_placement``)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,8 @@ from rich.table import Table
 
 from ..compiler.partition import Placement, partition
 from ..hw_profiles import load_profile
+from ..ir.operators import RUNS_ON
+from ..simulator.operator_work import OP_KINDS
 
 
 @dataclass
@@ -45,8 +48,25 @@ class ResourceReport:
                       f"{sum(c.synapses for c in lp.cores):,}")
         return t
 
+    def operator_table(self) -> Table | None:
+        """Operators per place: how many, their state, worst-case arithmetic per step, embedded cores."""
+        ops = self.placement.operators
+        if ops is None:
+            return None
+        cores = (f"{ops.embedded_cores} embedded core(s) in use, {ops.embedded_cores_per_chip} per chip"
+                 + (" (taken from the neuro cores)" if ops.on_neuro_cores else ""))
+        t = Table(title=f"operators on {ops.profile}: {cores}; worst case per step and sample (every input neuron emits)")
+        for c in ("runs on", "operators", "state bytes") + tuple(OP_KINDS):
+            t.add_column(c, justify="left" if c == "runs on" else "right")
+        for place in RUNS_ON:
+            if ops.count(place):
+                w = ops.work_per_step(place)
+                t.add_row(place, str(ops.count(place)), f"{ops.state_bytes(place):,}", *(f"{w[k]:,}" for k in OP_KINDS))
+        return t
+
     def tables(self) -> list[Table]:
-        return [self.table()]
+        op = self.operator_table()
+        return [self.table()] + ([op] if op is not None else [])
 
 
 def resources_report(net, profile) -> ResourceReport:

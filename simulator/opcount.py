@@ -7,9 +7,13 @@ Counted from the spike trains the simulator records, so counts are exact for the
   stride are taken into account exactly). Binary and signed events are accumulates (ACs); a graded
   event is one event and, by spikeport's convention, also ACs (``graded_as="ac"``); NeuroBench
   counts graded payloads as MACs (``graded_as="mac"``).
-* an analog source (an input with ``analog``/``once`` coding, i.e. the C1 first layer, or a
-  non-spiking ``Operator``) costs one MAC per synapse of the projection for every step it delivers
-  (true fan-in of every target neuron, zero padding excluded).
+* an analog source (an input with ``analog``/``once`` coding, i.e. the C1 first layer, a
+  non-spiking ``Operator`` or a ``Relay`` population) costs one MAC per synapse of the projection
+  for every step it delivers (true fan-in of every target neuron, zero padding excluded); through
+  an Identity of weight +-1 it is one addition into the target's accumulator, counted as an AC.
+* a typed Transformer operator costs, every step of [0, T), the arithmetic of
+  ``simulator.operator_work`` by kind (ac, mac, add, mul, div, exp, sqrt); a matrix-product EC
+  with spiking operands is event-driven there (its accumulates follow the recorded events).
 * every neuron of a population updates once per step of its active window; an update is *active*
   when the neuron received at least one synaptic operation that step.
 * memory: one synapse-word read and one read-modify-write of the target's input accumulator per
@@ -32,6 +36,8 @@ from ..errors import UnsupportedError
 from ..ir.graph import Network
 from ..ir.conv_counts import conv_fan_in, conv_fan_out
 from ..ir.nodes import Conv2d, Dense, Identity, Input, Operator, Population, Projection, expand_channel
+from ..ir.operators import MultiThreshold, Relay, TokenDense, TypedOperator
+from .operator_work import OP_KINDS, ann_work, step_work
 
 GRADED_AS = ("ac", "mac")
 LAYER_FIELDS = ("acs", "macs", "neuron_updates", "active_updates", "events", "payload_bits")
@@ -43,7 +49,7 @@ def synapse_mask(proj: Projection, dst_shape: tuple[int, ...], count_zero_weight
     w = np.asarray(proj.weight, dtype=np.float64)
     if isinstance(proj, Identity):
         w = expand_channel(w, tuple(dst_shape)).reshape(-1)
-    elif not isinstance(proj, (Dense, Conv2d)):
+    elif not isinstance(proj, (Dense, Conv2d, TokenDense)):
         raise UnsupportedError(f"projection {proj.name!r}: no operation-count rule for {type(proj).__name__}")
     return np.ones_like(w) if count_zero_weights else (w != 0).astype(np.float64)
 
@@ -61,6 +67,9 @@ def fan_out(proj: Projection, src_shape: tuple[int, ...], dst_shape: tuple[int, 
         return conv_fan_out(proj, src_shape, dst_shape)
     if count_zero_weights and isinstance(proj, Dense):
         return np.full(int(np.prod(src_shape)), int(np.prod(dst_shape)), dtype=np.int64)
+    if isinstance(proj, TokenDense):   # every token's channel i reaches the C_out synapses of its own token
+        per = np.asarray(proj.weight).shape[0] if count_zero_weights else synapse_mask(proj, dst_shape, False).sum(axis=0)
+        return np.broadcast_to(np.asarray(per, dtype=np.int64), (int(np.prod(src_shape[:-1])), src_shape[-1])).reshape(-1).copy()
     mask = synapse_mask(proj, dst_shape, count_zero_weights)
     if isinstance(proj, Dense):
         return mask.sum(axis=0).astype(np.int64)
@@ -86,6 +95,9 @@ def fan_in(proj: Projection, src_shape: tuple[int, ...], dst_shape: tuple[int, .
         return conv_fan_in(proj, src_shape, dst_shape)
     if count_zero_weights and isinstance(proj, Dense):
         return np.full(int(np.prod(dst_shape)), int(np.prod(src_shape)), dtype=np.int64)
+    if isinstance(proj, TokenDense):
+        per = np.asarray(proj.weight).shape[1] if count_zero_weights else synapse_mask(proj, dst_shape, False).sum(axis=1)
+        return np.broadcast_to(np.asarray(per, dtype=np.int64), (int(np.prod(dst_shape[:-1])), dst_shape[-1])).reshape(-1).copy()
     mask = synapse_mask(proj, dst_shape, count_zero_weights)
     if isinstance(proj, Dense):
         return mask.sum(axis=1).astype(np.int64)
@@ -124,6 +136,12 @@ class _Reach:
         proj, rows = self.proj, events.shape[0]
         if isinstance(proj, Identity):
             return events & self.mask.reshape(1, -1)
+        if isinstance(proj, TokenDense):   # per token: any channel of the token fired
+            tok = events.reshape(rows, -1, self.src_shape[-1])
+            c_out = self.dst_shape[-1]
+            if self.structural:
+                return tok.any(dim=2, keepdim=True).expand(rows, tok.shape[1], c_out).reshape(rows, -1)
+            return ((tok.to(self.mask.dtype) @ self.mask.T) > 0).reshape(rows, -1)
         if isinstance(proj, Dense):
             if self.structural:
                 return events.any(dim=1, keepdim=True).expand(rows, int(np.prod(self.dst_shape)))
@@ -216,6 +234,29 @@ class ProjectionOps:
 
 
 @dataclass
+class OperatorOps:
+    """Arithmetic of one typed operator per step (summed over samples), one int64 array per kind
+    of ``simulator.operator_work.OP_KINDS``; ``ann`` is the ANN module's work per sample."""
+
+    name: str
+    op: str
+    runs_on: str
+    arithmetic: str
+    work: dict[str, np.ndarray]
+    ann: dict[str, int]
+
+    def total(self, kind: str) -> int:
+        return int(np.sum(self.work[kind]))
+
+    def to_json(self, samples: int) -> dict:
+        return {"name": self.name, "op": self.op, "runs_on": self.runs_on, "arithmetic": self.arithmetic,
+                "total": {k: self.total(k) for k in OP_KINDS},
+                "per_sample": {k: self.total(k) / samples for k in OP_KINDS},
+                "per_step": {k: np.asarray(v).tolist() for k, v in self.work.items()},
+                "ann_per_sample": dict(self.ann)}
+
+
+@dataclass
 class OpCounts:
     """Operation counts of one simulation of ``samples`` samples for ``timesteps`` steps."""
 
@@ -226,10 +267,15 @@ class OpCounts:
     count_zero_weights: bool
     layers: dict[str, LayerOps] = field(default_factory=dict)
     projections: dict[str, ProjectionOps] = field(default_factory=dict)
+    operators: dict[str, OperatorOps] = field(default_factory=dict)
 
     def total(self, name: str) -> int:
         """Network total (all samples) of a LayerOps counter, e.g. ``total("acs")``."""
         return sum(layer.total(name) for layer in self.layers.values())
+
+    def operator_total(self, kind: str) -> int:
+        """Network total (all samples) of one operator work kind, e.g. ``operator_total("exp")``."""
+        return sum(op.total(kind) for op in self.operators.values())
 
     def per_sample(self, name: str) -> float:
         return self.total(name) / self.samples
@@ -242,7 +288,11 @@ class OpCounts:
                 "total": {k: self.total(k) for k in keys},
                 "per_sample": {k: self.per_sample(k) for k in keys},
                 "layers": [layer.to_json(self.samples) for layer in self.layers.values()],
-                "projections": [p.to_json(self.samples) for p in self.projections.values()]}
+                "projections": [p.to_json(self.samples) for p in self.projections.values()],
+                **({"operators": [op.to_json(self.samples) for op in self.operators.values()],
+                    "operator_total": {k: self.operator_total(k) for k in OP_KINDS},
+                    "operator_per_sample": {k: self.operator_total(k) / self.samples for k in OP_KINDS}}
+                   if self.operators else {})}
 
 
 # ------------------------------------------------------------------------------ counting
@@ -320,11 +370,26 @@ class _Counter:
             self.static[proj.name] = (fo, fi, reach, src_shape, dst_shape)
             self.projections[proj.name] = ProjectionOps(proj.name, proj.source, proj.target, proj.connectivity,
                                                         self._op_kind(proj), int(fo.sum()), z())
+        self.operators: dict[str, OperatorOps] = {}
+        for op in net.operators():
+            if not isinstance(op, TypedOperator):
+                raise UnsupportedError(f"operator {op.name!r} (op {op.op!r}): untyped operators have no "
+                                       "operation-count rule")
+            shapes = [tuple(net.shape_of(i)) for i in op.inputs]
+            self.operators[op.name] = OperatorOps(op.name, type(op).__name__, op.runs_on, op.arithmetic,
+                                                  {k: z() for k in OP_KINDS}, ann_work(op, shapes))
+
+    def _analog(self, name: str) -> bool:
+        """A source that sends a real value every step: an operator, a Relay or a non-spike input."""
+        node = self.net[name]
+        return (isinstance(node, Operator) or (isinstance(node, Population) and isinstance(node.neuron, Relay))
+                or (isinstance(node, Input) and node.coding != "spikes"))
 
     def _op_kind(self, proj: Projection) -> str:
         src = self.net[proj.source]
-        if isinstance(src, Operator) or (isinstance(src, Input) and src.coding != "spikes"):
-            return "mac"
+        if self._analog(proj.source):
+            unit = isinstance(proj, Identity) and bool(np.all(np.abs(np.asarray(proj.weight)) == 1))
+            return "ac" if unit else "mac"
         kind = src.payload.kind
         if kind == "analog" or (kind == "graded" and self.graded_as == "mac"):
             return "mac"
@@ -358,6 +423,19 @@ class _Counter:
                 target = layer.macs if self.projections[proj.name].op == "mac" else layer.acs
                 target += ops
             layer.active_updates += (reached & torch.as_tensor(act)[None, :, None]).sum(dim=(0, 2)).numpy()
+        for op in net.operators():
+            self._operator(op, sources, batch)
+
+    def _operator(self, op: TypedOperator, sources: dict[str, _Source], batch: int) -> None:
+        """Every step of [0, T): the operator's arithmetic; event-driven terms from its spiking inputs."""
+        rec = self.operators[op.name]
+        shapes = [tuple(self.net.shape_of(i)) for i in op.inputs]
+        spiking = [sources.get(i) if i in sources and not sources[i].analog else None for i in op.inputs]
+        per_step = [src.nonzero.sum(dim=(0, 2)).numpy() if src is not None else None for src in spiking]
+        for t in range(min(self.T, self.steps)):
+            events = [None if ev is None else int(ev[t]) for ev in per_step]
+            for kind, v in step_work(op, shapes, t + 1, events, batch).items():
+                rec.work[kind][t] += v
 
     def _deliver(self, proj: Projection, src: _Source | None, batch: int, act: np.ndarray,
                  reached: torch.Tensor) -> np.ndarray:
@@ -365,9 +443,9 @@ class _Counter:
         fo, fi, reach, src_shape, dst_shape = self.static[proj.name]
         steps, d = self.steps, int(proj.delay)
         n_dst = int(np.prod(dst_shape))
-        if src is None and not isinstance(self.net[proj.source], Operator):
+        if src is None and not self._analog(proj.source):
             return np.zeros(steps, dtype=np.int64)          # a non-spiking population emits nothing
-        if src is None or src.analog:      # operator or analog input: every synapse, every delivered step
+        if src is None or src.analog:      # operator, relay or analog input: every synapse, every delivered step
             on = np.ones(steps, dtype=bool) if src is None else _shift(src.steps, d)
             on &= act
             reached[:, torch.as_tensor(on)] |= torch.as_tensor(fi > 0)
@@ -381,7 +459,8 @@ class _Counter:
         return ops.astype(np.int64)
 
     def result(self, samples: int) -> OpCounts:
-        return OpCounts(samples, self.T, self.steps, self.graded_as, self.czw, self.layers, self.projections)
+        return OpCounts(samples, self.T, self.steps, self.graded_as, self.czw, self.layers, self.projections,
+                        self.operators)
 
 
 def count_ops(net: Network, x, timesteps: int, *, result=None, graded_as: str = "ac",
@@ -447,19 +526,28 @@ def chunk_samples(net: Network, steps: int, batch_size: int) -> int:
 def ann_equivalent_macs(net: Network) -> int:
     """MACs per sample of the ANN the IR's projections stand for (used when no ANN file is given).
 
-    Dense: the weight matrix size; conv: ``C_out * H_out * W_out * C_in/groups * kH * kW`` (zero
-    padding included, the usual ANN convention); identity (residual add): one per neuron. Pooling
-    lowered to projections is included as those projections; operators are not counted.
+    Dense: the weight matrix size; token dense: tokens x the weight size; conv: ``C_out * H_out *
+    W_out * C_in/groups * kH * kW`` (zero padding included, the usual ANN convention); identity
+    (residual add): one per neuron, none into an ECMT MultiThreshold population (a neuron placed
+    on an ANN value is no ANN operation). Pooling lowered to projections is included as those
+    projections. Operators: a matrix product's ``B n k m`` MACs; the other operators' arithmetic
+    (LayerNorm, softmax, GELU) is not MACs and is reported by kind (``OpCounts.operators[..].ann``).
     """
     total = 0
+    for op in net.operators():
+        if isinstance(op, TypedOperator):
+            total += ann_work(op, [tuple(net.shape_of(i)) for i in op.inputs])["mac"]
     for proj in net.projections():
         w = np.asarray(proj.weight)
-        if isinstance(proj, Dense):
+        if isinstance(proj, TokenDense):
+            total += int(np.prod(net.shape_of(proj.target)[:-1], dtype=np.int64)) * int(w.size)
+        elif isinstance(proj, Dense):
             total += int(w.size)
         elif isinstance(proj, Conv2d):
             total += int(np.prod(net.shape_of(proj.target))) * proj.fan_in()
         elif isinstance(proj, Identity):
-            total += int(np.prod(net.shape_of(proj.target)))
+            if not isinstance(getattr(net[proj.target], "neuron", None), MultiThreshold):  # ECMT's neuron on an ANN value
+                total += int(np.prod(net.shape_of(proj.target)))
         else:
             raise UnsupportedError(f"projection {proj.name!r}: no MAC rule for {type(proj).__name__}")
     return total

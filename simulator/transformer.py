@@ -41,10 +41,12 @@ def _project(proj, src: torch.Tensor, batch: int, dst_shape: tuple[int, ...], w:
 
 
 def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[int, ...] = (), batch_size: int = 64,
-                       device=None, dtype: torch.dtype = torch.float32) -> tuple[SimResult, dict[int, np.ndarray]]:
+                       device=None, dtype: torch.dtype = torch.float32, record_spikes: bool = False
+                       ) -> tuple[SimResult, dict[int, np.ndarray]]:
     """Float simulation of ``net`` for ``timesteps``; returns the result and, for each t in
     ``checkpoints`` (<= timesteps), the decoded output of ``net.outputs[0]`` after t steps.
-    ``dtype`` float32 (default) or float64 for every value and state."""
+    ``dtype`` float32 (default) or float64 for every value and state. ``record_spikes``: keep
+    every MT population's signed levels per step, (N, T, *shape) int32, in ``SimResult.spikes``."""
     if net.quantized:
         raise UnsupportedError("bit-accurate simulation of networks with Transformer operators is not implemented "
                                   "yet; simulate the float network")
@@ -73,11 +75,14 @@ def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[in
     weights = {p.name: torch.as_tensor(np.asarray(p.weight), device=dev, dtype=dtype) for p in net.projections()}
     outs, checks = [], {c: [] for c in checkpoints}
     counts = {p.name: [] for p in net.populations() if isinstance(p.neuron, O.MultiThreshold)}
-    decoded = {p.name: [] for p in net.populations()}
+    decoded = {n.name: [] for n in list(net.populations()) + list(net.operators())}
+    trains = {name: [] for name in counts} if record_spikes else None
     with torch.no_grad():
         for a in range(0, n, batch_size):
             xb = xs[a:a + batch_size].to(dev, dtype)
-            res = _run_batch(net, order, weights, xb, T, set(checkpoints), dev, dtype)
+            res = _run_batch(net, order, weights, xb, T, set(checkpoints), dev, dtype, record_spikes)
+            for name in trains or ():
+                trains[name].append(res["trains"][name])
             for c in checkpoints:
                 checks[c].append(res["checks"][c])
             for name in counts:
@@ -96,11 +101,12 @@ def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[in
         layers[pop.name] = s.as_dict()
     result = SimResult(outputs=out, all_outputs={o: activations[o] for o in net.outputs},
                        predictions=out.reshape(n, -1).argmax(axis=1), spike_counts=spike_counts, layers=layers,
-                       timesteps=T, steps_run=T, quantized=False, activations=activations)
+                       timesteps=T, steps_run=T, quantized=False, activations=activations,
+                       spikes={k: np.concatenate(v) for k, v in trains.items()} if trains is not None else None)
     return result, {c: np.concatenate(v) for c, v in checks.items()}
 
 
-def _run_batch(net, order, weights, xb, T, checkpoints, dev, dtype) -> dict:
+def _run_batch(net, order, weights, xb, T, checkpoints, dev, dtype, record_spikes=False) -> dict:
     batch = xb.shape[0]
     kernels: dict[str, object] = {}
     biases: dict[str, torch.Tensor] = {}
@@ -122,6 +128,8 @@ def _run_batch(net, order, weights, xb, T, checkpoints, dev, dtype) -> dict:
         elif isinstance(node, Operator):
             kernels[node.name] = OperatorKernel(node, batch, dev, dtype)
     incoming = {p.name: net.incoming(p.name) for p in net.populations()}
+    trains = {k: torch.zeros((batch, T) + tuple(net[k].shape), dtype=torch.int32, device=dev)
+              for k in events} if record_spikes else {}
     checks = {}
     out_name = net.outputs[0]
     for t in range(1, T + 1):
@@ -140,6 +148,8 @@ def _run_batch(net, order, weights, xb, T, checkpoints, dev, dtype) -> dict:
                 if isinstance(node.neuron, O.MultiThreshold):
                     s = kernels[name].step(cur)
                     events[name] += (s != 0).to(torch.int64)
+                    if name in trains:
+                        trains[name][:, t - 1] = s.to(torch.int32)
                     e = torch.where(s < 0, s * neg, s)
                     emit[name] = e
                     value[name] = e * scale + offset
@@ -155,10 +165,14 @@ def _run_batch(net, order, weights, xb, T, checkpoints, dev, dtype) -> dict:
             elif isinstance(node, Operator):
                 v = kernels[name].step([value[i] for i in node.inputs])
                 emit[name] = value[name] = v
+                sums[name] = v if name not in sums else sums[name] + v
         if t in checkpoints:
             checks[t] = _decode(net[out_name], sums[out_name], t).cpu().numpy()
     decoded = {p.name: _decode(p, sums[p.name], T).cpu().numpy() for p in net.populations()}
-    return {"checks": checks, "decoded": decoded, "counts": {k: v.cpu().numpy() for k, v in events.items()}}
+    for op in net.operators():   # mean per-step output of every operator (fidelity compares them)
+        decoded[op.name] = (sums[op.name] / T).cpu().numpy()
+    return {"checks": checks, "decoded": decoded, "counts": {k: v.cpu().numpy() for k, v in events.items()},
+            "trains": {k: v.cpu().numpy() for k, v in trains.items()}}
 
 
 def _decode(pop: Population, total: torch.Tensor, t: int) -> torch.Tensor:

@@ -55,9 +55,23 @@ def _duration(seconds: float) -> str:
 
 def ops_per_step(net: Network) -> int:
     """S: synapses evaluated per step (the ANN-equivalent MACs of the projections) + neurons updated."""
+    from ..errors import UnsupportedError
     from .opcount import ann_equivalent_macs
     neurons = sum(int(np.prod(p.shape)) for p in net.populations())
-    return int(ann_equivalent_macs(net)) + neurons
+    try:
+        return int(ann_equivalent_macs(net)) + neurons
+    except UnsupportedError:
+        if not net.operators():
+            raise
+    # Transformer operator networks (until op counting covers them): every weight once per token,
+    # and each operator element as one operation
+    from ..ir.operators import TokenDense
+    macs = 0
+    for p in net.projections():
+        w = int(np.size(p.weight))
+        tokens = int(np.prod(net[p.target].shape[:-1])) if isinstance(p, TokenDense) else 1
+        macs += w * tokens if not hasattr(p, "out_shape") else w * int(np.prod(net[p.target].shape[1:]))
+    return macs + neurons + sum(int(np.prod(o.shape)) for o in net.operators())
 
 
 def estimate(net: Network, samples: int, timesteps: list[int] | int, what: str = "simulation",
