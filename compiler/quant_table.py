@@ -112,6 +112,8 @@ class QuantTable:
     layers: list[LayerQuant] = field(default_factory=list)
     options: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)   # CompileWarning (compiler/compile_warnings.py)
+    operators: list = field(default_factory=list)  # operator networks: one dict per typed operator
+    operator_max_timesteps: int | None = None      # largest T whose operator int64 state is proved safe
 
     def __getitem__(self, name: str) -> LayerQuant:
         for layer in self.layers:
@@ -128,7 +130,9 @@ class QuantTable:
                        "inputs": [asdict(i) for i in self.inputs], "layers": self.rows(),
                        "totals": {"clipped": sum(l.clipped for l in self.layers),
                                   "zeroed": sum(l.zeroed for l in self.layers)},
-                       "warnings": [w.as_dict() for w in self.warnings]})
+                       "warnings": [w.as_dict() for w in self.warnings],
+                       **({"operators": self.operators, "operator_max_timesteps": self.operator_max_timesteps}
+                          if self.operators else {})})
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.as_dict(), indent=indent)

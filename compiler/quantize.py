@@ -521,6 +521,33 @@ def _cancel_fill_bias(qnet: Network, dp: Datapath) -> dict:
 
 
 # ------------------------------------------------------------------------------------ the pass
+def _quantize_with_operators(net: Network, prof: Profile, dp: Datapath, bits: int, input_range,
+                             max_timesteps: int) -> tuple[Network, QuantTable]:
+    """Networks with typed operators (ECMT ViTs): compiler/quantize_operators.py, no delay schedule
+    (the operator simulator evaluates the graph in node order within each step)."""
+    from ..ir import check_limits
+    from .quantize_operators import quantize_operator_network
+
+    if net.quantized:
+        raise QuantizationError(f"network is already quantised (datapath {net.datapath.profile!r}); quantise the float network")
+    try:
+        net.validate()
+    except IRError as e:
+        raise QuantizationError(f"cannot quantise an invalid network: {e}") from None
+    qnet = net.copy()
+    table = quantize_operator_network(net, qnet, prof, dp, input_bits=bits, input_range=input_range,
+                                      max_timesteps=max_timesteps)
+    table.warnings = compile_warnings(table, qnet.outputs)
+    qnet.datapath = dp
+    qnet.meta["quantization"] = table.as_dict()
+    try:
+        qnet.validate()
+        check_limits(qnet, "quantised network")
+    except IRError as e:  # a value the quantiser could not fit: name it, write nothing
+        raise QuantizationError(f"{e}") from None
+    return qnet, table
+
+
 def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | None = None,
              input_range: tuple[float, float] | dict | None = None, max_timesteps: int = 256,
              headroom_bits: int = 2, weight_percentile: float = 100.0,
@@ -544,6 +571,8 @@ def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | N
         raise QuantizationError(f"options: max_timesteps = {max_timesteps} must be >= 1, headroom_bits = {headroom_bits} >= 0, "
                                 f"weight_percentile = {weight_percentile} in (0, 100]")
     opt = QuantOptions(bits, max_timesteps, headroom_bits, weight_percentile, compensate_floor, neg_value_rtol)
+    if net.operators():   # Transformer operator networks: compiler/quantize_operators.py
+        return _quantize_with_operators(net, prof, dp, bits, input_range, max_timesteps)
     _check_network(net, dp)
     netx = net.meta.get("options", {}).get("preset") == "netx"
     if netx:   # convert preset='netx': biases in netx's fixed bias_exp, mixed-sign weights w << e within

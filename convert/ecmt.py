@@ -46,6 +46,7 @@ class ECMT(ConversionMethod):
     calib_batch: int = 100
     neg_compare: str = "<"
     _thresholds: dict = field(default_factory=dict, repr=False)
+    _ranges: dict = field(default_factory=dict, repr=False)
 
     coding = "C1"
 
@@ -72,8 +73,10 @@ class ECMT(ConversionMethod):
         names = self.mt_sources(ann.graph)
         hi = {n: [] for n in names}
         lo = {n: [] for n in names}
+        self._ranges = {}
         for a in range(0, len(calib_x), int(self.calib_batch)):
-            vals = evaluate_graph(ann.graph, calib_x[a:a + int(self.calib_batch)], keep=names, dtype=_f64())
+            vals = evaluate_graph(ann.graph, calib_x[a:a + int(self.calib_batch)], keep=names, dtype=_f64(),
+                                  observe=self._observe_range)
             for n in names:
                 v = vals[n].reshape(-1).cpu().numpy()
                 hi[n].append(float(np.percentile(v, self.percentile)))
@@ -84,6 +87,11 @@ class ECMT(ConversionMethod):
             t1 = t1 if t1 > _THETA_FLOOR else max(t2, _THETA_FLOOR)
             t2 = t2 if t2 > _THETA_FLOOR else t1  # one-sided tensor: the negative side mirrors theta1
             self._thresholds[n] = (t1, t2)
+
+    def _observe_range(self, name: str, v) -> None:
+        """max |value| per ANN tensor over the calibration data: the quantiser's range for its IR node."""
+        if v.is_floating_point() and v.numel():
+            self._ranges[name] = max(self._ranges.get(name, 0.0), float(v.abs().max()))
 
     def calibration_summary(self) -> dict:
         return {n: {"theta1": t1, "theta2": t2} for n, (t1, t2) in self._thresholds.items()}
@@ -114,6 +122,12 @@ class _Builder:
         self.h: dict[str, _Handle] = {}
         self.mt: dict[str, str] = {}  # ANN value -> its MT population
         self.populations: dict[str, list[str]] = {}
+        self.ranges: dict[str, float] = {}  # IR node -> max |per-sample value| of its ANN tensor (calibration)
+
+    def note_range(self, ir_name: str, ann_name: str, factor: float = 1.0) -> None:
+        r = self.m._ranges.get(ann_name)
+        if r is not None:
+            self.ranges[ir_name] = float(r) / abs(factor) if factor else float(r)
 
     def err(self, node: G.AnnNode, msg: str) -> ConversionError:
         return ConversionError(f"{self.ann.source}: node {node.name!r} ({node.op}): {msg}")
@@ -174,6 +188,11 @@ class _Builder:
                 raise self.err(node, "ecmt has no rule for this op (ecmt converts Transformers: LayerNorm, GELU, Softmax, "
                                      "MatMul, token Linear, residual Add, patch-embedding Conv2d on the input)")
             handler(node)
+        for pop in self.net.populations():
+            if pop.name not in self.ranges and pop.source in self.m._ranges:
+                self.note_range(pop.name, pop.source)
+        # the quantiser sizes relays and operator outputs from these (compiler/quantize_operators.py)
+        self.net.meta["value_ranges"] = dict(self.ranges)
         return self.net, self.populations
 
     def _Input(self, node: G.Input) -> None:
@@ -210,6 +229,7 @@ class _Builder:
     def _rearrange(self, node, index: np.ndarray) -> None:
         h = self.h[node.inputs[0]]
         name = self.operator(O.Rearrange(node.name, inputs=(h.node,), shape=tuple(node.shape), index=index.astype(np.int64)))
+        self.note_range(name, node.name, h.factor)
         self.h[node.name] = _Handle(name, h.factor)
 
     def _Reshape(self, node) -> None:
@@ -234,6 +254,7 @@ class _Builder:
         ins = tuple(self.materialise(self.h[s], self.g[s].shape, s) for s in data)
         prefix = self.g[consts[0]].value.astype(np.float64) if consts else None
         name = self.operator(O.Concat(node.name, inputs=ins, shape=tuple(node.shape), axis=node.axis, prefix=prefix))
+        self.note_range(name, node.name)
         self.h[node.name] = _Handle(name)
 
     def _AddConst(self, node: G.AddConst) -> None:
@@ -257,21 +278,25 @@ class _Builder:
         name = self.operator(O.LayerNormEC(node.name, inputs=(src,), shape=tuple(node.shape),
                                            weight=node.weight.astype(np.float64), bias=node.bias.astype(np.float64),
                                            eps=float(node.eps)))
+        self.note_range(name, node.name)
         self.h[node.name] = _Handle(name)
 
     def _GELU(self, node: G.GELU) -> None:
         src = self.materialise(self.h[node.inputs[0]], self.g[node.inputs[0]].shape, node.inputs[0])
         name = self.operator(O.GELUEC(node.name, inputs=(src,), shape=tuple(node.shape), approximate=node.approximate))
+        self.note_range(name, node.name)
         self.h[node.name] = _Handle(name)
 
     def _Softmax(self, node: G.Softmax) -> None:
         h = self.h[node.inputs[0]]
         name = self.operator(O.SoftmaxEC(node.name, inputs=(h.node,), shape=tuple(node.shape), axis=node.axis, scale=h.factor))
+        self.note_range(name, node.name)
         self.h[node.name] = _Handle(name)
 
     def _MatMul(self, node: G.MatMul) -> None:
         a, b = (self.mt_population(s) for s in node.inputs)
         name = self.operator(O.MatMulEC(node.name, inputs=(a, b), shape=tuple(node.shape)))
+        self.note_range(name, node.name)
         self.h[node.name] = _Handle(name)
 
     def _Mean(self, node: G.Mean) -> None:
@@ -279,6 +304,7 @@ class _Builder:
             raise self.err(node, "mean with keepdim")
         src = self.materialise(self.h[node.inputs[0]], self.g[node.inputs[0]].shape, node.inputs[0])
         name = self.operator(O.Mean(node.name, inputs=(src,), shape=tuple(node.shape), axes=tuple(node.axes)))
+        self.note_range(name, node.name)
         self.h[node.name] = _Handle(name)
 
     def _Output(self, node: G.Output) -> None:

@@ -73,10 +73,11 @@ def eval_node(node: G.AnnNode, ins: list[torch.Tensor], batch: int, like: torch.
 
 
 def evaluate_graph(graph: G.AnnGraph, x: np.ndarray | torch.Tensor, keep: list[str] | tuple[str, ...] | None = None,
-                   device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
-                   ) -> dict[str, torch.Tensor]:
+                   device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+                   observe=None) -> dict[str, torch.Tensor]:
     """Run the typed graph on ``x`` (N, *input shape). Returns ``{"output": ..., name: ...}`` for
-    the nodes in ``keep`` (all nodes when ``keep`` is None); values are dropped once unused."""
+    the nodes in ``keep`` (all nodes when ``keep`` is None); values are dropped once unused.
+    ``observe(name, value)``, when given, sees every node's value as it is computed."""
     xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     xt = xt.to(device=device or xt.device, dtype=dtype)
     batch = xt.shape[0]
@@ -98,6 +99,8 @@ def evaluate_graph(graph: G.AnnGraph, x: np.ndarray | torch.Tensor, keep: list[s
             if tuple(v.shape) != expect:
                 raise ValueError(f"ANN node {node.name!r} ({node.op}): evaluated shape {tuple(v.shape)}, graph says {expect}")
             values[node.name] = v
+            if observe is not None:
+                observe(node.name, v)
             if node.name in want:
                 out[node.name] = v
             for src in node.inputs:

@@ -25,7 +25,20 @@ from dataclasses import fields, is_dataclass
 import numpy as np
 
 from .graph import IRError, Network
-from .nodes import Input, Population, Projection
+from .nodes import Input, Operator, Population, Projection
+
+# Fixed-point constants of quantised operators (docs/fixed_point.md, "Transformer operator networks"):
+# key -> (lowest, highest); None = the payload range of the datapath.
+_OPERATOR_PARAMS = {
+    "Concat": {"in_mult": (1, 2 ** 31), "in_shift": (0, 62)},
+    "MatMulEC": {"shift": (-62, 62), "sk_bound_per_t2": (0, 2 ** 62)},
+    "GELUEC": {"in_mult": (1, 2 ** 31), "in_shift": (0, 62), "in_bits": (2, 33), "lut": None, "lut_half": (1, 2 ** 20),
+               "hi_mult": (1, 2 ** 31), "hi_shift": (0, 62)},
+    "SoftmaxEC": {"in_mult": (1, 2 ** 31), "in_shift": (0, 62), "in_bits": (2, 33), "lut": (0, 2 ** 31),
+                  "out_frac": (0, 30)},
+    "LayerNormEC": {"in_mult": (1, 2 ** 31), "in_shift": (0, 62), "in_bits": (2, 33), "eps_q": (1, 2 ** 62),
+                    "norm_frac": (0, 30), "gamma_q": (-(2 ** 31), 2 ** 31), "gamma_shift": (-62, 62), "beta_q": None},
+}
 
 MAX_STEPS = 4096
 
@@ -100,6 +113,9 @@ def _check_quantized(net: Network, node, where: str) -> None:
             top = dp.input_bits if isinstance(node, Input) else dp.payload_bits
             if payload.bits > top:
                 raise IRError(f"{where}: payload bits = {payload.bits} exceeds the limit {top} of {src}")
+    if isinstance(node, Operator):
+        _check_operator(dp, node, where, src)
+        return
     if not isinstance(node, Population):
         return
     m = node.neuron
@@ -120,6 +136,32 @@ def _check_quantized(net: Network, node, where: str) -> None:
     if leak is not None and leak != 0:
         _limit(where, "neuron.leak", np.asarray(leak, dtype=np.float64), 0, 2 ** dp.decay_bits - 1,
                f"{dp.decay_bits}-bit decay of {src}")
+
+
+def _check_operator(dp, op, where: str, src: str) -> None:
+    """A quantised typed operator: its fixed-point constants present, integers, within their widths."""
+    arith = getattr(op, "arithmetic", "none")
+    if arith not in ("fixed", "none"):
+        raise IRError(f"{where}: arithmetic {arith!r} in a quantised network (operators run 'fixed' or are wiring 'none')")
+    params = op.params if isinstance(op.params, dict) else {}
+    rules = _OPERATOR_PARAMS.get(type(op).__name__, {})
+    if arith == "none" and type(op).__name__ in ("Rearrange", "Concat", "Mean") or arith == "fixed":
+        scale = params.get("out_scale")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise IRError(f"{where}: params.out_scale = {scale!r} must be a positive number (quantised operator)")
+    top = 2 ** (dp.payload_bits - 1) - 1
+    for key, lim in rules.items():
+        if key not in params:
+            raise IRError(f"{where}: params.{key} is missing (quantised {type(op).__name__}, docs/fixed_point.md)")
+        arr = np.asarray(params[key])
+        if arr.dtype.kind not in "biuf":
+            raise IRError(f"{where}: params.{key} = {params[key]!r} is not numeric")
+        lo, hi = (-top, top) if lim is None else lim
+        _limit(where, f"params.{key}", arr.astype(np.float64), lo, hi,
+               f"{dp.payload_bits}-bit payload of {src}" if lim is None else "its fixed-point width")
+    prefix = getattr(op, "prefix", None)
+    if prefix is not None:
+        _limit(where, "prefix", np.asarray(prefix, dtype=np.float64), -top, top, f"{dp.payload_bits}-bit payload of {src}")
 
 
 def check_limits(net: Network, where: str = "network") -> None:
