@@ -55,9 +55,14 @@ def _duration(seconds: float) -> str:
 
 def ops_per_step(net: Network) -> int:
     """S: synapses evaluated per step (the ANN-equivalent MACs of the projections) + neurons updated."""
+    from ..errors import UnsupportedError
     from .opcount import ann_equivalent_macs
     neurons = sum(int(np.prod(p.shape)) for p in net.populations())
-    return int(ann_equivalent_macs(net)) + neurons
+    try:
+        macs = int(ann_equivalent_macs(net))
+    except UnsupportedError:  # a projection op counting has no rule for yet: fan-in x target neurons
+        macs = sum(int(p.fan_in()) * int(np.prod(net.shape_of(p.target))) for p in net.projections())
+    return macs + neurons
 
 
 def estimate(net: Network, samples: int, timesteps: list[int] | int, what: str = "simulation",
