@@ -644,8 +644,12 @@ def export(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
     rows = loihi2.layer_report(qnet, timesteps)
     cores = {}
     if qnet.datapath.profile == "loihi2":
-        res = report.resources_report(qnet, hw_profiles.load_profile("loihi2")).to_json()
-        cores = {layer["layer"]: layer.get("cores") for layer in res["layers"]}
+        from .errors import UnsupportedError
+        try:
+            res = report.resources_report(qnet, hw_profiles.load_profile("loihi2")).to_json()
+            cores = {layer["layer"]: layer.get("cores") for layer in res["layers"]}
+        except UnsupportedError as e:  # e.g. an operator network the partitioner cannot place yet
+            console.print(Text(f"cores not counted: {e}"))
     approx_summary = None
     if target == "lava":
         path = loihi2.export(qnet, out, timesteps)
@@ -786,6 +790,8 @@ def verify(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         workload.estimate(qnet, len(x), timesteps, what="verify (spikeport)", record_all=True)), override=yes)
     rep = loihi2.verify(qnet, x, timesteps, progress=True)
     console.print(Text(str(rep), style="green" if rep.identical else "red"))
+    for note in rep.notes:
+        console.print(Text(note))
     runs = {row["layer"]: row["runs"] for row in loihi2.layer_report(qnet, timesteps)}
     for who, said in (("Lava", "Lava's own processes"),
                       ("spikeport", "spikeport's processes (Lava arithmetic re-implemented)")):

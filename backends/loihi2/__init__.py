@@ -37,4 +37,7 @@ def __getattr__(name):
 
 def layer_report(qnet, timesteps: int, native: bool = True) -> list[dict]:
     """Per layer: Lava process, Loihi 2 hardware support, payload, and why a custom one was needed."""
+    if qnet.operators():  # Transformer operator networks: backends/loihi2/transformer.py
+        from .transformer import layer_report as operator_report
+        return operator_report(qnet, timesteps)
     return plan_network(qnet, timesteps, native=native).report()

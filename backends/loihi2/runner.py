@@ -100,6 +100,17 @@ def run_lava(qnet: Network | str | Path, x, timesteps: int | None = None, native
     """
     from .build import build_from_plan
     from .export import load_plan
+    from . import transformer
+    if isinstance(qnet, (str, Path)) and transformer.is_operator_export(qnet):
+        folder = qnet
+        qnet, exported_t = transformer.load_operator_export(folder)
+        if timesteps not in (None, exported_t):
+            raise ValueError(f"{folder}: exported for {exported_t} steps, asked for {timesteps}")
+        timesteps = exported_t
+    if isinstance(qnet, Network) and qnet.operators():   # one Lava run for the whole batch
+        if timesteps is None:
+            raise ValueError("run_lava(qnet, x, timesteps): timesteps is required for a network")
+        return transformer.run_operators_lava(qnet, x, timesteps)[0]
     if isinstance(qnet, (str, Path)):
         plan = load_plan(qnet)
         if timesteps not in (None, plan.timesteps):

@@ -59,6 +59,9 @@ def verify(qnet: Network, x, timesteps: int, native: bool = True, sim_result=Non
     processes; Lava's LIF/TernaryLIF expose only the final v).
     """
     from ...simulator import simulate
+    if qnet.operators():  # Transformer operator networks: every node's payload at every step
+        from .transformer import verify_operators
+        return verify_operators(qnet, x, timesteps)
     sim = sim_result or simulate(qnet, x, timesteps, record_spikes=True, record_states=True, record_voltages=True)
     lava = run_lava(qnet, x, timesteps, native=native, progress=progress)
     order = [p.name for p in qnet.populations()]
