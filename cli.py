@@ -142,6 +142,23 @@ def _workload(net, samples: int, timesteps, yes: bool, what: str, **kwargs):
     return workload.check(workload.estimate(net, samples, timesteps, what=what, **kwargs), override=yes)
 
 
+def _sharded(device):
+    """Join a torchrun process group (distributed.py) when launched by torchrun: the work is shared
+    out, results are identical to one process, and only rank 0 prints and writes. Returns the device."""
+    from . import distributed
+    if not distributed.launched():
+        return device
+    dev = distributed.setup(device)
+    if not distributed.is_root():
+        console.quiet = True
+    return dev
+
+
+def _root() -> bool:
+    from . import distributed
+    return distributed.is_root()
+
+
 def _load_net(path: Path, quantized: Optional[bool] = None, hint: str = ""):
     from . import ir
     net = ir.load(path)
@@ -383,11 +400,14 @@ def simulate(net_path: Path = typer.Argument(..., metavar="NET.h5"),
     from . import report  # torch: imported once the inputs are known to be good
     from .report.tables import operator_placement_line, simulate_table
     from .simulator import simulate as sim
+    dev = _sharded(dev)
     res = sim(net, x, timesteps, batch_size=batch_size, device=dev, progress=True)
     summary = _sim_summary(net, res, y, timesteps)
     console.print(simulate_table(summary))
     if summary.get("operators"):
         console.print(operator_placement_line(summary["operators"]), highlight=False)
+    if not _root():
+        return
     if json_out:
         report.write_json(summary, json_out)
     if save_outputs:
@@ -433,6 +453,7 @@ def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
     workload.check(workload.combine(workload.estimate(net, len(x), ts, what="fidelity (float SNN)"),
                                     workload.estimate(qnet, len(x), ts, what="fidelity (fixed-point SNN)")),
                    override=yes)
+    dev = _sharded(dev)
     with _working("ANN accuracy and activations"):
         acc_ann = ann.evaluate(x, y)["accuracy"] if y is not None else None
         acts = ann.record_activations(x, [p.source for p in net.populations() if p.source])
@@ -442,6 +463,8 @@ def fidelity(model: Path = typer.Argument(..., help="The ANN (ONNX or .pt2)."),
                           template_profile=hw_profiles.load_profile("loihi2")).to_json()
     console.print(accuracy_table(rep))
     console.print(layer_fidelity_table(rep["points"][-1]))
+    if not _root():
+        return
     if json_out:
         report.write_json(rep, json_out)
     if plot:
@@ -494,6 +517,7 @@ def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
     else:
         ann_macs = ann_equivalent_macs(net)
     _workload(net, len(x), timesteps, yes, "energy (operation counts)")
+    dev = _sharded(dev)
     nb = None
     if convention == "neurobench":      # NeuroBench's counts beside spikeport's (fp32 Horowitz figures)
         from .report.neurobench import neurobench_counts
@@ -515,6 +539,8 @@ def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         t.add_row("total", f"{nb.effective_acs:.6g}", f"{nb.effective_macs:.6g}", f"{nb.dense:.6g}")
         console.print(t)
         console.print(Text(f"NeuroBench activation sparsity {nb.activation_sparsity:.4f}, footprint {nb.footprint_bytes} bytes"))
+    if not _root():
+        return
     if json_out:
         report.write_json({**rep.to_json(), **({"neurobench": nb.to_json()} if nb is not None else {})}, json_out)
     if plot:

@@ -122,6 +122,12 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _file_sizes(net, path: Path) -> dict:
+    """The IR file's size next to the fp32 size of its stored weights (issue 13, item 3b)."""
+    weights = sum(int(np.size(p.weight)) for p in net.projections())
+    return {"file_MB": round(path.stat().st_size / 2 ** 20, 1), "weights_fp32_MB": round(4 * weights / 2 ** 20, 1)}
+
+
 def run_stage(stage: str, work: Path, n: int, T: int) -> dict:
     from spikeport import compiler, convert, frontend, hw_profiles, ir
     from spikeport.report import energy_report, resources_report
@@ -141,10 +147,12 @@ def run_stage(stage: str, work: Path, n: int, T: int) -> dict:
         net = convert.convert(ann, x, method="if")
         ir.save(net, work / "net.h5")
         info["populations"], info["projections"] = len(net.populations()), len(net.projections())
+        info.update(_file_sizes(net, work / "net.h5"))
     elif stage == "compile":
         net = ir.load(work / "net.h5")
         qnet, _ = compiler.quantize(net, hw_profiles.load_profile("loihi2"))
         ir.save(qnet, work / "qnet.h5")
+        info.update(_file_sizes(qnet, work / "qnet.h5"))
     elif stage == "simulate":
         qnet = ir.load(work / "qnet.h5")
         simulate(qnet, x, T, batch_size=n)

@@ -83,18 +83,160 @@ def candidate_grids(mu: torch.Tensor, sigma: torch.Tensor, n_offset: int, n_thre
     return z, th
 
 
+def _exact_error(row: np.ndarray, xrow: np.ndarray, z: float, theta: float, t: float) -> float:
+    """The objective of one channel and candidate, summed in numpy exactly as the reference loop does
+    (the grid search's last word: both paths pick their optimum by this value)."""
+    q = np.clip(np.floor(t * (xrow - z) / theta), -t, t)
+    return float(np.sum(np.square(theta / t * q + z - row)))
+
+
+def _row_stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """mu and sigma per row with numpy's own row reductions (the loop's values, bit for bit)."""
+    return (np.array([r.mean() for r in a], dtype=np.float64).reshape(-1),
+            np.array([r.std() for r in a], dtype=np.float64).reshape(-1))
+
+
+BUCKETS_PER_VALUE = 8   # bucket grid of the closed-form search: buckets per calibration value
+
+
+def _rank_table(xs: torch.Tensor, prefix: torch.Tensor) -> tuple:
+    """Per channel a uniform bucket grid over the sorted values ``xs`` (C, N), two empty buckets
+    padded on each side. The bucket of a value v is floor(clamp(v * scale + offset)), one monotone
+    float expression for values and boundaries alike. Per bucket, where the bucket and both
+    neighbours hold no value: ``below`` = how many values lie in lower buckets (float64, -1 elsewhere)
+    and ``p_below`` = the cumulative sum of the targets there. A boundary in such a bucket has exactly
+    ``below`` values under it, each at least a bucket width away."""
+    c, n = xs.shape
+    buckets = BUCKETS_PER_VALUE * n
+    x0, x1 = xs[:, :1], xs[:, -1:]
+    scale = buckets / (x1 - x0)
+    offset = 2.0 - x0 * scale
+    xmax = xs.abs().amax(1, keepdim=True)
+    g = torch.addcmul(offset, xs, scale).clamp_(2.0, buckets + 1.0).long()
+    hist = torch.zeros((c, buckets + 4), dtype=torch.long, device=xs.device).scatter_add_(1, g, torch.ones_like(g))
+    below = torch.cumsum(hist, 1) - hist
+    busy = hist > 0
+    busy[:, 1:] |= busy[:, :-1].clone()
+    busy[:, :-1] |= hist[:, 1:] > 0
+    return scale, offset, below.to(torch.float64).masked_fill_(busy, -1.0), prefix.gather(1, below), xmax
+
+
+def _closed_form_losses(xs: torch.Tensor, table, prefix: torch.Tensor, a_sum: torch.Tensor, a2_sum: torch.Tensor,
+                        abs_sum: torch.Tensor, z: torch.Tensor, th: torch.Tensor, timesteps: int):
+    """Objective of every candidate from level boundaries in the sorted data, and an error bound.
+
+    xs (C, N) each channel's integrated values sorted; ``table`` its bucket grid (:func:`_rank_table`) or None;
+    prefix (C, N + 1) cumulative sums of the targets a in that order; z, th (C, m) candidates. The
+    quantised level q(x) = clip(floor(t(x - z)/theta), -T, T) is monotone in x (every rounding step
+    is), so level k >= -T + 1 starts at the first sorted index j_k with q >= k. For a boundary
+    b = z + k theta/T in an empty bucket with empty neighbours j_k is the bucket's count (every value
+    is a bucket width away, far beyond rounding); elsewhere a binary search finds it and the loop's
+    own float expression, evaluated at j_k - 1 and j_k, confirms it (``reliable`` is False where a
+    value sits within rounding of a boundary). Since q_i = -T + #{k: i >= j_k},
+        Q1 = sum q = -TN + sum_k (N - j_k),   Q2 = sum q^2 = N T^2 + sum_k (2k - 1)(N - j_k),
+        QA = sum q a = -T sum a + sum_k (sum a - P[j_k]),
+        L = (theta/T)^2 Q2 + 2 z (theta/T) Q1 + N z^2 - 2 (theta/T) QA - 2 z sum a + sum a^2
+    = sum_i ((theta/T) q_i + z - a_i)^2 in O(T) per candidate instead of O(N). ``bound`` is a
+    rigorous bound on |L - the loop's float sum| (rounding of both, relative to B = sum_i (theta +
+    |z| + |a_i|)^2, which bounds every term; cumulative sums err by at most N u each).
+    """
+    c, n = xs.shape
+    m = z.shape[1]
+    t = float(timesteps)
+    T = int(timesteps)
+    K = 2 * T
+    dev = xs.device
+    u = float(np.finfo(np.float64).eps)
+    k = torch.arange(-T + 1, T + 1, device=dev, dtype=torch.float64)                # (K,) boundaries
+    step = th / t
+    bnd = torch.addcmul(z[:, :, None], step[:, :, None], k).reshape(c, -1)            # (C, m K)
+    if table is not None:
+        scale, offset, below, p_below, xmax = table
+        g = torch.addcmul(offset, bnd, scale).clamp_(0.0, below.shape[1] - 1.0).long()
+        j = below.gather(1, g)
+        p = p_below.gather(1, g)
+        # a bucket must be far wider than rounding at this candidate's scale for the shortcut to hold
+        narrow = (xmax + z.abs() + th) * (1024 * u) * scale >= 1.0                  # (C, m)
+        unsure = j < 0
+        if bool(narrow.any()):
+            unsure |= narrow[:, :, None].expand(c, m, K).reshape(c, -1)
+    else:                  # no grid: every boundary by binary search
+        j, p = torch.empty_like(bnd), torch.empty_like(bnd)
+        unsure = torch.ones_like(bnd, dtype=torch.bool)
+    reliable = torch.ones((c, m), dtype=torch.bool, device=dev)
+    rows, cols = torch.nonzero(unsure, as_tuple=True)
+    if rows.numel():       # binary search for these, one padded batch over the channels
+        per_row = torch.bincount(rows, minlength=c)
+        pos = torch.arange(rows.numel(), device=dev) - (torch.cumsum(per_row, 0) - per_row)[rows]
+        padded = torch.full((c, int(per_row.max())), float("inf"), dtype=torch.float64, device=dev)
+        padded[rows, pos] = bnd[rows, cols]
+        j_u = torch.searchsorted(xs, padded)[rows, pos]
+        cand = cols // K
+        z_u, t_u, k_u = z[rows, cand], th[rows, cand], k[cols % K]
+
+        def level_ge(idx):     # the loop's expression at sorted index idx: is its level >= k?
+            return (xs[rows, idx.clamp(0, n - 1)] - z_u) * t / t_u >= k_u
+        bad = ((j_u < n) & ~level_ge(j_u)) | ((j_u > 0) & level_ge(j_u - 1))
+        reliable[rows[bad], cand[bad]] = False
+        j[rows, cols] = j_u.to(torch.float64)
+        p[rows, cols] = prefix[rows, j_u]
+    above = n - j.reshape(c, m, K)                                                       # values with q >= k
+    qs = above @ torch.stack([torch.ones_like(k), 2.0 * k - 1.0], 1)                  # integers < 2^53: exact
+    q1 = qs[..., 0] - t * n
+    q2 = qs[..., 1] + n * t * t
+    qa = (K - t) * a_sum[:, None] - p.reshape(c, m, K).sum(-1)                            # P: sums of a below j_k
+    loss = (step * step * q2 + 2.0 * z * step * q1 + n * z * z - 2.0 * step * qa - 2.0 * z * a_sum[:, None]
+            + a2_sum[:, None])
+    return loss, _rounding_bound(n, T, z, th, abs_sum, a2_sum), reliable
+
+
+def _rounding_bound(n: int, T: int, z: torch.Tensor, th: torch.Tensor, abs_sum: torch.Tensor,
+                    a2_sum: torch.Tensor) -> torch.Tensor:
+    """A rigorous bound on the rounding error of any of the float sums here (the loop's, the closed
+    form's, the clipping bound's) for candidates (z, th): 4 u (N (2T + 2) + 256) B, B = sum_i
+    (theta + |z| + |a_i|)^2 >= the magnitude of every term and partial sum involved."""
+    r = th + z.abs()
+    big = n * r * r + 2.0 * r * abs_sum[:, None] + a2_sum[:, None]
+    return 4.0 * float(np.finfo(np.float64).eps) * (n * (2 * T + 2) + 256) * big
+
+
+def _clip_lower_bound(xs: torch.Tensor, prefix: torch.Tensor, prefix2: torch.Tensor, z: torch.Tensor,
+                      th: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """A lower bound on each candidate's objective: the error of the values that are certainly clipped.
+
+    Values above z + theta sit at level T (decoded z + theta), values below z + (1 - T) theta/T at
+    level -T (decoded z - theta), whatever the rounding once a margin of many ulps is kept; their
+    squared errors follow from prefix sums of a and a^2 (``prefix``, ``prefix2``, sorted by x), and
+    every other term is >= 0. The caller subtracts the rounding bound."""
+    n = xs.shape[1]
+    t = float(timesteps)
+    margin = (xs.abs().amax(1, keepdim=True) + z.abs() + th) * (64 * float(np.finfo(np.float64).eps))
+    top, bottom = z + th, z - th
+    j_hi = torch.searchsorted(xs, top + margin)                      # values >= it: level T for sure
+    j_lo = torch.searchsorted(xs, z + (1.0 - t) * th / t - margin)   # values below it: level -T for sure
+    s1_hi, s2_hi = prefix[:, -1:] - prefix.gather(1, j_hi), prefix2[:, -1:] - prefix2.gather(1, j_hi)
+    s1_lo, s2_lo = prefix.gather(1, j_lo), prefix2.gather(1, j_lo)
+    return ((n - j_hi) * top * top - 2.0 * top * s1_hi + s2_hi) + (j_lo * bottom * bottom - 2.0 * bottom * s1_lo + s2_lo)
+
+
 def grid_search(acts: np.ndarray | torch.Tensor, timesteps: int, n_offset: int = 41, n_threshold: int = 40,
-                search: str = "both", layer_theta: float | None = None, chunk_elements: int = 1 << 16,
+                search: str = "both", layer_theta: float | None = None, chunk_elements: int = 1 << 18,
                 device=None, inputs: np.ndarray | torch.Tensor | None = None) -> GridResult:
-    """Vectorised AIF grid search over channels and candidates (torch, float64, chunked).
+    """AIF grid search over channels and candidates; the same optimum as :func:`grid_search_loop`, bit for bit.
 
     acts    (C, N) activations of one layer, one row per channel (all samples and positions).
     inputs  optional (C, N) values the neuron integrates (see :func:`aif_objective`); mu and sigma
             (the grid's centre and width) always come from ``acts``.
-    Chunks over candidates and samples keep each temporary below ``chunk_elements`` values (small
-    chunks stay in the CPU cache: 2^16 float64 values was fastest on CPU; use more on a GPU). Ties are
-    broken towards the first candidate (z-major, then theta ascending). A channel with sigma = 0
-    (constant) gets z = its value and theta = ``layer_theta`` or 1 (error 0).
+    Each channel's values are sorted once; every candidate's objective then follows in closed form
+    from its 2T level boundaries (:func:`_closed_form_losses`, O(T log N) instead of O(N)), with a
+    rigorous bound on its rounding error. The candidates whose bound overlaps the best one's (and the
+    rare ones whose boundaries could not be confirmed) are re-evaluated with the loop's own numpy
+    expression, which picks the optimum: the chosen theta, z and loss equal the loop's exactly,
+    ties broken towards the first candidate (z-major, then theta ascending). The grid (mu, sigma,
+    candidates) is computed on the CPU with the loop's numpy reductions, so every device searches
+    the same values; the closed form runs on ``device``, chunked over candidates so that each
+    temporary holds at most ``chunk_elements`` boundaries (2T per candidate and channel). A channel with sigma = 0 (constant) gets
+    z = its value and theta = ``layer_theta`` or 1 (error 0).
     """
     if search not in SEARCH_MODES:
         raise ValueError(f"search={search!r} must be one of {SEARCH_MODES}")
@@ -104,42 +246,86 @@ def grid_search(acts: np.ndarray | torch.Tensor, timesteps: int, n_offset: int =
         raise ValueError(f"AIF grid search: timesteps {timesteps!r} must be a positive integer")
     if n_offset < 1 or n_threshold < 1:
         raise ValueError(f"AIF grid search: grid sizes n_offset={n_offset}, n_threshold={n_threshold} must be >= 1")
-    a = torch.as_tensor(acts, dtype=torch.float64).cpu()
+    a = torch.as_tensor(acts, dtype=torch.float64).cpu().numpy()
     if a.ndim != 2 or a.shape[1] == 0:
         raise ValueError(f"AIF grid search: activations of shape {tuple(a.shape)}, expected (channels, values >= 1)")
-    x = None if inputs is None else torch.as_tensor(inputs, dtype=torch.float64).cpu()
-    if x is not None and x.shape != a.shape:
+    x = a if inputs is None else torch.as_tensor(inputs, dtype=torch.float64).cpu().numpy()
+    if x.shape != a.shape:
         raise ValueError(f"AIF grid search: inputs of shape {tuple(x.shape)} differ from activations {tuple(a.shape)}")
     c, n = a.shape
-    # The grid (mu, sigma, candidates) is computed on the CPU so that every device searches the
-    # same candidate values; only the objective runs on ``device``.
-    mu = a.mean(1)
-    sigma = a.std(1, unbiased=False)
+    t = float(timesteps)
+    mu, sigma = _row_stats(a)
     flat = sigma <= 0
-    sig = torch.where(flat, torch.ones_like(sigma), sigma)  # constant channels: grid is ignored below
-    zc, tc = candidate_grids(mu, sig, n_offset, n_threshold, search, layer_theta)
-    a, zc, tc, mu, flat = (t.to(device) for t in (a, zc, tc, mu, flat))
-    x = None if x is None else x.to(device)
-    z_all = zc[:, :, None].expand(c, zc.shape[1], tc.shape[1]).reshape(c, -1)
-    t_all = tc[:, None, :].expand(c, zc.shape[1], tc.shape[1]).reshape(c, -1)
+    zc, tc = candidate_grids(torch.as_tensor(mu), torch.as_tensor(np.where(flat, 1.0, sigma)), n_offset, n_threshold,
+                             search, layer_theta)
+    mz, mt = zc.shape[1], tc.shape[1]
+    z_all = zc[:, :, None].expand(c, mz, mt).reshape(c, -1)       # z-major, theta ascending: the loop's order
+    t_all = tc[:, None, :].expand(c, mz, mt).reshape(c, -1)
     m = z_all.shape[1]
-    n_chunk = max(1, min(n, chunk_elements // max(1, c)))
-    m_chunk = max(1, chunk_elements // max(1, c * n_chunk))
-    loss = torch.zeros((c, m), dtype=torch.float64, device=a.device)
-    for j in range(0, m, m_chunk):
-        zj, tj = z_all[:, j:j + m_chunk, None], t_all[:, j:j + m_chunk, None]
-        for i in range(0, n, n_chunk):
-            xi = None if x is None else x[:, None, i:i + n_chunk]
-            loss[:, j:j + m_chunk] += aif_objective(a[:, None, i:i + n_chunk], zj, tj, timesteps, xi)
-    best = loss.argmin(1)
-    idx = torch.arange(c, device=a.device)
-    theta, z, err = t_all[idx, best], z_all[idx, best], loss[idx, best]
-    const_theta = float(layer_theta) if layer_theta else 1.0
-    theta = torch.where(flat, torch.full_like(theta, const_theta), theta)
-    z = torch.where(flat, mu if search != "threshold" else torch.zeros_like(mu), z)
-    err = torch.where(flat, aif_objective(a, z[:, None], theta[:, None], timesteps, x), err)
-    return GridResult(theta=theta.cpu().numpy(), z=z.cpu().numpy(), loss=(err.sqrt() / n).cpu().numpy(),
-                      mu=mu.cpu().numpy(), sigma=sigma.numpy())
+    theta, z, err = np.zeros(c), np.zeros(c), np.zeros(c)
+    live = np.flatnonzero(~flat)
+    if live.size:
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        xt = torch.as_tensor(x[live], device=dev)
+        at = xt if inputs is None else torch.as_tensor(a[live], device=dev)
+        xs, order = torch.sort(xt, dim=1, stable=True)
+        a_sorted = xs if inputs is None else at.gather(1, order)
+        zero = torch.zeros_like(a_sorted[:, :1])
+        prefix = torch.cat([zero, torch.cumsum(a_sorted, 1)], 1)
+        prefix2 = torch.cat([zero, torch.cumsum(a_sorted * a_sorted, 1)], 1)
+        sums = (prefix[:, -1], prefix2[:, -1], at.abs().sum(1))
+        # the bucket grid pays off once the boundaries to locate outnumber its buckets
+        table = _rank_table(xs, prefix) if 2 * int(timesteps) * m >= BUCKETS_PER_VALUE * n else None
+        zl, tl = z_all[live].to(dev), t_all[live].to(dev)
+        T, cl = int(timesteps), len(live)
+
+        def evaluate(cols: torch.Tensor):      # closed form for candidate columns (C, s), chunked
+            zs, ts = zl.gather(1, cols), tl.gather(1, cols)
+            step = max(1, int(chunk_elements) // max(1, cl * 2 * T))
+            parts = [_closed_form_losses(xs, table, prefix, *sums, zs[:, i:i + step], ts[:, i:i + step], T)
+                     for i in range(0, cols.shape[1], step)]
+            return tuple(torch.cat([p[i] for p in parts], 1) for i in range(3))
+        # 1. an upper bound on the optimum: a coarse sub-grid (every 4th offset with the centre, every
+        #    4th threshold with the largest), then the 7 x 7 neighbourhood of its best point
+        iz, it = np.divmod(np.arange(m), mt)
+        coarse = torch.as_tensor(np.flatnonzero((iz % 4 == (mz // 2) % 4) & (it % 4 == (mt - 1) % 4)), device=dev)
+        lc, bc, rc = evaluate(coarse.expand(cl, -1).contiguous())
+        upper_c = torch.where(rc, lc + bc, torch.full_like(lc, float("inf")))
+        centre = coarse[upper_c.argmin(1)]                                   # (C,) flat index
+        dz, dt = np.meshgrid(np.arange(-3, 4), np.arange(-3, 4), indexing="ij")
+        nz = (centre // mt)[:, None] + torch.as_tensor(dz.ravel(), device=dev)
+        nt = (centre % mt)[:, None] + torch.as_tensor(dt.ravel(), device=dev)
+        near = nz.clamp(0, mz - 1) * mt + nt.clamp(0, mt - 1)
+        ln, bn, rn = evaluate(near)
+        best_upper = torch.minimum(upper_c.amin(1, keepdim=True),
+                                   torch.where(rn, ln + bn, torch.full_like(ln, float("inf"))).amin(1, keepdim=True))
+        # 2. candidates whose certain clipping error alone exceeds it cannot be the optimum
+        bound_all = _rounding_bound(n, T, zl, tl, sums[2], sums[1])
+        lower = _clip_lower_bound(xs, prefix, prefix2, zl, tl, T) - 2.0 * bound_all
+        keep = ~(lower > best_upper)
+        # 3. the closed form for the survivors (padded per channel), then the loop's own sums decide
+        count = keep.sum(1)
+        width = int(count.max())
+        order_keep = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]   # survivors first, in order
+        valid = torch.arange(width, device=dev)[None, :] < count[:, None]
+        cols = torch.where(valid, order_keep, order_keep[:, :1])
+        loss, bound, reliable = evaluate(cols)
+        loss, bound, reliable, cols, valid = (v.cpu().numpy() for v in (loss, bound, reliable, cols, valid))
+        upper = np.where(reliable & valid, loss + bound, np.inf).min(1, keepdims=True)
+        maybe = valid & (~reliable | (loss - bound <= upper))   # every candidate that could be the loop's optimum
+        zn, tn = z_all.numpy(), t_all.numpy()
+        for r, ch in enumerate(live):
+            best = (np.inf, 0.0, 0.0)
+            for j in sorted(set(cols[r, maybe[r]].tolist())):
+                e = _exact_error(a[ch], x[ch], zn[ch, j], tn[ch, j], t)
+                if e < best[0]:
+                    best = (e, zn[ch, j], tn[ch, j])
+            err[ch], z[ch], theta[ch] = best
+    for ch in np.flatnonzero(flat):
+        theta[ch] = float(layer_theta) if layer_theta else 1.0
+        z[ch] = mu[ch] if search != "threshold" else 0.0
+        err[ch] = _exact_error(a[ch], x[ch], z[ch], theta[ch], t)
+    return GridResult(theta=theta, z=z, loss=np.sqrt(err) / n, mu=mu, sigma=sigma)
 
 
 def grid_search_loop(acts: np.ndarray, timesteps: int, n_offset: int = 41, n_threshold: int = 40,
@@ -166,8 +352,7 @@ def grid_search_loop(acts: np.ndarray, timesteps: int, n_offset: int = 41, n_thr
             cands = [(zz, th) for zz in zs for th in ths]
         best = (np.inf, 0.0, 0.0)
         for zz, th in cands:
-            q = np.clip(np.floor(t * (xrow - zz) / th), -t, t)
-            err = float(np.sum(np.square(th / t * q + zz - row)))
+            err = _exact_error(row, xrow, zz, th, t)
             if err < best[0]:
                 best = (err, zz, th)
         out["loss"][ch], out["z"][ch], out["theta"][ch] = np.sqrt(best[0]) / n, best[1], best[2]
@@ -241,7 +426,7 @@ class AIFMethod(ConversionMethod):
     max_values: int = 4096
     percentile: float = 99.9
     compare: str = ">="
-    chunk_elements: int = 1 << 16
+    chunk_elements: int = 1 << 18
     device: str | None = None
     seed: int = 0
     _params: dict = field(default_factory=dict, repr=False)   # ANN node -> GridResult

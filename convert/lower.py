@@ -185,6 +185,7 @@ class Lowering:
         self.input_nonneg = input_nonneg
         self.input_coding = input_coding
         self.populations: dict[str, str] = {}  # ANN activation node -> IR population name
+        self.weight_dtype = natural_weight_dtype(ann.graph)
 
     def err(self, node: G.AnnNode, msg: str) -> ConversionError:
         return ConversionError(f"{self.ann.source}: node {node.name!r} ({node.op}): {msg}")
@@ -417,7 +418,7 @@ class Lowering:
         kernel = (h, w) if v.pool == "global" else tuple(v.pool)
         pre = self._depthwise(pool_node, replace(v, pool=None), kernel, kernel, (0, 0))
         spec = pool_relay_spec(part.scale)
-        out = self._population(pool_node, pre, lambda ctx: spec)
+        out = self._population(pool_node, pre, lambda ctx: spec, natural=False)  # 1/k^2 pairs with the threshold
         if v.flat:
             return replace(out, flat=True, grid=tuple(pre.shape), shape=tuple(v.shape))
         return replace(out, shape=tuple(pre.shape))
@@ -472,8 +473,12 @@ class Lowering:
             v = self._materialise(node, v)
         return self._population(node, v, self.method.activation)
 
-    def _population(self, node: G.AnnNode, pre: PreAct, choose) -> SpikeValue:
+    def _population(self, node: G.AnnNode, pre: PreAct, choose, natural: bool = True) -> SpikeValue:
         shape = tuple(pre.shape)
+        if natural and self.weight_dtype == np.float32:   # the ANN's width (dense/conv; identity weights are per channel)
+            pre = replace(pre, terms=[replace(t, weight=np.asarray(t.weight, np.float64).astype(np.float32)
+                                              .astype(np.float64)) if t.kind in ("conv2d", "dense") else t
+                                      for t in pre.terms])
         spec: NeuronSpec = choose(ActivationContext(node=node, shape=shape, bias=pre.bias.copy(), pre=pre))
         pop = ir.Population(node.name, shape=shape, neuron=spec.neuron, payload=spec.payload,
                             decode_scale=np.asarray(spec.decode_scale, dtype=np.float64),
@@ -520,6 +525,18 @@ def lower(ann: AnnModel, method: NeuronProvider, input_nonneg: bool, input_codin
 
 
 POOL_CHOICES = ("auto", "fold", "separate")
+
+
+def natural_weight_dtype(graph) -> type:
+    """float32 (dense and conv weights are rounded to float32 after folding BatchNorm and spike scales,
+    the width the ANN computes in, so IR files store them as float32) unless the ANN holds float64
+    parameters on purpose, then float64."""
+    for node in graph:
+        for attr in ("weight", "bias"):
+            w = getattr(node, attr, None)
+            if isinstance(w, np.ndarray) and w.dtype == np.float64:
+                return np.float64
+    return np.float32
 
 
 def pool_relay_spec(event_value: np.ndarray) -> NeuronSpec:

@@ -31,10 +31,13 @@ from .graph import IRError, Network
 from .limits import check_limits
 from .nodes import NEURON_TYPES, NODE_TYPES, Projection, SpikePayload
 from .seal import USERBLOCK_SIZE, SealError, classify, sandbox_check, seal_file
+from .storage import DTYPE_SUFFIX, StorageError, check_layout, widen, write_array
 
 FORMAT = "spikeport-ir"
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # v2 adds token populations and typed operators (ir/operators.py); v1 files load unchanged
+SCHEMA_VERSION = 3
+# v2 adds token populations and typed operators (ir/operators.py); v3 stores arrays narrow and
+# compressed (ir/storage.py); v1 and v2 files load unchanged
+READABLE_VERSIONS = (1, 2, 3)
 _NESTED = {"SpikePayload": SpikePayload, "Datapath": Datapath}
 
 
@@ -48,7 +51,7 @@ def _write_obj(group: h5py.Group, obj) -> None:
         elif is_dataclass(value):
             _write_obj(group.create_group(f.name), value)
         elif isinstance(value, np.ndarray):
-            group.create_dataset(f.name, data=value)
+            write_array(group, f.name, value)
         elif isinstance(value, dict):
             group.attrs[f.name] = json.dumps(_jsonable(value))
             group.attrs[f"{f.name}__json"] = True
@@ -56,7 +59,7 @@ def _write_obj(group: h5py.Group, obj) -> None:
             if arrays:
                 sub = group.create_group(f.name)
                 for k, v in arrays.items():
-                    sub.create_dataset(k, data=v)
+                    write_array(sub, k, v)
         elif isinstance(value, (tuple, list)):
             group.attrs[f.name] = np.asarray(value, dtype=np.int64) if all(isinstance(v, (int, np.integer)) for v in value) else json.dumps(list(value))
             group.attrs[f"{f.name}__seq"] = True
@@ -114,18 +117,32 @@ def _member(group: h5py.Group, key: str, where: str):
         raise IRError(f"{where}: {key!r} cannot be opened ({type(e).__name__}: {e})") from None
 
 
-def _dataset(ds: h5py.Dataset, where: str, name: str) -> np.ndarray:
-    if len(ds.attrs):
-        raise _fail(where, name, f"dataset carries attributes {sorted(ds.attrs)[:5]} (spikeport writes none)")
-    if ds.dtype.kind not in "biuf":
-        raise _fail(where, name, f"dataset dtype {ds.dtype} is not numeric")
-    if ds.compression is not None or ds.external or ds.is_virtual or ds.id.get_storage_size() != ds.nbytes:
-        raise _fail(where, name, f"dataset of {ds.nbytes} bytes is not stored plainly (spikeport writes "
-                                 f"contiguous, uncompressed data; stored {ds.id.get_storage_size()} bytes)")
+def _dataset(ds: h5py.Dataset, where: str, name: str, group: h5py.Group, key: str) -> np.ndarray:
+    """Dataset ``key`` of ``group`` stored as ir/storage.py writes it, in its in-memory dtype."""
     try:
-        return np.array(ds[()])
+        check_layout(ds)
+    except StorageError as e:
+        raise _fail(where, name, str(e)) from None
+    except Exception as e:  # noqa: BLE001 - h5py reports a damaged layout in several types
+        raise _fail(where, name, f"dataset layout cannot be read ({type(e).__name__}: {e})") from None
+    try:
+        value = np.array(ds[()])
     except Exception as e:  # noqa: BLE001
         raise _fail(where, name, f"dataset cannot be read ({type(e).__name__}: {e})") from None
+    marker = key + DTYPE_SUFFIX
+    if marker in group.attrs:
+        try:
+            value = widen(value, _attr(group, marker, where))
+        except StorageError as e:
+            raise _fail(where, name, str(e)) from None
+    return value
+
+
+def _no_stray_markers(group: h5py.Group, arrays: set[str], where: str) -> None:
+    """Every ``<name>__dtype`` marker of ``group`` must belong to one of its datasets ``arrays``."""
+    for key in group.attrs:
+        if key.endswith(DTYPE_SUFFIX) and key[:-len(DTYPE_SUFFIX)] not in arrays:
+            raise IRError(f"{where}: dtype marker {key!r} without its dataset")
 
 
 def _json(text, where: str, name: str):
@@ -200,11 +217,14 @@ def _read_field(group: h5py.Group, f, where: str):
             arrays = _member(group, name, where)
             if not isinstance(arrays, h5py.Group):
                 raise _fail(where, name, "the dict's arrays must be a group")
+            for key in arrays.attrs:
+                if not (key.endswith(DTYPE_SUFFIX) and key[:-len(DTYPE_SUFFIX)] in arrays):
+                    raise _fail(where, name, f"unknown attribute {key!r} of the dict's arrays")
             for k in arrays:
                 ds = _member(arrays, k, f"{where}/{name}")
                 if not isinstance(ds, h5py.Dataset):
                     raise _fail(where, f"{name}/{k}", "expected a dataset")
-                d[k] = _dataset(ds, where, f"{name}/{k}")
+                d[k] = _dataset(ds, where, f"{name}/{k}", arrays, k)
         return d
     if name in group:
         sub = _member(group, name, where)
@@ -214,7 +234,7 @@ def _read_field(group: h5py.Group, f, where: str):
             raise _fail(where, name, "stored as a group, expected a value")
         if not kind.startswith("ArrayLike"):
             raise _fail(where, name, f"stored as a dataset, expected {kind}")
-        return _dataset(sub, where, name)
+        return _dataset(sub, where, name, group, name)
     if name not in group.attrs:
         raise _fail(where, name, "missing (a loaded network is complete: no field takes a default)")
     v = _attr(group, name, where)
@@ -247,10 +267,13 @@ def _read_obj(group: h5py.Group, registry: dict, where: str):
     for f in fields(cls):
         kwargs[f.name] = None if f.name in none_fields else _read_field(group, f, where)
     known = {f.name for f in fields(cls)}
-    allowed = _BOOKKEEPING | known | {f"{n}__json" for n in known} | {f"{n}__seq" for n in known}
+    allowed = (_BOOKKEEPING | known | {f"{n}__json" for n in known} | {f"{n}__seq" for n in known}
+               | {n + DTYPE_SUFFIX for n in known})
     for key in list(group.attrs) + list(group):
         if key not in allowed:
             raise IRError(f"{where}: unknown field {key!r} for {tname} (known: {sorted(known)})")
+    _no_stray_markers(group, {k for k in group if isinstance(group.get(k, getlink=True), h5py.HardLink)
+                              and isinstance(group[k], h5py.Dataset)}, where)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError, AttributeError) as e:

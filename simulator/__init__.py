@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import distributed
 from ..errors import UnsupportedError
 from ..ir.graph import Network
 from .engine import BatchRun, Plan, build_plan
@@ -78,20 +79,21 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
     data = _as_inputs(net, x)
     plan = build_plan(net, int(timesteps), device, path)
     n = next(iter(data.values())).shape[0]
-    chunks = []
-    starts = range(0, n, batch_size)
-    if progress:
+    wrap = None
+    if progress and distributed.is_root():
         try:
             from rich.progress import track
-            starts = track(list(starts), description="simulating")
+            wrap = lambda starts: track(starts, description="simulating")  # noqa: E731
         except ImportError:  # rich is a dependency, but progress is cosmetic
             pass
-    with torch.no_grad(), exact_float_context():
-        for a in starts:
-            xs = {k: v[a:a + batch_size].to(plan.device) for k, v in data.items()}
-            run = run_class(plan, xs, record_spikes, record_voltages)
-            run.run()
-            chunks.append(_collect(run, record_states))
+
+    def one_batch(a: int) -> dict:
+        xs = {k: v[a:a + batch_size].to(plan.device) for k, v in data.items()}
+        run = run_class(plan, xs, record_spikes, record_voltages)
+        run.run()
+        return _collect(run, record_states)
+    with torch.no_grad(), exact_float_context():   # under torchrun the batches are shared out (distributed.py)
+        chunks = distributed.map_pieces(range(0, n, batch_size), one_batch, wrap)
     return _merge(plan, chunks, record_states, record_spikes, record_voltages)
 
 

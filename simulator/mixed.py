@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import distributed
 from ..ir.graph import Network
 from ..ir.nodes import Input, Population
 from .emission import Emission
@@ -128,11 +129,11 @@ def run_variants(base: Network, variants: list[Variant], x, timesteps: int, *, r
     data = x if isinstance(x, dict) else {base.inputs()[0].name: x}
     data = {k: torch.as_tensor(np.asarray(v)) for k, v in data.items()}
     n = int(next(iter(data.values())).shape[0])
-    chunks = []
-    with torch.no_grad(), exact_float_context():
-        for a in range(0, n, batch_size):
-            xs = {k: v[a:a + batch_size].to(device) for k, v in data.items()}
-            chunks.append(_run_batch(base, variants, groups, T, xs, a, device, record))
+    def one_batch(a: int) -> list[dict]:
+        xs = {k: v[a:a + batch_size].to(device) for k, v in data.items()}
+        return _run_batch(base, variants, groups, T, xs, a, device, record)
+    with torch.no_grad(), exact_float_context():   # under torchrun the batches are shared out (distributed.py)
+        chunks = distributed.map_pieces(range(0, n, batch_size), one_batch)
     results = []
     for v in range(len(variants)):
         out = MixedResult()

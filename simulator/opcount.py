@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..errors import UnsupportedError
 from ..ir.graph import Network
 from ..ir.conv_counts import conv_fan_in, conv_fan_out
@@ -458,6 +459,17 @@ class _Counter:
             reached[:, d:] |= hit.reshape(batch, steps - d, n_dst)
         return ops.astype(np.int64)
 
+    def reduce(self, sum_arrays) -> None:
+        """Replace every counter by ``sum_arrays`` of it (the sum over the ranks of a sharded run)."""
+        arrays = [getattr(layer, k) for layer in self.layers.values() for k in LAYER_FIELDS]
+        arrays += [p.synops for p in self.projections.values()]
+        summed = iter(sum_arrays([np.asarray(a, dtype=np.int64) for a in arrays]))
+        for layer in self.layers.values():
+            for k in LAYER_FIELDS:
+                setattr(layer, k, next(summed))
+        for p in self.projections.values():
+            p.synops = next(summed)
+
     def result(self, samples: int) -> OpCounts:
         return OpCounts(samples, self.T, self.steps, self.graded_as, self.czw, self.layers, self.projections,
                         self.operators)
@@ -495,16 +507,20 @@ def count_ops(net: Network, x, timesteps: int, *, result=None, graded_as: str = 
             counter.add_chunk({k: v[a:a + step] for k, v in data.items()},
                               {k: v[a:a + step] for k, v in result.spikes.items()})
         return counter.result(n)
-    counter = None
-    step = chunk_samples(net, int(timesteps) + net.latency(), batch_size)
-    for a in range(0, n, step):
-        chunk = {k: v[a:a + step] for k, v in data.items()}
-        res = simulate(net, chunk, timesteps, batch_size=step, device=device, record_spikes=True)
-        if counter is None:
-            counter = _Counter(net, timesteps, res.steps_run, graded_as, count_zero_weights)
-        counter.add_chunk(chunk, res.spikes)
-    if counter is None:
+    if n == 0:
         raise ValueError("count_ops: no samples given")
+    steps = int(timesteps) + net.latency()
+    step = chunk_samples(net, steps, batch_size)
+    counter = _Counter(net, timesteps, steps, graded_as, count_zero_weights)
+    # under torchrun each rank counts its share of the chunks; the integer counters are then summed
+    rank, size = distributed.world()
+    with distributed.local():
+        for a in list(range(0, n, step))[rank::size]:
+            chunk = {k: v[a:a + step] for k, v in data.items()}
+            res = simulate(net, chunk, timesteps, batch_size=step, device=device, record_spikes=True)
+            counter.add_chunk(chunk, res.spikes)
+    if size > 1:
+        counter.reduce(distributed.sum_arrays)
     return counter.result(n)
 
 

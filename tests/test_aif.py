@@ -83,30 +83,61 @@ def gaussian_rows(seed: int = 0, c: int = 5, n: int = 600) -> np.ndarray:
     return rows
 
 
+def same_result(fast, ref) -> None:
+    for key in ("theta", "z", "loss", "mu", "sigma"):
+        np.testing.assert_array_equal(getattr(fast, key), getattr(ref, key), err_msg=key)
+
+
 @pytest.mark.parametrize("search", ["both", "threshold", "offset"])
 def test_grid_search_vectorised_equals_loop(search):
+    """The closed-form search picks exactly the loop's grid point: theta, z, loss, mu, sigma bit for bit."""
     rows = gaussian_rows()
     kw = dict(n_offset=9, n_threshold=8, search=search, layer_theta=3.0)
     vec = grid_search(rows, 4, **kw)
-    ref = grid_search_loop(rows, 4, **kw)
-    # the same grid point (mu and sigma may differ in the last bit: torch vs numpy summation order)
-    np.testing.assert_allclose(vec.theta, ref.theta, rtol=1e-12)
-    np.testing.assert_allclose(vec.z, ref.z, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(vec.loss, ref.loss, rtol=1e-9)
-    tiny = grid_search(rows, 4, chunk_elements=97, **kw)  # chunking over candidates and samples
-    np.testing.assert_array_equal(tiny.theta, vec.theta)
-    np.testing.assert_array_equal(tiny.z, vec.z)
+    same_result(vec, grid_search_loop(rows, 4, **kw))
+    tiny = grid_search(rows, 4, chunk_elements=97, **kw)  # chunking over candidates
+    same_result(tiny, vec)
     assert vec.z[-1] == (1.5 if search != "threshold" else 0.0) and vec.loss[-1] == 0.0
+
+
+@pytest.mark.parametrize("T", [1, 4, 32])
+def test_grid_search_fast_path_equals_loop_exactly(T):
+    """Default grid (41 x 40), ReLU-like data with ties at 0, lattice values and a heavy tail, several T:
+    the bucket grid (large T), binary searches and the pruning all end at the loop's optimum."""
+    rng = np.random.default_rng(T)
+    relu = np.maximum(rng.normal(0.3, 1.0, (3, 700)), 0.0)
+    lattice = rng.integers(0, 6, (2, 700)).astype(float) * 0.25
+    tail = rng.standard_cauchy((2, 700))
+    rows = np.concatenate([relu, lattice, tail])
+    same_result(grid_search(rows, T), grid_search_loop(rows, T))
+    same_result(grid_search(rows, T, chunk_elements=1000), grid_search_loop(rows, T))
+
+
+def test_closed_form_flags_values_on_a_boundary():
+    """A value exactly on a level boundary may round to either side in the loop's float expression; the
+    closed form must either agree with the loop's sum or mark the candidate for exact re-evaluation."""
+    from spikeport.convert.aif import _closed_form_losses, _exact_error, _rounding_bound
+    T, theta, z = 32, 0.7, 0.1
+    k = np.arange(-T + 1, T + 1)
+    xs = np.sort(np.concatenate([z + k * (theta / T), np.linspace(-1, 1, 50)]))
+    x = torch.as_tensor(xs)[None]
+    prefix = torch.cat([torch.zeros(1, 1, dtype=torch.float64), torch.cumsum(x, 1)], 1)
+    zt, tt = torch.tensor([[z]], dtype=torch.float64), torch.tensor([[theta]], dtype=torch.float64)
+    sums = (prefix[:, -1], (x * x).sum(1), x.abs().sum(1))
+    loss, bound, reliable = _closed_form_losses(x, None, prefix, *sums, zt, tt, T)
+    exact = _exact_error(xs, xs, z, theta, float(T))
+    assert float(bound[0, 0]) == float(_rounding_bound(x.shape[1], T, zt, tt, sums[2], sums[1])[0, 0])
+    assert (not bool(reliable[0, 0])) or abs(float(loss[0, 0]) - exact) <= float(bound[0, 0])
 
 
 def test_grid_search_with_inputs_equals_loop():
     rows = gaussian_rows(1)
     inputs = rows.copy()
     acts = np.maximum(rows, 0)
-    vec = grid_search(acts, 8, n_offset=7, n_threshold=6, inputs=inputs)
-    ref = grid_search_loop(acts, 8, n_offset=7, n_threshold=6, inputs=inputs)
-    np.testing.assert_allclose(vec.theta, ref.theta, rtol=1e-12)
-    np.testing.assert_allclose(vec.z, ref.z, rtol=1e-12, atol=1e-12)
+    for T in (8, 32):
+        same_result(grid_search(acts, T, n_offset=7, n_threshold=6, inputs=inputs),
+                    grid_search_loop(acts, T, n_offset=7, n_threshold=6, inputs=inputs))
+        same_result(grid_search(acts, T, inputs=inputs), grid_search_loop(acts, T, inputs=inputs))
 
 
 def test_grid_search_optimum_grows_with_T():
