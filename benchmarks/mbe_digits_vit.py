@@ -74,7 +74,7 @@ def main() -> None:
         "| model | " + " | ".join(parts) + " | paper's count | honest total | ANN (MACs) |",
         "|---|" + "---|" * (len(parts) + 3), *energy_rows, "",
         "The product form dominates: every coinciding pair of identity spikes is one accumulate, and a",
-        "product of two operands of K = 2 N T = 256 possible spikes each has up to K^2 pairs, so Q K^T and",
+        "product of two operands of up to N T = 128 spikes each (one branch fires) has up to 128^2 pairs, so Q K^T and",
         "attn V cost far more than their ANN MACs; with every part counted the MBE network spends more",
         "than the ANN on this model, while the neuron-only count the paper reports is a small fraction.", "",
         "## GELU neurons: measured rate and per-neuron energy (T * N * eta * E_AC, N = 4, T = 16)", "",
