@@ -277,7 +277,7 @@ def mbe_fit(function: str = typer.Option(..., "--function", help="gelu, tanh, id
                                         help="Uniform samples on the domain."),
             epochs: int = typer.Option(200, parser=check.int_at_least(1), metavar="INTEGER",
                                        help="Adam epochs (lr 0.01, decay 0.99 per epoch)."),
-            batch_size: int = typer.Option(2500, parser=check.int_at_least(1), metavar="INTEGER",
+            batch_size: int = typer.Option(500, parser=check.int_at_least(1), metavar="INTEGER",
                                            help="Samples per Adam step (smaller: more steps, slower)."),
             no_decay: bool = typer.Option(False, "--no-decay", help="Ablation: constant kernels (Fig. 6c).")):
     """Learn MBE basis parameters for a function (paper 001) and write a fit file; same seed, same file."""

@@ -7,7 +7,7 @@ all methods; ``calibrate`` records activation statistics.
 from .calibrate import ActivationStats, activation_stats, calibrate
 from .lower import ActivationContext, ConversionError, NeuronSpec, lower
 from .registry import METHODS, ConversionMethod, convert, register_method
-from . import aif, ecmt, if_method, negspike, pmsm, qcfs  # noqa: F401  (each registers its method)
+from . import aif, ecmt, if_method, mbe_vit, negspike, pmsm, qcfs  # noqa: F401  (each registers its method)
 
 __all__ = ["METHODS", "ActivationContext", "ActivationStats", "ConversionError", "ConversionMethod", "NeuronSpec",
            "activation_stats", "calibrate", "convert", "lower", "register_method"]
