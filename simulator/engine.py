@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..ir.graph import Network
-from ..ir.nodes import Input, Operator, Population
+from ..ir.neurons_extra import LavaLIF
+from ..ir.nodes import IF, Input, Operator, Population
 from .emission import Emission
 from .neurons import NeuronKernel, kernel_class
 from .synapses import ProjectionKernel
@@ -31,6 +32,7 @@ class Plan:
     incoming: dict[str, list[tuple[ProjectionKernel, str, int]]]
     ring: dict[str, int]
     in_bound: dict[str, int | None] = field(default_factory=dict)
+    float_state: set[str] = field(default_factory=set)   # populations held as exact float32 (neurons.py)
 
     @property
     def quantized(self) -> bool:
@@ -54,7 +56,15 @@ def source_max_abs(net: Network, name: str) -> float:
     return kernel_class(node, net.quantized).max_abs_value(node)
 
 
-def build_plan(net: Network, timesteps: int, device, path: str = "auto") -> Plan:
+def binary_source(net: Network, name: str) -> bool:
+    """Whether a source only ever emits 0 or 1 (event-driven sums then need no event values)."""
+    node = net[name]
+    if isinstance(node, Input):
+        return node.payload.min_level >= 0 and node.payload.max_level <= 1
+    return type(node.neuron) in (IF, LavaLIF) and node.neuron.neg_threshold is None
+
+
+def build_plan(net: Network, timesteps: int, device, path: str = "auto", event_driven: str = "auto") -> Plan:
     for op in net.operators():
         raise NotImplementedError(f"operator node {op.name!r} (op {op.op!r}): the simulators do not run "
                                   "Operator nodes yet")
@@ -66,6 +76,7 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto") -> Plan
     incoming: dict[str, list] = {}
     ring = {name: 1 for name in order}
     in_bound: dict[str, int | None] = {}
+    float_state: set[str] = set()
     for pop in net.populations():
         entries = []
         total = 0
@@ -77,6 +88,7 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto") -> Plan
             pk = ProjectionKernel(proj, net.shape_of(proj.source), tuple(pop.shape),
                                   source_max_abs(net, proj.source), net.quantized, device, path,
                                   acc_bits=net.datapath.conv_acc_bits if net.quantized else 0)
+            pk.enable_events(event_driven, binary_source(net, proj.source))
             entries.append((pk, proj.source, int(proj.delay)))
             ring[proj.source] = max(ring[proj.source], int(proj.delay) + 1)
             if net.quantized:
@@ -86,7 +98,20 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto") -> Plan
         if net.quantized:
             for pk, _, _ in entries:
                 pk.use_int32_if(total)
-    return Plan(net, timesteps, timesteps + net.latency(), device, order, incoming, ring, in_bound)
+            if _float_state_ok(pop, net, entries, total, path) and timesteps + net.latency() < 2 ** 24:
+                # (float32 spike counts stay exact below 2^24 steps)
+                float_state.add(pop.name)
+                for pk, _, _ in entries:
+                    pk.emit_u(net.datapath.act_shift)
+    return Plan(net, timesteps, timesteps + net.latency(), device, order, incoming, ring, in_bound, float_state)
+
+
+def _float_state_ok(pop: Population, net: Network, entries: list, total: int, path: str) -> bool:
+    """The exact float32 fast path: a kernel that supports it, bounds that prove it, float32 inputs."""
+    ok = getattr(kernel_class(pop, True), "float_state_ok", None)
+    return (path == "auto" and ok is not None and bool(entries)
+            and all(pk.path == "float32" and not pk.acc_bits for pk, _, _ in entries)
+            and ok(pop, net.datapath, total))
 
 
 def encode_input(node: Input, x: torch.Tensor, quantized: bool, timesteps: int) -> torch.Tensor:
@@ -147,6 +172,8 @@ class BatchRun:
         for pop in net.populations():
             cls = kernel_class(pop, plan.quantized)
             self.kernels[pop.name] = cls(pop, self.batch, plan.device, net.datapath, plan.in_bound.get(pop.name))
+            if pop.name in plan.float_state:
+                self.kernels[pop.name].use_float_state()
         self.rings = {name: [None] * plan.ring[name] for name in plan.order}
         self.constant = {name: Emission(v) for name, v in self.inputs.items() if net[name].coding == "analog"}
         self.records = None
