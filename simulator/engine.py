@@ -20,6 +20,9 @@ from .neurons import NeuronKernel, kernel_class
 from .synapses import ProjectionKernel
 
 
+INPUT_F32_BYTES = 64 * 2 ** 20
+
+
 @dataclass
 class Plan:
     """Static, batch-independent part of a simulation."""
@@ -146,7 +149,7 @@ def encode_input(node: Input, x: torch.Tensor, quantized: bool, timesteps: int) 
                 elif pl.neg_value != round(pl.neg_value):
                     raise ValueError(f"input {node.name!r}: quantised payload neg_value must be an integer, got {pl.neg_value}")
                 flat = flat + (flat < 0).to(flat.dtype) * (flat * (pl.neg_value - 1)).to(flat.dtype)
-        return flat.contiguous() if quantized else flat.to(torch.float64).contiguous()
+        return flat if quantized else flat.to(torch.float64).contiguous()   # BatchRun lays quantised data out
     want = (batch,) + tuple(node.shape)
     if tuple(x.shape) != want:
         raise ValueError(f"input {node.name!r}: data has shape {tuple(x.shape)}, expected (N, *shape) = {want}")
@@ -166,7 +169,8 @@ class BatchRun:
     def __init__(self, plan: Plan, xs: dict[str, torch.Tensor], record_spikes: bool, record_voltages: bool = False):
         self.plan = plan
         net = plan.net
-        self.inputs = {name: encode_input(net[name], x, plan.quantized, plan.timesteps) for name, x in xs.items()}
+        self.inputs = {name: self._staged(name, encode_input(net[name], x, plan.quantized, plan.timesteps))
+                       for name, x in xs.items()}
         self.batch = int(next(iter(xs.values())).shape[0])
         self.kernels: dict[str, NeuronKernel] = {}
         for pop in net.populations():
@@ -186,6 +190,17 @@ class BatchRun:
         self.voltages = None
         if record_voltages:  # v after the step's reset, every step (frozen outside the active window)
             self.voltages = {p.name: [] for p in net.populations()}
+
+    def _staged(self, name: str, enc: torch.Tensor) -> torch.Tensor:
+        """Quantised spike input for float32 consumers: converted once (exact: payload levels are
+        small integers), not per step, when the copy stays under INPUT_F32_BYTES."""
+        plan = self.plan
+        if not plan.quantized or plan.net[name].coding != "spikes" or enc.is_floating_point():
+            return enc
+        users = [pk for entries in plan.incoming.values() for pk, src, _ in entries if src == name]
+        if users and all(pk.path == "float32" for pk in users) and enc.numel() * 4 <= INPUT_F32_BYTES:
+            return torch.empty(enc.shape, dtype=torch.float32, device=enc.device).copy_(enc)
+        return enc.contiguous()
 
     def input_emission(self, node: Input, t: int) -> Emission | None:
         T = self.plan.timesteps
@@ -233,8 +248,12 @@ class BatchRun:
         return Emission(kernel.value(spikes), spikes)
 
     def _gather_current(self, pop: Population, t: int):
-        """The summed current of every projection into ``pop`` delivered at step t (None: nothing)."""
+        """The summed current of every projection into ``pop`` delivered at step t (None: nothing).
+
+        Float32-state targets also get a bound on this step's |u| (``kernel.u_hint``, from the
+        projections' event counts) so their overflow checks can be skipped without a pass."""
         current = None
+        hint = 0.0
         for pk, src, delay in self.plan.incoming[pop.name]:
             if t - delay < 0:
                 continue
@@ -245,5 +264,8 @@ class BatchRun:
             c = pk(em)
             if pk.acc_bits:
                 self.acc_wrap[pop.name][t] += pk.last_wrap
+            if hint is not None:
+                hint = hint + pk.last_bound if pk.u_shift is not None else None
             current = c if current is None else current + c
+        self.kernels[pop.name].u_hint = hint
         return current

@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 
 MODES = ("auto", "off", "on")
 MIN_WORK = 2 ** 16          # batch * n_in * n_out below which the dense GEMM is never worth replacing
@@ -30,6 +29,9 @@ _CALIBRATION: dict[tuple, tuple[float, float, float]] = {}   # key -> (t_dense, 
 
 def _events(x: torch.Tensor, binary: bool):
     """(indices, offsets, per-sample weights or None) of the nonzero entries of x (B, n)."""
+    if x.shape[0] == 1:
+        j = x[0].nonzero().squeeze(1)
+        return j, torch.zeros(1, dtype=torch.long, device=x.device), (None if binary else x[0, j])
     b, j = x.nonzero().unbind(1)
     counts = torch.bincount(b, minlength=x.shape[0])
     offsets = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
@@ -41,7 +43,12 @@ def _events(x: torch.Tensor, binary: bool):
 def sparse_sum(x: torch.Tensor, w_rows: torch.Tensor, binary: bool) -> torch.Tensor:
     """x @ w_rows over the nonzero entries of x only (w_rows: (n_in, n_out))."""
     j, offsets, psw = _events(x, binary)
-    return F.embedding_bag(j, w_rows, offsets, mode="sum", per_sample_weights=psw)
+    return _bag(j, w_rows, offsets, psw)
+
+
+def _bag(j, w_rows, offsets, psw):
+    # the aten op itself (mode 0 = sum): F.embedding_bag's argument checks cost more than the sum at batch 1
+    return torch.embedding_bag(w_rows, j, offsets, False, 0, False, psw, False)[0]
 
 
 def _best(f, reps: int) -> float:
@@ -89,6 +96,7 @@ class EventDriven:
         self.n_in, self.n_out = n_in, n_out
         self.threshold: dict[int, float] = {}    # batch -> largest event count where sparse wins
         self.wait = 0
+        self.last_nnz = None                     # events counted in the last call (None: not counted)
         self.sparse_steps = 0                    # steps that took the event-driven sum (reported)
         self.dense_steps = 0
 
@@ -104,16 +112,28 @@ class EventDriven:
         return lim
 
     def apply(self, x: torch.Tensor, w_rows: torch.Tensor) -> torch.Tensor:
+        self.last_nnz = None
         if self.mode == "on":
             self.sparse_steps += 1
-            return sparse_sum(x, w_rows, self.binary)
+            j, offsets, psw = _events(x, self.binary)
+            self.last_nnz = int(j.shape[0])
+            return _bag(j, w_rows, offsets, psw)
         if self.mode == "auto":
-            lim = self._limit(x.shape[0], w_rows)
+            batch = x.shape[0]
+            lim = self._limit(batch, w_rows)
             if lim > 0:
                 if self.wait > 0:
                     self.wait -= 1
+                elif batch == 1:          # the event list is the count: no separate pass
+                    j, offsets, psw = _events(x, self.binary)
+                    nnz = self.last_nnz = int(j.shape[0])
+                    if nnz <= lim:
+                        self.sparse_steps += 1
+                        return _bag(j, w_rows, offsets, psw)
+                    if nnz > 2 * lim:
+                        self.wait = RECHECK - 1
                 else:
-                    nnz = int(x.count_nonzero())
+                    nnz = self.last_nnz = int(x.count_nonzero())
                     if nnz <= lim:
                         self.sparse_steps += 1
                         return sparse_sum(x, w_rows, self.binary)

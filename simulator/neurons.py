@@ -133,6 +133,7 @@ class _FloatState:
     """
 
     float_mode = False
+    u_hint = None            # a bound on this step's |u| from the engine (None: unknown)
 
     @property
     def v(self) -> torch.Tensor:
@@ -161,7 +162,10 @@ class _FloatState:
             v.add_(self.bias)
             lo, hi = lo + self.b_lo, hi + self.b_hi
         if u is not None:
-            if self.check_a16 or self.sync_free:
+            hint = self.u_hint
+            if hint is not None and hint <= self.a16_hi and not self.sync_free:
+                u_lo, u_hi = -hint, hint         # no a_in can leave int16 this step
+            elif self.check_a16 or self.sync_free:
                 if self.sync_free:
                     self.a16 += ((u < self.a16_lo) | (u > self.a16_hi)).sum()
                     u_lo, u_hi = -self.u_static, self.u_static
@@ -171,6 +175,8 @@ class _FloatState:
                         self.a16 += ((u < self.a16_lo) | (u > self.a16_hi)).sum()
             else:
                 u_lo, u_hi = -self.u_static, self.u_static
+                if hint is not None:
+                    u_lo, u_hi = -hint, hint
             v.add_(u)
             lo, hi = lo + u_lo, hi + u_hi
         if lo < self.sat_lo or hi > self.state_max:

@@ -89,6 +89,7 @@ class ProjectionKernel:
         if np.any(np.abs(w) >= 2 ** 62):
             raise ValueError(f"projection {proj.name!r}: weight magnitude {np.abs(w).max():.0f} exceeds 2^62")
         self.w_int = w.astype(np.int64)
+        self.p_max = float(math.ceil(src_max_abs))
         self.bound = self._partial_sum_bound(src_max_abs)
         if self.bound >= 2 ** 62:
             raise ValueError(f"projection {proj.name!r}: accumulator bound {self.bound} reaches 2^62; "
@@ -157,6 +158,11 @@ class ProjectionKernel:
         self.u_shift = int(act_shift)
         s = self.weight_exp + act_shift if self.weight_exp >= 0 else act_shift
         self._wu = self._w * (2.0 ** s) if self.weight_exp >= 0 else self._w
+        self.u_bound = float(_shift_int(self.acc_bound, act_shift))        # static bound on |u|
+        # per counted event, |u| grows by at most max|w| * max|payload| * 2^(weight_exp + act_shift)
+        self.u_per_event = (float(np.abs(self.w_int).max(initial=0)) * self.p_max * 2.0 ** s
+                            if self.weight_exp >= 0 else None)
+        self.last_bound = self.u_bound
 
     @property
     def acc_bound(self) -> int:
@@ -188,6 +194,11 @@ class ProjectionKernel:
             return self._apply(em.as_dtype(torch.float64), self._w)
         if self.u_shift is not None:
             u = self._apply(em.as_dtype(torch.float32), self._wu)
+            ev = self.events
+            if ev is not None and ev.last_nnz is not None and self.u_per_event is not None:
+                self.last_bound = min(self.u_bound, ev.last_nnz * self.u_per_event)
+            else:
+                self.last_bound = self.u_bound
             if self.weight_exp < 0:      # floor shift of the exact sum, then the (exact) act_shift
                 u = torch.floor(u * (2.0 ** self.weight_exp))
                 if self.u_shift:
@@ -277,3 +288,7 @@ class ProjectionKernel:
         if isinstance(p, Dense):
             return xs @ wt
         return xs * wt
+
+
+def _shift_int(x: int, s: int) -> int:
+    return x << s if s >= 0 else x >> -s
