@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--timesteps", default="digits=32,resnet18=4")
     ap.add_argument("--samples", default="digits:1=16,digits:64=128,resnet18:1=2,resnet18:64=64")
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)      # tables appear as they are measured
     if args.threads:
         torch.set_num_threads(args.threads)
     Ts = dict(kv.split("=") for kv in args.timesteps.split(","))

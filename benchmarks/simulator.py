@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import sys
 import time
 
 import numpy as np
@@ -120,6 +121,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-crossover", action="store_true", help="skip table 2")
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)      # tables appear as they are measured
     default_threads = torch.get_num_threads()
     net = build_network()
     macs_per_sample = T * sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:]))

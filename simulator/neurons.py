@@ -96,16 +96,21 @@ FLOAT32_EXACT = 2 ** 24      # every integer of magnitude <= 2^24 is a float32
 def _float_bound_ok(dp: Datapath, in_bound: int | None, params: list) -> bool:
     """Whether a population's fixed-point state may be held in float32 without changing a bit.
 
-    Needs: this step's input u = a_in << act_shift provably never wraps (int32 or 24-bit current
-    wrap: then u = a_in * 2^act_shift, exact in float), no decay (its products need 36 bits) and
-    every intermediate below 2^24: after a reset |v| <= V + P (V = max(2^(b-1), |v_init|), P the
-    largest |parameter|: v - theta, v + neg_reset), before saturation |v| <= V + P + |bias| + |u|,
-    so V + |u| + 2P <= 2^24 suffices. Then each float32 add, compare and reset is the integer one.
+    Static part (checked here): no decay (its products need 36 bits); u = a_in << act_shift never
+    wraps int32 (|u| < 2^31); the state range and every parameter within 2^23 (so the saturated v,
+    v - theta after firing and v + neg_reset stay integers of magnitude <= 2^24), and the current
+    wrap (if it can happen) on a range within 2^24. u itself is exact: the float32 GEMM's partial
+    sums are the integer ones times a power of two (``ProjectionKernel.emit_u``).
+    Dynamic part (``_FloatState._add_input``, every step): v + bias + u is added in float32 only
+    when the tracked interval of v and this step's bound on |u| prove the sum within 2^24;
+    otherwise that step's sum is formed in float64 (exact) and saturated back into range.
     """
     if in_bound is None or dp.act_shift < 0:
         return False
     u_max = _shift(in_bound, dp.act_shift)
-    if u_max >= 2 ** (dp.current_bits - 1) or u_max >= INT32_HALF:
+    if u_max >= INT32_HALF or u_max >= 2 ** (24 + dp.act_shift) or dp.state_bits > 24:
+        return False       # (sums of several projections' u, multiples of 2^act_shift, stay exact)
+    if u_max >= 2 ** (dp.current_bits - 1) and dp.current_bits > 24:
         return False
     pmax = 0
     for p in params:
@@ -113,8 +118,7 @@ def _float_bound_ok(dp: Datapath, in_bound: int | None, params: list) -> bool:
         if a.size and not np.all(np.isfinite(a)):
             return False
         pmax = max(pmax, float(a.max(initial=0)))
-    v_max = max(2 ** (dp.state_bits - 1), pmax)
-    return v_max + u_max + 2 * pmax <= FLOAT32_EXACT
+    return pmax <= 2 ** 23
 
 
 class _FloatState:
@@ -155,30 +159,74 @@ class _FloatState:
         self.b_lo, self.b_hi = (float(b.min()), float(b.max())) if b.numel() else (0.0, 0.0)
         self.sat_lo = -self.state_max - 1 if self.state_wrap else -self.state_max
 
+    def _input_bound(self, u: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The int16 count and the 24-bit current rule on u (float32, exact); returns (u, bound on |u|).
+
+        The engine's per-step bound (``u_hint``) skips the pass when it proves both rules idle."""
+        hint = self.u_hint
+        a16, cur = self.check_a16, self.check_cur
+        if hint is not None:
+            a16 = a16 and hint > self.a16_hi
+            cur = cur and hint >= self.cur_half
+        bound = hint if hint is not None else self.u_static
+        if self.sync_free:                  # no host sync: count with ops, bound statically
+            if a16:
+                self.a16 += ((u < self.a16_lo) | (u > self.a16_hi)).sum()
+            return (self._cur_rule(u) if cur else u), bound
+        if not (a16 or cur):
+            return u, bound
+        u_lo, u_hi = (float(t) for t in torch.aminmax(u))
+        if a16 and (u_lo < self.a16_lo or u_hi > self.a16_hi):
+            self.a16 += ((u < self.a16_lo) | (u > self.a16_hi)).sum()
+        if cur and (u_lo <= -self.cur_half or u_hi > self.cur_half - (0 if self.cur_wrap else 1)):
+            u = self._cur_rule(u)           # wrap or clip: never increases |u|
+        return u, max(-u_lo, u_hi)
+
+    def _cur_rule(self, x: torch.Tensor) -> torch.Tensor:
+        """Lava's one asymmetric 24-bit wrap (or the clip), counted, on exact float32 integers."""
+        h = self.cur_half
+        if self.cur_wrap:
+            hi, lo = (x > h).to(x.dtype), (x <= -h).to(x.dtype)
+            self.wrap += (hi + lo).sum().to(torch.int64)
+            return x - hi * (2 * h) + lo * (2 * h)
+        y = x.clamp(-h + 1, h - 1)
+        self.wrap += (y != x).sum()
+        return y
+
     def _add_input(self, v: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
-        """v + bias + u, saturated; v is updated in place where nothing overflows."""
+        """sat(v + bias + u); in place in float32 when the interval proves every sum below 2^24."""
         lo, hi = self.lo, self.hi
         if self.has_bias:
-            v.add_(self.bias)
             lo, hi = lo + self.b_lo, hi + self.b_hi
+        U = 0.0
         if u is not None:
-            hint = self.u_hint
-            if hint is not None and hint <= self.a16_hi and not self.sync_free:
-                u_lo, u_hi = -hint, hint         # no a_in can leave int16 this step
-            elif self.check_a16 or self.sync_free:
-                if self.sync_free:
-                    self.a16 += ((u < self.a16_lo) | (u > self.a16_hi)).sum()
-                    u_lo, u_hi = -self.u_static, self.u_static
-                else:
-                    u_lo, u_hi = (float(t) for t in torch.aminmax(u))
-                    if u_lo < self.a16_lo or u_hi > self.a16_hi:
-                        self.a16 += ((u < self.a16_lo) | (u > self.a16_hi)).sum()
+            u, U = self._input_bound(u)
+            lo, hi = lo - U, hi + U
+        if lo >= -FLOAT32_EXACT and hi <= FLOAT32_EXACT:
+            if self.has_bias:
+                v.add_(self.bias)
+            if u is not None:
+                v.add_(u)
+        else:                                # a sum may pass 2^24: form it in float64 (exact)
+            w = v.to(torch.float64)
+            if self.has_bias:
+                w = w + self.bias.to(torch.float64)
+            if u is not None:
+                w = w + u.to(torch.float64)
+            m = self.state_max
+            if self.state_wrap:
+                vi = w.to(torch.int64)
+                wr = ((vi + m + 1) & (2 * m + 1)) - (m + 1)
+                self.saturation += (wr != vi).sum()
+                v = wr.to(torch.float32)
             else:
-                u_lo, u_hi = -self.u_static, self.u_static
-                if hint is not None:
-                    u_lo, u_hi = -hint, hint
-            v.add_(u)
-            lo, hi = lo + u_lo, hi + u_hi
+                c = w.clamp(-m, m)
+                self.saturation += (c != w).sum()
+                self.saturation_high += (w > m).sum()
+                v = c.to(torch.float32)
+            lo, hi = (float(t) for t in torch.aminmax(v)) if not self.sync_free else (self.sat_lo, m)
+            self.lo, self.hi = lo, hi
+            return v
         if lo < self.sat_lo or hi > self.state_max:
             if not self.sync_free:
                 lo, hi = (float(t) for t in torch.aminmax(v))
@@ -486,7 +534,7 @@ def _current(k, a: torch.Tensor) -> torch.Tensor:
     if not k.check_cur:
         return x
     h = k.cur_half
-    if not _out_of(k, x, -h + 1, h):
+    if not _out_of(k, x, -h + 1, h if k.cur_wrap else h - 1):   # clip mode: x = h is clipped too
         return x
     if k.cur_wrap:
         # Lava: u > 2^23 -> u - 2^24; u <= -2^23 -> u + 2^24 (once, asymmetric bounds).

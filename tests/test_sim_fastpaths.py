@@ -84,6 +84,10 @@ CASES = {
                           dict(wmax=3000, positive=True, weight_exp=(0, 0, 0))),
     "overflow-wrap": (Datapath(state_overflow="wrap"), dict(threshold=np.array(100_000)),
                       dict(wmax=3000, positive=True, weight_exp=(0, 0, 0))),
+    # |v + u| past 2^24 (the float64 step) and the 24-bit current wrap / clip on float32 u
+    "past-2^24": (Datapath(), dict(threshold=np.array(100_000)), dict(wmax=6000, positive=True, weight_exp=(0, 0, 0))),
+    "current-wrap": (Datapath(current_bits=18), {}, dict(wmax=3000, weight_exp=(0, 0, 0))),
+    "current-clip": (Datapath(current_bits=18, current_overflow="saturate"), {}, dict(wmax=3000, weight_exp=(0, 0, 0))),
 }
 
 
@@ -93,7 +97,7 @@ def test_float_state_and_event_driven_equal_integer_paths_and_reference(case, ba
     dp, nkw, mkw = CASES[case]
     net = _mlp(dp, neuron_kw=nkw, **mkw)
     T = 12
-    x = _spikes(5, T, 40, 0.8 if "overflow" in case else 0.15)
+    x = _spikes(5, T, 40, 0.8 if "overflow" in case or "2^24" in case else 0.15)
     plan = build_plan(net, T, "cpu")
     assert plan.float_state == {"l1", "l2", "l3"}, plan.float_state      # the fast path is taken
     assert all(pk.events is not None for entries in plan.incoming.values() for pk, _, _ in entries)
@@ -102,8 +106,10 @@ def test_float_state_and_event_driven_equal_integer_paths_and_reference(case, ba
     for path, ev in (("auto", "off"), ("auto", "on"), ("auto", "auto"), ("float32", "on"), ("float64", "on")):
         _same(simulate(net, x, T, path=path, event_driven=ev, **kw), base, net)
     _ref_same(base, reference_simulate(net, x, T))
-    if "overflow" in case:
+    if "overflow" in case or "2^24" in case:
         assert base.layers["l1"]["a_in_16bit_events"] > 0 and base.layers["l1"]["saturation_events"] > 0
+    if "current" in case:
+        assert base.layers["l1"]["wrap_events"] > 0
 
 
 def test_graded_signed_input_spikes_use_event_values():
@@ -119,8 +125,8 @@ def test_graded_signed_input_spikes_use_event_values():
 def test_leaky_or_unbounded_populations_keep_the_integer_state():
     net = _mlp(Datapath(), neuron_kw=dict(leak=300))                 # decay needs products beyond 2^24
     assert build_plan(net, 5, "cpu").float_state == {"l3"}
-    net = _mlp(Datapath(act_shift=12), wmax=400, weight_exp=(0, 0, 0))  # u beyond the 24-bit current
-    assert build_plan(net, 5, "cpu").float_state == set()
+    net = _mlp(Datapath(act_shift=16), wmax=3000, weight_exp=(0, 0, 0))  # u may wrap int32
+    assert not {"l1", "l2"} & build_plan(net, 5, "cpu").float_state
     x = _spikes(3, 5, 40, 0.3)
     kw = dict(batch_size=3, record_spikes=True, record_states=True)
     _same(simulate(net, x, 5, **kw), simulate(net, x, 5, path="int64", **kw), net)
