@@ -10,7 +10,9 @@ Float (non-quantised) networks keep the dense GEMM, whose rounding would differ.
 Choice per projection and step from the measured activity: a cost model
 ``t_sparse(nnz) = a + c * nnz`` against ``t_dense``, calibrated once per shape, batch, dtype,
 device and thread count on this machine (a few timed runs of each at two activities; cached for
-the process), gives the largest event count ``nnz*`` at which the event-driven sum is faster. Each
+the process), gives the largest event count ``nnz*`` at which the event-driven sum is predicted at
+most 3/4 of the dense time (a margin for timing noise: the choice never changes results, only
+speed, and a wrong "sparse" costs more than a missed one). Each
 step counts the events (``count_nonzero``, one pass) and takes the sparse sum only below
 ``nnz*``; when activity is far above it, the count is refreshed every 8th step only, so a dense
 network pays almost nothing for the check. Only on CPU (on GPUs the count would synchronise).
@@ -24,6 +26,8 @@ import torch
 MODES = ("auto", "off", "on")
 MIN_WORK = 2 ** 16          # batch * n_in * n_out below which the dense GEMM is never worth replacing
 RECHECK = 8                 # steps between activity counts while far above the threshold
+MARGIN = 0.75               # take the sparse sum only where predicted at most 3/4 of the dense time:
+                            # calibration on a shared machine is noisy, and a wrong "sparse" costs more
 _CALIBRATION: dict[tuple, tuple[float, float, float]] = {}   # key -> (t_dense, a, c) in seconds
 
 
@@ -107,7 +111,7 @@ class EventDriven:
                 lim = -1.0
             else:
                 t_dense, a, c = calibrate(batch, w_rows, self.binary)
-                lim = (t_dense - a) / c
+                lim = (MARGIN * t_dense - a) / c
             self.threshold[batch] = lim
         return lim
 
