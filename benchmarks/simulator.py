@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--samples-b1", type=int, default=4, help="samples for the batch-1 run")
     ap.add_argument("--samples-b256", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--no-crossover", action="store_true", help="skip table 2")
+    ap.add_argument("--tables", default="1,2", help="which tables to print")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)      # tables appear as they are measured
     default_threads = torch.get_num_threads()
@@ -129,41 +129,52 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={args.device} torch={torch.__version__} cores={os.cpu_count()} T={T} "
           f"net={'-'.join(map(str, SIZES))} load(1 min)={load:.1f}")
+    tables = {int(v) for v in args.tables.split(",")}
     for threads in (int(v) for v in args.threads.split(",")):
         torch.set_num_threads(threads or default_threads)
-        print(f"\n[table 1] threads={torch.get_num_threads()}, input rate 0.1")
-        head = ("batch", "samples", "mode", "sim s", "gemm s", "sim/gemm", "samples/s", "syn ev/s", "sim MAC/s",
-                "rates l1/l2")
-        print(" | ".join(f"{h:>10}" for h in head))
-        for batch, n in ((1, args.samples_b1), (256, args.samples_b256)):
-            x = spikes(n)
-            best, t_gemm = roofline(net, x, batch, args.device, args.repeat, modes)
-            for m in modes:
-                t_sim, res = best[m]
-                ev = synaptic_events(net, x, res)
-                rates = "/".join(f"{res.layers[k]['rate']:.3f}" for k in ("l1", "l2"))
-                label = {"off": "dense", "auto": "auto", None: "dense"}[m]
-                print(" | ".join(f"{v:>10}" for v in (batch, n, label, f"{t_sim:.3f}", f"{t_gemm:.3f}",
-                                                      f"{t_sim / t_gemm:.2f}x", f"{n / t_sim:.1f}", f"{ev / t_sim:.3e}",
-                                                      f"{n * macs_per_sample / t_sim:.3e}", rates)))
-        if args.no_crossover or not HAS_EVENTS:
-            continue
-        print(f"\n[table 2] event-driven crossover, threads={torch.get_num_threads()} (seconds, best of {args.repeat})")
-        head = ("batch", "rate", "off (dense)", "on (events)", "auto", "faster", "auto/best")
-        print(" | ".join(f"{h:>11}" for h in head))
-        for batch, n in ((1, args.samples_b1), (256, args.samples_b256)):
-            for rate in (0.01, 0.05, 0.1, 0.2):
-                x = spikes(n, rate=rate)
-                times = {}
+        if 1 in tables:
+            table1(net, args, modes, macs_per_sample)
+        if 2 in tables and HAS_EVENTS:
+            table2(net, args)
+
+
+def table1(net, args, modes, macs_per_sample) -> None:
+    """Simulator (dense / auto) against the same-shape float32 GEMMs at rate 0.1."""
+    print(f"\n[table 1] threads={torch.get_num_threads()}, input rate 0.1")
+    head = ("batch", "samples", "mode", "sim s", "gemm s", "sim/gemm", "samples/s", "syn ev/s", "sim MAC/s",
+            "rates l1/l2")
+    print(" | ".join(f"{h:>10}" for h in head))
+    for batch, n in ((1, args.samples_b1), (256, args.samples_b256)):
+        x = spikes(n)
+        best, t_gemm = roofline(net, x, batch, args.device, args.repeat, modes)
+        for m in modes:
+            t_sim, res = best[m]
+            ev = synaptic_events(net, x, res)
+            rates = "/".join(f"{res.layers[k]['rate']:.3f}" for k in ("l1", "l2"))
+            label = {"off": "dense", "auto": "auto", None: "dense"}[m]
+            print(" | ".join(f"{v:>10}" for v in (batch, n, label, f"{t_sim:.3f}", f"{t_gemm:.3f}",
+                                                  f"{t_sim / t_gemm:.2f}x", f"{n / t_sim:.1f}", f"{ev / t_sim:.3e}",
+                                                  f"{n * macs_per_sample / t_sim:.3e}", rates)))
+
+
+def table2(net, args) -> None:
+    """Event-driven crossover: event_driven off / on / auto at input rates 1-20 %."""
+    print(f"\n[table 2] event-driven crossover, threads={torch.get_num_threads()} (seconds, best of {args.repeat})")
+    head = ("batch", "rate", "off (dense)", "on (events)", "auto", "faster", "auto/best")
+    print(" | ".join(f"{h:>11}" for h in head))
+    for batch, n in ((1, args.samples_b1), (256, args.samples_b256)):
+        for rate in (0.01, 0.05, 0.1, 0.2):
+            x = spikes(n, rate=rate)
+            times = {}
+            for m in ("off", "on", "auto"):
+                sim_once(net, x[:batch], batch, args.device, m)
+            for _ in range(args.repeat):
                 for m in ("off", "on", "auto"):
-                    sim_once(net, x[:batch], batch, args.device, m)
-                for _ in range(args.repeat):
-                    for m in ("off", "on", "auto"):
-                        times[m] = min(times.get(m, float("inf")), sim_once(net, x, batch, args.device, m)[0])
-                faster = "events" if times["on"] < times["off"] else "dense"
-                print(" | ".join(f"{v:>11}" for v in (batch, f"{rate:.2f}", f"{times['off']:.3f}", f"{times['on']:.3f}",
-                                                      f"{times['auto']:.3f}", faster,
-                                                      f"{times['auto'] / min(times['off'], times['on']):.2f}")))
+                    times[m] = min(times.get(m, float("inf")), sim_once(net, x, batch, args.device, m)[0])
+            faster = "events" if times["on"] < times["off"] else "dense"
+            print(" | ".join(f"{v:>11}" for v in (batch, f"{rate:.2f}", f"{times['off']:.3f}", f"{times['on']:.3f}",
+                                                  f"{times['auto']:.3f}", faster,
+                                                  f"{times['auto'] / min(times['off'], times['on']):.2f}")))
 
 
 if __name__ == "__main__":
