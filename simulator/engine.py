@@ -16,6 +16,7 @@ from ..ir.graph import Network
 from ..ir.neurons_extra import LavaLIF
 from ..ir.nodes import IF, Input, Operator, Population
 from .emission import Emission
+from .event_driven import MODES as EVENT_MODES
 from .neurons import NeuronKernel, kernel_class
 from .synapses import ProjectionKernel
 
@@ -72,6 +73,8 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto", event_d
         raise NotImplementedError(f"operator node {op.name!r} (op {op.op!r}): the simulators do not run "
                                   "Operator nodes yet")
     net.validate("simulate")
+    if event_driven not in EVENT_MODES:
+        raise ValueError(f"simulate: event_driven must be one of {EVENT_MODES}, got {event_driven!r}")
     if timesteps < 1:
         raise ValueError(f"simulate: timesteps must be >= 1, got {timesteps}")
     device = torch.device(device) if device is not None else torch.device("cpu")

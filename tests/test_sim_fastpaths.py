@@ -149,3 +149,9 @@ def test_float_simulation_keeps_the_dense_gemm():
     plan = build_plan(net, 4, "cpu")
     assert plan.float_state == set()
     assert all(pk.events is None for entries in plan.incoming.values() for pk, _, _ in entries)
+
+
+def test_bad_event_driven_mode_is_a_clear_error():
+    net = _mlp(Datapath())
+    with pytest.raises(ValueError, match="event_driven must be one of"):
+        simulate(net, _spikes(1, 2, 40, 0.1), 2, event_driven="sometimes")
