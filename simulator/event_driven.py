@@ -15,7 +15,9 @@ most 3/4 of the dense time (a margin for timing noise: the choice never changes 
 speed, and a wrong "sparse" costs more than a missed one). Each
 step counts the events (``count_nonzero``, one pass) and takes the sparse sum only below
 ``nnz*``; when activity is far above it, the count is refreshed every 8th step only, so a dense
-network pays almost nothing for the check. Only on CPU (on GPUs the count would synchronise).
+network pays almost nothing for the check. The run also times its own calls: a sparse step slower
+than the fastest dense step seen lowers the threshold below that event count. Only on CPU (on
+GPUs the count and the timing would synchronise).
 """
 from __future__ import annotations
 
@@ -99,6 +101,7 @@ class EventDriven:
         self.binary = binary
         self.n_in, self.n_out = n_in, n_out
         self.threshold: dict[int, float] = {}    # batch -> largest event count where sparse wins
+        self.t_dense: dict[int, float] = {}      # batch -> fastest dense call measured in this run
         self.wait = 0
         self.last_nnz = None                     # events counted in the last call (None: not counted)
         self.sparse_steps = 0                    # steps that took the event-driven sum (reported)
@@ -128,20 +131,33 @@ class EventDriven:
             if lim > 0:
                 if self.wait > 0:
                     self.wait -= 1
-                elif batch == 1:          # the event list is the count: no separate pass
-                    j, offsets, psw = _events(x, self.binary)
-                    nnz = self.last_nnz = int(j.shape[0])
-                    if nnz <= lim:
-                        self.sparse_steps += 1
-                        return _bag(j, w_rows, offsets, psw)
-                    if nnz > 2 * lim:
-                        self.wait = RECHECK - 1
                 else:
-                    nnz = self.last_nnz = int(x.count_nonzero())
+                    t0 = time.perf_counter()
+                    if batch == 1:          # the event list is the count: no separate pass
+                        j, offsets, psw = _events(x, self.binary)
+                        nnz = int(j.shape[0])
+                    else:
+                        nnz = int(x.count_nonzero())
+                    self.last_nnz = nnz
                     if nnz <= lim:
                         self.sparse_steps += 1
-                        return sparse_sum(x, w_rows, self.binary)
+                        out = _bag(j, w_rows, offsets, psw) if batch == 1 else sparse_sum(x, w_rows, self.binary)
+                        self._feedback(batch, nnz, time.perf_counter() - t0)
+                        return out
                     if nnz > 2 * lim:
                         self.wait = RECHECK - 1
+            t0 = time.perf_counter()
+            out = x @ w_rows
+            t = time.perf_counter() - t0
+            self.t_dense[batch] = min(self.t_dense.get(batch, t), t)
+            self.dense_steps += 1
+            return out
         self.dense_steps += 1
         return x @ w_rows
+
+    def _feedback(self, batch: int, nnz: int, t: float) -> None:
+        """Measured on this run: a sparse step slower than the fastest dense one seen lowers the
+        threshold below its event count, so the choice corrects itself (never raised again)."""
+        t_dense = self.t_dense.get(batch)
+        if t_dense is not None and t > t_dense:
+            self.threshold[batch] = min(self.threshold[batch], 0.9 * nnz)
