@@ -1,18 +1,26 @@
-"""Throughput of the bit-accurate simulator against a float32 GEMM roofline.
+"""Throughput of the bit-accurate simulator against a float32 GEMM roofline, and the event-driven crossover.
 
 Network: 784-512-256-10 feed-forward IF (Readout output), random integer weights in [-128, 127],
-quantised with the default Loihi 2 ``Datapath()``; T = 100 steps of Bernoulli(0.1) binary input
+quantised with the default Loihi 2 ``Datapath()``; T = 100 steps of Bernoulli(rate) binary input
 spikes (Input coding "spikes"). The roofline runs the same number of float32 matmuls
 (3 per step, same shapes) with no neuron logic.
 
-    python benchmarks/simulator.py [--device cuda] [--threads 1] [--samples-b1 4]
+    python benchmarks/simulator.py [--device cuda] [--threads 0,1] [--samples-b1 4] [--repeat 3]
 
-Synaptic events = delivered spikes x fan-out (the work an event-driven chip does); dense MACs =
-batch x T x (784*512 + 512*256 + 256*10) (the work the GEMM does).
+Table 1 (rate 0.1): simulator time with event-driven sums off (``dense``: the GEMM path alone) and
+``auto`` (the default), each against the GEMM time; simulator and GEMM runs alternate and each
+figure is the best of ``--repeat``, so both see the same machine load. Table 2: the event-driven
+crossover, simulate time with ``event_driven`` off / on / auto at input rates 1, 5, 10, 20 % for
+batch 1 and 256 (``auto`` should follow the faster of the two). ``--threads``: a list; 0 = all
+cores (torch's default). Synaptic events = delivered spikes x fan-out (the work an event-driven
+chip does); dense MACs = batch x T x (784*512 + 512*256 + 256*10) (the work the GEMM does).
 """
 from __future__ import annotations
 
 import argparse
+import inspect
+import os
+import sys
 import time
 
 import numpy as np
@@ -43,9 +51,9 @@ def build_network(seed: int = 0) -> Network:
     return net
 
 
-def spikes(n: int, seed: int = 1) -> np.ndarray:
+def spikes(n: int, seed: int = 1, rate: float = 0.1) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return (rng.random((n, T, SIZES[0])) < 0.1).astype(np.uint8)   # integer data: no float check needed
+    return (rng.random((n, T, SIZES[0])) < rate).astype(np.uint8)   # integer data: no float check needed
 
 
 def sync(device: str) -> None:
@@ -53,34 +61,47 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_sim(net: Network, x: np.ndarray, batch: int, device: str, repeat: int) -> tuple[float, object]:
-    simulate(net, x[:batch], T, batch_size=batch, device=device)           # warm-up
-    best, res = float("inf"), None
-    for _ in range(repeat):
-        sync(device)
-        t0 = time.perf_counter()
-        res = simulate(net, x, T, batch_size=batch, device=device)
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best, res
+HAS_EVENTS = "event_driven" in inspect.signature(simulate).parameters   # False on older spikeport
 
 
-def time_gemm(batch: int, n_samples: int, device: str, repeat: int) -> float:
+def sim_once(net: Network, x: np.ndarray, batch: int, device: str, mode: str | None):
+    kw = {"event_driven": mode} if HAS_EVENTS and mode else {}
+    sync(device)
+    t0 = time.perf_counter()
+    res = simulate(net, x, T, batch_size=batch, device=device, **kw)
+    sync(device)
+    return time.perf_counter() - t0, res
+
+
+def gemm_once(batch: int, n_samples: int, device: str, ws, xs) -> float:
     """float32 roofline: the same matmuls, no neuron logic, no conversions."""
+    batches = -(-n_samples // batch)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        for _ in range(T):
+            for x, w in zip(xs, ws):
+                x @ w
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def roofline(net, x, batch, device, repeat, modes):
+    """Best-of-repeat times of the simulator (per mode) and the GEMMs, runs alternated."""
     ws = [torch.randn(a, b, device=device) for a, b in zip(SIZES[:-1], SIZES[1:])]
     xs = [torch.rand(batch, a, device=device) for a in SIZES[:-1]]
-    batches = -(-n_samples // batch)
-    best = float("inf")
-    for _ in range(repeat + 1):
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(batches):
-            for _ in range(T):
-                for x, w in zip(xs, ws):
-                    x @ w
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    for m in modes:
+        sim_once(net, x[:batch], batch, device, m)                          # warm-up (and calibration)
+    gemm_once(batch, batch, device, ws, xs)
+    best = {m: (float("inf"), None) for m in modes}
+    t_gemm = float("inf")
+    for _ in range(repeat):
+        for m in modes:
+            t, res = sim_once(net, x, batch, device, m)
+            if t < best[m][0]:
+                best[m] = (t, res)
+        t_gemm = min(t_gemm, gemm_once(batch, len(x), device, ws, xs))
+    return best, t_gemm
 
 
 def synaptic_events(net: Network, x: np.ndarray, res) -> int:
@@ -94,32 +115,66 @@ def synaptic_events(net: Network, x: np.ndarray, res) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", default="0,1", help="comma list; 0 = all cores (torch default)")
     ap.add_argument("--samples-b1", type=int, default=4, help="samples for the batch-1 run")
     ap.add_argument("--samples-b256", type=int, default=256)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tables", default="1,2", help="which tables to print")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    sys.stdout.reconfigure(line_buffering=True)      # tables appear as they are measured
+    default_threads = torch.get_num_threads()
     net = build_network()
     macs_per_sample = T * sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:]))
-    rows = []
+    modes = ("off", "auto") if HAS_EVENTS else (None,)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"device={args.device} torch={torch.__version__} cores={os.cpu_count()} T={T} "
+          f"net={'-'.join(map(str, SIZES))} load(1 min)={load:.1f}")
+    tables = {int(v) for v in args.tables.split(",")}
+    for threads in (int(v) for v in args.threads.split(",")):
+        torch.set_num_threads(threads or default_threads)
+        if 1 in tables:
+            table1(net, args, modes, macs_per_sample)
+        if 2 in tables and HAS_EVENTS:
+            table2(net, args)
+
+
+def table1(net, args, modes, macs_per_sample) -> None:
+    """Simulator (dense / auto) against the same-shape float32 GEMMs at rate 0.1."""
+    print(f"\n[table 1] threads={torch.get_num_threads()}, input rate 0.1")
+    head = ("batch", "samples", "mode", "sim s", "gemm s", "sim/gemm", "samples/s", "syn ev/s", "sim MAC/s",
+            "rates l1/l2")
+    print(" | ".join(f"{h:>10}" for h in head))
     for batch, n in ((1, args.samples_b1), (256, args.samples_b256)):
         x = spikes(n)
-        t_sim, res = time_sim(net, x, batch, args.device, args.repeat)
-        t_gemm = time_gemm(batch, n, args.device, args.repeat)
-        ev = synaptic_events(net, x, res)
-        rates = "/".join(f"{res.layers[k]['rate']:.3f}" for k in ("l1", "l2"))
-        rows.append((batch, n, t_sim, ev / t_sim, n / t_sim, n * macs_per_sample / t_sim,
-                     n * macs_per_sample / t_gemm, n / t_gemm, t_sim / t_gemm, rates))
-    print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} T={T} "
-          f"net={'-'.join(map(str, SIZES))} input rate 0.1")
-    head = ("batch", "samples", "sim s", "syn ev/s", "samples/s", "sim MAC/s", "gemm MAC/s", "gemm samp/s",
-            "sim/gemm", "rates l1/l2")
+        best, t_gemm = roofline(net, x, batch, args.device, args.repeat, modes)
+        for m in modes:
+            t_sim, res = best[m]
+            ev = synaptic_events(net, x, res)
+            rates = "/".join(f"{res.layers[k]['rate']:.3f}" for k in ("l1", "l2"))
+            label = {"off": "dense", "auto": "auto", None: "dense"}[m]
+            print(" | ".join(f"{v:>10}" for v in (batch, n, label, f"{t_sim:.3f}", f"{t_gemm:.3f}",
+                                                  f"{t_sim / t_gemm:.2f}x", f"{n / t_sim:.1f}", f"{ev / t_sim:.3e}",
+                                                  f"{n * macs_per_sample / t_sim:.3e}", rates)))
+
+
+def table2(net, args) -> None:
+    """Event-driven crossover: event_driven off / on / auto at input rates 1-20 %."""
+    print(f"\n[table 2] event-driven crossover, threads={torch.get_num_threads()} (seconds, best of {args.repeat})")
+    head = ("batch", "rate", "off (dense)", "on (events)", "auto", "faster", "auto/best")
     print(" | ".join(f"{h:>11}" for h in head))
-    for r in rows:
-        b, n, ts, ev, sps, smac, gmac, gsps, ratio, rates = r
-        print(" | ".join(f"{v:>11}" for v in (b, n, f"{ts:.3f}", f"{ev:.3e}", f"{sps:.1f}", f"{smac:.3e}",
-                                              f"{gmac:.3e}", f"{gsps:.1f}", f"{ratio:.2f}x", rates)))
+    for batch, n in ((1, args.samples_b1), (256, args.samples_b256)):
+        for rate in (0.01, 0.05, 0.1, 0.2):
+            x = spikes(n, rate=rate)
+            times = {}
+            for m in ("off", "on", "auto"):
+                sim_once(net, x[:batch], batch, args.device, m)
+            for _ in range(args.repeat):
+                for m in ("off", "on", "auto"):
+                    times[m] = min(times.get(m, float("inf")), sim_once(net, x, batch, args.device, m)[0])
+            faster = "events" if times["on"] < times["off"] else "dense"
+            print(" | ".join(f"{v:>11}" for v in (batch, f"{rate:.2f}", f"{times['off']:.3f}", f"{times['on']:.3f}",
+                                                  f"{times['auto']:.3f}", faster,
+                                                  f"{times['auto'] / min(times['off'], times['on']):.2f}")))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ class Emission:
 
     ``base`` holds the payload values (spike value after ``neg_value``, or the analog / graded
     input). Projections ask for the dtype they compute in; conversions are cached so a source with
-    several outgoing projections converts once. ``spikes`` keeps the raw int8 event code of spiking
-    populations for counting and recording (None for inputs).
+    several outgoing projections converts once. ``spikes`` keeps the raw event code of spiking
+    populations for counting and recording (int8 or int, float32 0/+-1 from float-state kernels;
+    None for inputs).
     """
 
     __slots__ = ("base", "spikes", "_cache")

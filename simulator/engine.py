@@ -13,10 +13,15 @@ from dataclasses import dataclass, field
 import torch
 
 from ..ir.graph import Network
-from ..ir.nodes import Input, Operator, Population
+from ..ir.neurons_extra import LavaLIF
+from ..ir.nodes import IF, Input, Operator, Population
 from .emission import Emission
+from .event_driven import MODES as EVENT_MODES
 from .neurons import NeuronKernel, kernel_class
 from .synapses import ProjectionKernel
+
+
+INPUT_F32_BYTES = 64 * 2 ** 20
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Plan:
     incoming: dict[str, list[tuple[ProjectionKernel, str, int]]]
     ring: dict[str, int]
     in_bound: dict[str, int | None] = field(default_factory=dict)
+    float_state: set[str] = field(default_factory=set)   # populations held as exact float32 (neurons.py)
 
     @property
     def quantized(self) -> bool:
@@ -54,11 +60,21 @@ def source_max_abs(net: Network, name: str) -> float:
     return kernel_class(node, net.quantized).max_abs_value(node)
 
 
-def build_plan(net: Network, timesteps: int, device, path: str = "auto") -> Plan:
+def binary_source(net: Network, name: str) -> bool:
+    """Whether a source only ever emits 0 or 1 (event-driven sums then need no event values)."""
+    node = net[name]
+    if isinstance(node, Input):
+        return node.payload.min_level >= 0 and node.payload.max_level <= 1
+    return type(node.neuron) in (IF, LavaLIF) and node.neuron.neg_threshold is None
+
+
+def build_plan(net: Network, timesteps: int, device, path: str = "auto", event_driven: str = "auto") -> Plan:
     for op in net.operators():
         raise NotImplementedError(f"operator node {op.name!r} (op {op.op!r}): the simulators do not run "
                                   "Operator nodes yet")
     net.validate("simulate")
+    if event_driven not in EVENT_MODES:
+        raise ValueError(f"simulate: event_driven must be one of {EVENT_MODES}, got {event_driven!r}")
     if timesteps < 1:
         raise ValueError(f"simulate: timesteps must be >= 1, got {timesteps}")
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -66,6 +82,7 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto") -> Plan
     incoming: dict[str, list] = {}
     ring = {name: 1 for name in order}
     in_bound: dict[str, int | None] = {}
+    float_state: set[str] = set()
     for pop in net.populations():
         entries = []
         total = 0
@@ -77,6 +94,7 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto") -> Plan
             pk = ProjectionKernel(proj, net.shape_of(proj.source), tuple(pop.shape),
                                   source_max_abs(net, proj.source), net.quantized, device, path,
                                   acc_bits=net.datapath.conv_acc_bits if net.quantized else 0)
+            pk.enable_events(event_driven, binary_source(net, proj.source))
             entries.append((pk, proj.source, int(proj.delay)))
             ring[proj.source] = max(ring[proj.source], int(proj.delay) + 1)
             if net.quantized:
@@ -86,7 +104,20 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto") -> Plan
         if net.quantized:
             for pk, _, _ in entries:
                 pk.use_int32_if(total)
-    return Plan(net, timesteps, timesteps + net.latency(), device, order, incoming, ring, in_bound)
+            if _float_state_ok(pop, net, entries, total, path) and timesteps + net.latency() < 2 ** 24:
+                # (float32 spike counts stay exact below 2^24 steps)
+                float_state.add(pop.name)
+                for pk, _, _ in entries:
+                    pk.emit_u(net.datapath.act_shift)
+    return Plan(net, timesteps, timesteps + net.latency(), device, order, incoming, ring, in_bound, float_state)
+
+
+def _float_state_ok(pop: Population, net: Network, entries: list, total: int, path: str) -> bool:
+    """The exact float32 fast path: a kernel that supports it, bounds that prove it, float32 inputs."""
+    ok = getattr(kernel_class(pop, True), "float_state_ok", None)
+    return (path == "auto" and ok is not None and bool(entries)
+            and all(pk.path == "float32" and not pk.acc_bits for pk, _, _ in entries)
+            and ok(pop, net.datapath, total))
 
 
 def encode_input(node: Input, x: torch.Tensor, quantized: bool, timesteps: int) -> torch.Tensor:
@@ -121,7 +152,7 @@ def encode_input(node: Input, x: torch.Tensor, quantized: bool, timesteps: int) 
                 elif pl.neg_value != round(pl.neg_value):
                     raise ValueError(f"input {node.name!r}: quantised payload neg_value must be an integer, got {pl.neg_value}")
                 flat = flat + (flat < 0).to(flat.dtype) * (flat * (pl.neg_value - 1)).to(flat.dtype)
-        return flat.contiguous() if quantized else flat.to(torch.float64).contiguous()
+        return flat if quantized else flat.to(torch.float64).contiguous()   # BatchRun lays quantised data out
     want = (batch,) + tuple(node.shape)
     if tuple(x.shape) != want:
         raise ValueError(f"input {node.name!r}: data has shape {tuple(x.shape)}, expected (N, *shape) = {want}")
@@ -141,12 +172,15 @@ class BatchRun:
     def __init__(self, plan: Plan, xs: dict[str, torch.Tensor], record_spikes: bool, record_voltages: bool = False):
         self.plan = plan
         net = plan.net
-        self.inputs = {name: encode_input(net[name], x, plan.quantized, plan.timesteps) for name, x in xs.items()}
+        self.inputs = {name: self._staged(name, encode_input(net[name], x, plan.quantized, plan.timesteps))
+                       for name, x in xs.items()}
         self.batch = int(next(iter(xs.values())).shape[0])
         self.kernels: dict[str, NeuronKernel] = {}
         for pop in net.populations():
             cls = kernel_class(pop, plan.quantized)
             self.kernels[pop.name] = cls(pop, self.batch, plan.device, net.datapath, plan.in_bound.get(pop.name))
+            if pop.name in plan.float_state:
+                self.kernels[pop.name].use_float_state()
         self.rings = {name: [None] * plan.ring[name] for name in plan.order}
         self.constant = {name: Emission(v) for name, v in self.inputs.items() if net[name].coding == "analog"}
         self.records = None
@@ -159,6 +193,17 @@ class BatchRun:
         self.voltages = None
         if record_voltages:  # v after the step's reset, every step (frozen outside the active window)
             self.voltages = {p.name: [] for p in net.populations()}
+
+    def _staged(self, name: str, enc: torch.Tensor) -> torch.Tensor:
+        """Quantised spike input for float32 consumers: converted once (exact: payload levels are
+        small integers), not per step, when the copy stays under INPUT_F32_BYTES."""
+        plan = self.plan
+        if not plan.quantized or plan.net[name].coding != "spikes" or enc.is_floating_point():
+            return enc
+        users = [pk for entries in plan.incoming.values() for pk, src, _ in entries if src == name]
+        if users and all(pk.path == "float32" for pk in users) and enc.numel() * 4 <= INPUT_F32_BYTES:
+            return torch.empty(enc.shape, dtype=torch.float32, device=enc.device).copy_(enc)
+        return enc.contiguous()
 
     def input_emission(self, node: Input, t: int) -> Emission | None:
         T = self.plan.timesteps
@@ -206,8 +251,12 @@ class BatchRun:
         return Emission(kernel.value(spikes), spikes)
 
     def _gather_current(self, pop: Population, t: int):
-        """The summed current of every projection into ``pop`` delivered at step t (None: nothing)."""
+        """The summed current of every projection into ``pop`` delivered at step t (None: nothing).
+
+        Float32-state targets also get a bound on this step's |u| (``kernel.u_hint``, from the
+        projections' event counts) so their overflow checks can be skipped without a pass."""
         current = None
+        hint = 0.0
         for pk, src, delay in self.plan.incoming[pop.name]:
             if t - delay < 0:
                 continue
@@ -218,5 +267,8 @@ class BatchRun:
             c = pk(em)
             if pk.acc_bits:
                 self.acc_wrap[pop.name][t] += pk.last_wrap
+            if hint is not None:
+                hint = hint + pk.last_bound if pk.u_shift is not None else None
             current = c if current is None else current + c
+        self.kernels[pop.name].u_hint = hint
         return current

@@ -89,6 +89,153 @@ class NeuronKernel:
         self.v = _param(pop, m.v_init, dtype, self.device, "v_init", integer).expand(self.batch, self.n).clone()
 
 
+# ------------------------------------------------------------- exact float32 state (fast path)
+FLOAT32_EXACT = 2 ** 24      # every integer of magnitude <= 2^24 is a float32
+
+
+def _float_bound_ok(dp: Datapath, in_bound: int | None, params: list) -> bool:
+    """Whether a population's fixed-point state may be held in float32 without changing a bit.
+
+    Static part (checked here): no decay (its products need 36 bits); u = a_in << act_shift never
+    wraps int32 (|u| < 2^31); the state range and every parameter within 2^23 (so the saturated v,
+    v - theta after firing and v + neg_reset stay integers of magnitude <= 2^24), and the current
+    wrap (if it can happen) on a range within 2^24. u itself is exact: the float32 GEMM's partial
+    sums are the integer ones times a power of two (``ProjectionKernel.emit_u``).
+    Dynamic part (``_FloatState._add_input``, every step): v + bias + u is added in float32 only
+    when the tracked interval of v and this step's bound on |u| prove the sum within 2^24;
+    otherwise that step's sum is formed in float64 (exact) and saturated back into range.
+    """
+    if in_bound is None or dp.act_shift < 0:
+        return False
+    u_max = _shift(in_bound, dp.act_shift)
+    if u_max >= INT32_HALF or u_max >= 2 ** (24 + dp.act_shift) or dp.state_bits > 24:
+        return False       # (sums of several projections' u, multiples of 2^act_shift, stay exact)
+    if u_max >= 2 ** (dp.current_bits - 1) and dp.current_bits > 24:
+        return False
+    pmax = 0
+    for p in params:
+        a = np.abs(np.asarray(p, dtype=np.float64))
+        if a.size and not np.all(np.isfinite(a)):
+            return False
+        pmax = max(pmax, float(a.max(initial=0)))
+    return pmax <= 2 ** 23
+
+
+class _FloatState:
+    """Mixin: the kernel's integer state held in float32 once :meth:`use_float_state` is called.
+
+    The plan calls it when ``float_state_ok`` holds and every incoming projection delivers
+    u = a << act_shift as float32 (``ProjectionKernel.emit_u``), so no dtype conversion runs per
+    step and the state is updated in place. ``v`` still reads as int64 (records, final states).
+
+    Overflow checks without a host sync per step: the kernel carries an interval [lo, hi] that
+    provably holds v (from v_init, the bias, the measured or static range of u, the reset rule).
+    The saturation check (aminmax + item) runs only when that interval reaches past the state range,
+    and then tightens the interval to the measured one; counts are unchanged because a skipped check
+    is one that could not have found anything. On devices where a sync is costly every check runs
+    as counting ops (as the integer path does).
+    """
+
+    float_mode = False
+    u_hint = None            # a bound on this step's |u| from the engine (None: unknown)
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self._v.to(torch.int64) if self.float_mode else self._v
+
+    @v.setter
+    def v(self, value: torch.Tensor) -> None:
+        self._v = value
+
+    def use_float_state(self) -> None:
+        self.float_mode = True
+        self._v = self._v.to(torch.float32)
+        s = 2.0 ** self.act_shift          # a_in outside int16 <=> u = a_in * 2^s outside the scaled range
+        self.a16_lo, self.a16_hi = INT16_MIN * s, INT16_MAX * s
+        self.u_static = float(_shift(self.in_bound, self.act_shift))
+        self.lo, self.hi = (float(t) for t in torch.aminmax(self._v)) if self._v.numel() else (0.0, 0.0)
+        self.bias = b = self.bias.to(torch.float32)
+        self.has_bias = bool(b.any())
+        self.b_lo, self.b_hi = (float(b.min()), float(b.max())) if b.numel() else (0.0, 0.0)
+        self.sat_lo = -self.state_max - 1 if self.state_wrap else -self.state_max
+
+    def _input_bound(self, u: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The int16 count and the 24-bit current rule on u (float32, exact); returns (u, bound on |u|).
+
+        The engine's per-step bound (``u_hint``) skips the pass when it proves both rules idle."""
+        hint = self.u_hint
+        a16, cur = self.check_a16, self.check_cur
+        if hint is not None:
+            a16 = a16 and hint > self.a16_hi
+            cur = cur and hint >= self.cur_half
+        bound = hint if hint is not None else self.u_static
+        if self.sync_free:                  # no host sync: count with ops, bound statically
+            if a16:
+                self.a16 += ((u < self.a16_lo) | (u > self.a16_hi)).sum()
+            return (self._cur_rule(u) if cur else u), bound
+        if not (a16 or cur):
+            return u, bound
+        u_lo, u_hi = (float(t) for t in torch.aminmax(u))
+        if a16 and (u_lo < self.a16_lo or u_hi > self.a16_hi):
+            self.a16 += ((u < self.a16_lo) | (u > self.a16_hi)).sum()
+        if cur and (u_lo <= -self.cur_half or u_hi > self.cur_half - (0 if self.cur_wrap else 1)):
+            u = self._cur_rule(u)           # wrap or clip: never increases |u|
+        return u, max(-u_lo, u_hi)
+
+    def _cur_rule(self, x: torch.Tensor) -> torch.Tensor:
+        """Lava's one asymmetric 24-bit wrap (or the clip), counted, on exact float32 integers."""
+        h = self.cur_half
+        if self.cur_wrap:
+            hi, lo = (x > h).to(x.dtype), (x <= -h).to(x.dtype)
+            self.wrap += (hi + lo).sum().to(torch.int64)
+            return x - hi * (2 * h) + lo * (2 * h)
+        y = x.clamp(-h + 1, h - 1)
+        self.wrap += (y != x).sum()
+        return y
+
+    def _add_input(self, v: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+        """sat(v + bias + u); in place in float32 when the interval proves every sum below 2^24."""
+        lo, hi = self.lo, self.hi
+        if self.has_bias:
+            lo, hi = lo + self.b_lo, hi + self.b_hi
+        U = 0.0
+        if u is not None:
+            u, U = self._input_bound(u)
+            lo, hi = lo - U, hi + U
+        if lo >= -FLOAT32_EXACT and hi <= FLOAT32_EXACT:
+            if self.has_bias:
+                v.add_(self.bias)
+            if u is not None:
+                v.add_(u)
+        else:                                # a sum may pass 2^24: form it in float64 (exact)
+            w = v.to(torch.float64)
+            if self.has_bias:
+                w = w + self.bias.to(torch.float64)
+            if u is not None:
+                w = w + u.to(torch.float64)
+            m = self.state_max
+            if self.state_wrap:
+                vi = w.to(torch.int64)
+                wr = ((vi + m + 1) & (2 * m + 1)) - (m + 1)
+                self.saturation += (wr != vi).sum()
+                v = wr.to(torch.float32)
+            else:
+                c = w.clamp(-m, m)
+                self.saturation += (c != w).sum()
+                self.saturation_high += (w > m).sum()
+                v = c.to(torch.float32)
+            lo, hi = (float(t) for t in torch.aminmax(v)) if not self.sync_free else (self.sat_lo, m)
+            self.lo, self.hi = lo, hi
+            return v
+        if lo < self.sat_lo or hi > self.state_max:
+            if not self.sync_free:
+                lo, hi = (float(t) for t in torch.aminmax(v))
+            if lo < self.sat_lo or hi > self.state_max:
+                v = _saturate(self, v)
+                lo, hi = max(lo, self.sat_lo), min(hi, self.state_max)
+        self.lo, self.hi = lo, hi
+        return v
+
 # ---------------------------------------------------------------------------------------- IF
 class _IFBase(NeuronKernel):
     """Shared event counting and decoding of the IF family (+1 / -1 events)."""
@@ -167,14 +314,22 @@ class FloatIF(_IFBase):
         return self._count(pos, neg)
 
 
-class FixedIF(_IFBase):
+class FixedIF(_FloatState, _IFBase):
     """Bit-accurate IF on the integer datapath (docs/fixed_point.md, Lava PyLifModelBitAcc order).
 
     u = wrap_once(wrap32(a_in << act_shift)); v = sat(decay(v) + u + bias); compare/fire/reset.
-    Counters that a static bound proves can never fire are skipped.
+    Counters that a static bound proves can never fire are skipped. With :meth:`use_float_state`
+    (chosen by the plan when :meth:`float_state_ok` proves it exact) the same integers are held in
+    float32 and updated in place.
     """
 
     value_dtype = torch.int64
+
+    @staticmethod
+    def float_state_ok(pop: Population, dp: Datapath, in_bound: int | None) -> bool:
+        m: IF = pop.neuron
+        params = [m.threshold, m.bias, m.v_init] + ([m.neg_threshold, m.neg_reset] if m.neg_threshold is not None else [])
+        return float(m.leak) == 0 and _float_bound_ok(dp, in_bound, params)
 
     def __init__(self, pop, batch, device, dp, in_bound):
         super().__init__(pop, batch, device, dp, in_bound)
@@ -205,7 +360,53 @@ class FixedIF(_IFBase):
         self.has_bias = bool(self.bias.any())
         self._init_counts()
 
+    def use_float_state(self) -> None:
+        super().use_float_state()
+        self.value_dtype = torch.float32
+        f = torch.float32
+        self.theta = self.theta.to(f)
+        self.theta_scalar = float(self.theta[0]) if self.n and bool((self.theta == self.theta[0]).all()) else None
+        self.th_min = float(self.theta.min()) if self.n else 0.0
+        self.pos = self.pos.to(f)
+        self._spk = torch.empty_like(self._v)
+        if self.signed:
+            self.neg_th, self.neg_reset = self.neg_th.to(f), self.neg_reset.to(f)
+            self.neg = self.neg.to(f)
+            self._neg = torch.empty_like(self._v)
+            self.nr_lo = float(self.neg_reset.min()) if self.n else 0.0
+            self.neg_hi = float((self.neg_th + self.neg_reset).max()) if self.n else 0.0
+
+    def _step_float(self, current):
+        """step() on float32 state (exact: every value is an integer below 2^24, float_state_ok)."""
+        v = self._add_input(self._v, current)
+        pos = torch.gt(v, self.theta, out=self._spk) if self.strict else torch.ge(v, self.theta, out=self._spk)
+        self._spk = torch.empty_like(v)           # the emitted tensor must not be overwritten next step
+        self.pos.add_(pos)
+        lo, hi = self.lo, self.hi
+        if self.signed:
+            neg = torch.lt(v, self.neg_th, out=self._neg)
+            self._neg = torch.empty_like(v)
+            neg.addcmul_(neg, pos, value=-1.0)                # not both: +1 wins
+            self.neg.add_(neg)
+        if self.zero_reset:
+            v.addcmul_(v, pos if not self.signed else pos + neg, value=-1.0)
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
+        else:
+            if self.theta_scalar is not None:
+                v.sub_(pos, alpha=self.theta_scalar)
+            else:
+                v.addcmul_(pos, self.theta, value=-1.0)
+            lo, hi = min(lo, 0.0), max(hi, hi - self.th_min)
+            if self.signed:
+                v.addcmul_(neg, self.neg_reset)
+                lo, hi = min(lo, lo + self.nr_lo), max(hi, self.neg_hi)
+        self.lo, self.hi = lo, hi
+        self._v = v
+        return pos if not self.signed else pos - neg
+
     def step(self, current):
+        if self.float_mode:
+            return self._step_float(current)
         v = _decay(self.v, self.keep, self.decay_shift)
         if self.has_bias:
             v = v + self.bias
@@ -246,8 +447,13 @@ class FloatReadout(NeuronKernel):
         return out.reshape((self.batch,) + tuple(self.pop.shape))
 
 
-class FixedReadout(FloatReadout):
+class FixedReadout(_FloatState, FloatReadout):
     """Integer readout: v = sat(v + wrap_once(a_in << act_shift) + bias), never fires."""
+
+    @staticmethod
+    def float_state_ok(pop: Population, dp: Datapath, in_bound: int | None) -> bool:
+        return _float_bound_ok(dp, in_bound, [pop.neuron.bias, pop.neuron.v_init])
+
 
     def __init__(self, pop, batch, device, dp, in_bound):
         NeuronKernel.__init__(self, pop, batch, device, dp, in_bound)
@@ -258,6 +464,9 @@ class FixedReadout(FloatReadout):
         self.bias, self.v = self.bias.to(self.dtype), self.v.to(self.dtype)
 
     def step(self, current):
+        if self.float_mode:
+            self._v = self._add_input(self._v, current)
+            return None
         v = self.v + self.bias
         if current is not None:
             v = v + _current(self, current)
@@ -283,6 +492,7 @@ def _setup_fixed_common(k: NeuronKernel, dp: Datapath, in_bound: int | None, par
     k.check_int32 = shifted is None or shifted >= INT32_HALF
     k.check_cur = shifted is None or shifted >= k.cur_half
     k.dtype = fixed_state_dtype(dp, in_bound, param_max)
+    k.in_bound = in_bound
     k.sync_free = torch.device(k.device).type != "cpu"
 
 
@@ -324,7 +534,7 @@ def _current(k, a: torch.Tensor) -> torch.Tensor:
     if not k.check_cur:
         return x
     h = k.cur_half
-    if not _out_of(k, x, -h + 1, h):
+    if not _out_of(k, x, -h + 1, h if k.cur_wrap else h - 1):   # clip mode: x = h is clipped too
         return x
     if k.cur_wrap:
         # Lava: u > 2^23 -> u - 2^24; u <= -2^23 -> u + 2^24 (once, asymmetric bounds).
@@ -342,6 +552,11 @@ def _saturate(k, v: torch.Tensor) -> torch.Tensor:
     if k.state_wrap:
         if not _out_of(k, v, -m - 1, m):
             return v
+        if v.is_floating_point():        # float32 state: wrap on the exact integers
+            vi = v.to(torch.int64)
+            w = ((vi + m + 1) & (2 * m + 1)) - (m + 1)
+            k.saturation += (w != vi).sum()
+            return w.to(v.dtype)
         w = ((v + m + 1) & (2 * m + 1)) - (m + 1)
         k.saturation += (w != v).sum()
         return w

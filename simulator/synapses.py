@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from ..ir.nodes import Conv2d, Dense, Identity, Projection, expand_channel
 from .emission import Emission
+from .event_driven import EventDriven
 
 PATHS = ("auto", "float32", "float64", "int64", "chunked")
 _EXACT_LIMIT = {"float32": 2 ** 24, "float64": 2 ** 53}
@@ -75,6 +76,8 @@ class ProjectionKernel:
                                       f"{type(proj).__name__} connectivity")
         self.w_np = w
         self.int_dtype = torch.int64   # set to int32 by the plan when the target's input sum fits
+        self.u_shift = None              # set by emit_u: deliver u = a << u_shift as exact float32
+        self.events = None               # set by enable_events: event-driven Dense sums (event_driven.py)
         self._last: tuple[Emission | None, torch.Tensor | None] = (None, None)
         self.acc_bits = 0                # > 0: this kernel wraps its sums (set below when they can wrap)
         self.last_wrap = None            # wrapped sums of the last call (int64 scalar tensor)
@@ -86,6 +89,7 @@ class ProjectionKernel:
         if np.any(np.abs(w) >= 2 ** 62):
             raise ValueError(f"projection {proj.name!r}: weight magnitude {np.abs(w).max():.0f} exceeds 2^62")
         self.w_int = w.astype(np.int64)
+        self.p_max = float(math.ceil(src_max_abs))
         self.bound = self._partial_sum_bound(src_max_abs)
         if self.bound >= 2 ** 62:
             raise ValueError(f"projection {proj.name!r}: accumulator bound {self.bound} reaches 2^62; "
@@ -131,6 +135,35 @@ class ProjectionKernel:
         if max(self.bound, self.acc_bound, sum_bound) < 2 ** 31 and not self.acc_bits:
             self.int_dtype = torch.int32
 
+    def enable_events(self, mode: str, binary: bool) -> None:
+        """Let this Dense projection sum only the active sources' weight rows when that is faster
+        (exact float paths only; ``event_driven.py``)."""
+        if mode == "off" or not self.quantized or not isinstance(self.proj, Dense) \
+                or self.path not in ("float32", "float64"):
+            return
+        n_out, n_in = self.w_np.shape
+        self.events = EventDriven(mode, binary, n_in, n_out, self.device)
+
+    def emit_u(self, act_shift: int) -> None:
+        """Deliver the target's input current u = a * 2^act_shift as float32 instead of integer a.
+
+        Only on the float32 path without a Conv wrap, for a target whose state is float32
+        (``neurons._float_bound_ok``). Scaling by a power of two is exact in binary floating point,
+        so weights pre-multiplied by 2^(weight_exp + act_shift) (weight_exp >= 0) give partial sums
+        that are the integer ones times that power: exact under the same bound B < 2^24. A negative
+        weight_exp keeps its floor shift: floor(acc * 2^weight_exp), then * 2^act_shift.
+        """
+        if self.path != "float32" or self.acc_bits or act_shift < 0:
+            raise ValueError(f"projection {self.proj.name!r}: float32 current needs the float32 path without wrap")
+        self.u_shift = int(act_shift)
+        s = self.weight_exp + act_shift if self.weight_exp >= 0 else act_shift
+        self._wu = self._w * (2.0 ** s) if self.weight_exp >= 0 else self._w
+        self.u_bound = float(_shift_int(self.acc_bound, act_shift))        # static bound on |u|
+        # per counted event, |u| grows by at most max|w| * max|payload| * 2^(weight_exp + act_shift)
+        self.u_per_event = (float(np.abs(self.w_int).max(initial=0)) * self.p_max * 2.0 ** s
+                            if self.weight_exp >= 0 else None)
+        self.last_bound = self.u_bound
+
     @property
     def acc_bound(self) -> int:
         """Bound on |a| after the weight_exp shift (floor shift keeps |a| <= ceil)."""
@@ -142,7 +175,7 @@ class ProjectionKernel:
     def _apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         p = self.proj
         if isinstance(p, Dense):
-            return x @ w
+            return x @ w if self.events is None else self.events.apply(x, w)
         if isinstance(p, Conv2d):
             x4 = x.reshape((x.shape[0],) + self.src_shape)
             y = F.conv2d(x4, w, None, tuple(p.stride), tuple(p.padding), tuple(p.dilation), int(p.groups))
@@ -159,6 +192,18 @@ class ProjectionKernel:
     def _compute(self, em: Emission) -> torch.Tensor:
         if not self.quantized:
             return self._apply(em.as_dtype(torch.float64), self._w)
+        if self.u_shift is not None:
+            u = self._apply(em.as_dtype(torch.float32), self._wu)
+            ev = self.events
+            if ev is not None and ev.last_nnz is not None and self.u_per_event is not None:
+                self.last_bound = min(self.u_bound, ev.last_nnz * self.u_per_event)
+            else:
+                self.last_bound = self.u_bound
+            if self.weight_exp < 0:      # floor shift of the exact sum, then the (exact) act_shift
+                u = torch.floor(u * (2.0 ** self.weight_exp))
+                if self.u_shift:
+                    u = u * (2.0 ** self.u_shift)
+            return u
         if self.path in _DTYPE:
             acc = self._apply(em.as_dtype(_DTYPE[self.path]), self._w)
         else:
@@ -243,3 +288,7 @@ class ProjectionKernel:
         if isinstance(p, Dense):
             return xs @ wt
         return xs * wt
+
+
+def _shift_int(x: int, s: int) -> int:
+    return x << s if s >= 0 else x >> -s
