@@ -68,6 +68,10 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
         from .transformer import simulate_operators
         if net.quantized:   # bit-accurate: simulator/transformer_fixed.py
             from .transformer_fixed import simulate_operators_fixed
+            if isinstance(x, dict):        # one input by name
+                if len(x) != 1:
+                    raise UnsupportedError("simulate: networks with operators take one input")
+                x = next(iter(x.values()))
             if record_states or record_voltages:
                 raise UnsupportedError("simulate: states and voltages are not recorded for networks with operators yet")
             return simulate_operators_fixed(net, x, timesteps, batch_size=batch_size, device=device,
