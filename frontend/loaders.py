@@ -70,7 +70,7 @@ def _onnx_to_fx(model, path: Path) -> fx.GraphModule:
     check_convertible(model, path)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     try:
-        return onnx2torch.convert(model)
+        return _convert_inferred(onnx2torch, model)
     except NotImplementedError as first:
         if opset <= ONNX2TORCH_MAX_OPSET:
             raise UnsupportedOpError(f"{path}: {first}") from None
@@ -80,6 +80,52 @@ def _onnx_to_fx(model, path: Path) -> fx.GraphModule:
         except Exception as second:  # noqa: BLE001 - report both attempts
             raise UnsupportedOpError(f"{path}: onnx2torch cannot convert opset {opset} ({first}), and converting "
                                      f"to opset {ONNX2TORCH_MAX_OPSET} failed ({second})") from None
+
+
+_STRIP_ELEMENTS = 1024  # initializers above this size are weights: shape inference needs only their type
+
+
+def _infer_shapes_light(model) -> None:
+    """ONNX shape inference with the weights left out, its value_info copied into ``model``.
+
+    ``onnx.shape_inference.infer_shapes`` serialises the whole model and parses a second copy; on a
+    ViT-B that is two extra copies of the weights. Large initializers only contribute their type
+    (element type and dims), which a graph input of the same type states exactly, so inference runs
+    on a copy whose large initializers are replaced by such inputs; small ones (shape tensors that
+    inference reads) stay."""
+    from onnx import helper, shape_inference
+    light = type(model)()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.graph.name = model.graph.name
+    light.graph.node.extend(model.graph.node)
+    light.graph.input.extend(model.graph.input)
+    light.graph.output.extend(model.graph.output)
+    light.graph.value_info.extend(model.graph.value_info)
+    light.graph.sparse_initializer.extend(model.graph.sparse_initializer)
+    names = {i.name for i in model.graph.input}
+    for init in model.graph.initializer:
+        if int(np.prod(init.dims)) > _STRIP_ELEMENTS:
+            if init.name not in names:
+                light.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        else:
+            light.graph.initializer.append(init)
+    light.functions.extend(model.functions)
+    inferred = shape_inference.infer_shapes(light)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+
+
+def _convert_inferred(onnx2torch, model):
+    """``onnx2torch.convert`` with the light shape inference above instead of its own full-copy one."""
+    from onnx2torch import converter
+    _infer_shapes_light(model)
+    original = converter.safe_shape_inference
+    converter.safe_shape_inference = lambda m, **kw: m
+    try:
+        return onnx2torch.convert(model)
+    finally:
+        converter.safe_shape_inference = original
 
 
 def load_onnx(path: Path, input_shape=None) -> tuple[fx.GraphModule, tuple[int, ...], int | None]:
@@ -94,7 +140,7 @@ def load_onnx(path: Path, input_shape=None) -> tuple[fx.GraphModule, tuple[int, 
     if len(model.graph.node) == 0:
         raise FrontendError(f"{path}: not an ONNX model (the graph has no nodes)")
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(path))  # the checker reads the file itself (no serialised copy of `model`)
     except onnx.checker.ValidationError as e:
         raise FrontendError(f"{path}: invalid ONNX model ({str(e).splitlines()[0]})") from None
     shape, batch = _onnx_input_shape(model, path, input_shape)

@@ -525,8 +525,30 @@ def _region(s: "Normaliser", x: fx.Node, exit_: fx.Node, order: dict[fx.Node, in
     return region
 
 
+_PREFILTER = 4096  # elements compared first: a candidate region that fails there is rejected without the full check
+
+
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and bool(torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5 * (1 + float(b.abs().max()))))
+    """allclose with a tolerance relative to max|b|. A prefix of the elements is compared first with
+    the same tolerance (a necessary condition), so most wrong candidates cost almost nothing."""
+    if a.shape != b.shape:
+        return False
+    atol = 1e-5 * (1 + float(b.abs().max()))
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    if fa.numel() > _PREFILTER and not torch.allclose(fa[:_PREFILTER].double(), fb[:_PREFILTER].double(),
+                                                      rtol=1e-4, atol=atol):
+        return False
+    return bool(torch.allclose(a.double(), b.double(), rtol=1e-4, atol=atol))
+
+
+def _gelu_close(x: torch.Tensor, y: torch.Tensor, approx: str) -> bool:
+    """``_close(gelu(x), y)``; GELU is elementwise, so a prefix of x is tried first (same tolerance)."""
+    fx, fy = x.reshape(-1), y.reshape(-1)
+    k = min(_PREFILTER, fx.numel())
+    atol = 1e-5 * (1 + float(y.abs().max()))
+    if not torch.allclose(F.gelu(fx[:k].double(), approximate=approx), fy[:k].double(), rtol=1e-4, atol=atol):
+        return False
+    return _close(F.gelu(x.double(), approximate=approx), y)
 
 
 def _fit_affine(x: torch.Tensor, eps: float, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
@@ -581,7 +603,7 @@ def find_token_patterns(s: "Normaliser") -> tuple[dict[fx.Node, tuple], set[fx.N
                 xv, ev = s.values[x], s.values[e]
                 if kind in ("erf", "tanh"):
                     approx = "none" if kind == "erf" else "tanh"
-                    if xv.shape == ev.shape and _close(F.gelu(xv.double(), approximate=approx), ev):
+                    if xv.shape == ev.shape and _gelu_close(xv, ev, approx):
                         hit = (e, ("GELU", x, {"approximate": approx}), region)
                 elif kind == "sqrt" and xv.ndim >= 2:
                     eps = _eps_of(s, region, seed)

@@ -45,11 +45,16 @@ def digest(content: bytes | memoryview) -> str:
 
 def seal_file(path: str | os.PathLike) -> None:
     """Write the seal into the user block of a complete HDF5 file that reserved 512 bytes."""
-    with open(path, "r+b") as fh:
-        data = fh.read()
-        if len(data) < USERBLOCK_SIZE + len(HDF5_SIGNATURE) or data[USERBLOCK_SIZE:USERBLOCK_SIZE + 8] != HDF5_SIGNATURE:
+    with open(path, "r+b") as fh:   # hashed in chunks: a large network is never held twice in memory
+        head = fh.read(USERBLOCK_SIZE + len(HDF5_SIGNATURE))
+        if len(head) < USERBLOCK_SIZE + len(HDF5_SIGNATURE) or head[USERBLOCK_SIZE:] != HDF5_SIGNATURE:
             raise SealError("no HDF5 superblock after a 512-byte user block")
-        line = MAGIC + f"{SEAL_VERSION} sha256 {digest(memoryview(data)[USERBLOCK_SIZE:])} length {len(data)}\n".encode()
+        h = hashlib.sha256(head[USERBLOCK_SIZE:])
+        length = len(head)
+        while chunk := fh.read(1 << 24):
+            h.update(chunk)
+            length += len(chunk)
+        line = MAGIC + f"{SEAL_VERSION} sha256 {h.hexdigest()} length {length}\n".encode()
         fh.seek(0)
         fh.write(line.ljust(USERBLOCK_SIZE, b"\x00"))
         fh.flush()

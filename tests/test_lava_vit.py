@@ -78,6 +78,7 @@ def test_operator_with_float_arithmetic_is_refused_by_name(tiny_qvit):
         op.arithmetic = old
 
 
+@pytest.mark.slow
 def test_cli_verify_lava_exits_0_on_the_digits_vit(digits, tmp_path):
     x_train, _, x_test, y_test = digits
     onnx = export_onnx(pretrained_digits_vit("vit"), tmp_path / "vit.onnx")
