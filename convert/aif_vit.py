@@ -33,7 +33,8 @@ substitute. The residual stream stays in the accumulator (Relay populations), th
 
 ``search='none'`` is the layer-wise baseline (paper 000 Table 4's "Baseline"): one threshold per
 value, the data-normalised lambda = the ``percentile``-th percentile of |values| (a ViT's values
-are signed), z = 0, on the same neuron and operators.
+are signed), z = 0, on the same neuron and operators. The option ``fit`` has no effect here: an AIF
+neuron of a ViT integrates the very value it stands for (there is no ReLU between them).
 """
 from __future__ import annotations
 
