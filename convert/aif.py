@@ -431,6 +431,7 @@ class AIFMethod(ConversionMethod):
     seed: int = 0
     _params: dict = field(default_factory=dict, repr=False)   # ANN node -> GridResult
     _offsets: dict = field(default_factory=dict, repr=False)  # IR population -> (z, event value, shape)
+    _vit: dict = field(default_factory=dict, repr=False)      # ViT: ANN value -> full-shape (theta, z)
 
     def __post_init__(self) -> None:
         if self.timesteps is None:
@@ -457,7 +458,19 @@ class AIFMethod(ConversionMethod):
             return None
         return np.sort(np.random.default_rng(self.seed).choice(n, self.max_values, replace=False))
 
+    def own_structure(self, ann: AnnModel) -> bool:
+        """Vision Transformers are built by convert/aif_vit.py (ECMT's placements), CNNs lowered."""
+        from .aif_vit import is_transformer
+        return is_transformer(ann.graph)
+
+    def build(self, ann: AnnModel, calib_x: np.ndarray) -> tuple[ir.Network, dict]:
+        from .aif_vit import build
+        return build(self, ann)
+
     def prepare(self, ann: AnnModel, calib_x: np.ndarray) -> None:
+        if self.own_structure(ann):
+            from .aif_vit import prepare
+            return prepare(self, ann, calib_x)
         nodes = ann.graph.activations()
         quant = [n.name for n in nodes if isinstance(n, G.QuantAct)]
         if quant:

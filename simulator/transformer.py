@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from ..errors import UnsupportedError
 from ..ir import operators as O
 from ..ir.graph import Network
-from ..ir.nodes import Conv2d, Dense, Identity, Input, Operator, Population, Readout, expand_channel
+from ..ir.nodes import IF, Conv2d, Dense, Identity, Input, Operator, Population, Readout, expand_channel
+from .neurons import FloatIF
 from .operators import MTKernel, OperatorKernel
 from .result import LayerStats, SimResult
 
-SUPPORTED = "Input (analog), MultiThreshold / Relay / Readout populations, Dense / Conv2d / Identity / TokenDense, typed operators"
+SUPPORTED = "Input (analog), MultiThreshold / IF (AIF's signed IF) / Relay / Readout populations, Dense / Conv2d / Identity / TokenDense, typed operators"
 
 
 def has_operators(net: Network) -> bool:
@@ -41,12 +42,15 @@ def _project(proj, src: torch.Tensor, batch: int, dst_shape: tuple[int, ...], w:
 
 
 def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[int, ...] = (), batch_size: int = 64,
-                       device=None, dtype: torch.dtype = torch.float32, record_spikes: bool = False
+                       device=None, dtype: torch.dtype = torch.float32, record_spikes: bool = False,
+                       checkpoint_events: dict | None = None
                        ) -> tuple[SimResult, dict[int, np.ndarray]]:
     """Float simulation of ``net`` for ``timesteps``; returns the result and, for each t in
     ``checkpoints`` (<= timesteps), the decoded output of ``net.outputs[0]`` after t steps.
     ``dtype`` float32 (default) or float64 for every value and state. ``record_spikes``: keep
-    every MT population's signed levels per step, (N, T, *shape) int32, in ``SimResult.spikes``."""
+    every MT population's signed levels per step, (N, T, *shape) int32, in ``SimResult.spikes``. A dict passed as
+    ``checkpoint_events`` receives, for each checkpoint t, the events per sample (N,) of all spiking
+    populations during the first t steps."""
     if net.quantized:
         raise UnsupportedError("bit-accurate simulation of networks with Transformer operators is not implemented "
                                   "yet; simulate the float network")
@@ -65,7 +69,7 @@ def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[in
     for node in order:
         if isinstance(node, Input) and node.coding != "analog":
             raise UnsupportedError(f"input {node.name!r}: coding {node.coding!r} (operator networks take analog input)")
-        if isinstance(node, Population) and not isinstance(node.neuron, (O.MultiThreshold, O.Relay, Readout)):
+        if isinstance(node, Population) and not isinstance(node.neuron, (O.MultiThreshold, IF, O.Relay, Readout)):
             raise UnsupportedError(f"population {node.name!r}: neuron {type(node.neuron).__name__} is not simulated "
                                       f"with operators ({SUPPORTED})")
         if getattr(node, "delay", 0) or getattr(node, "t_start", 0):
@@ -74,7 +78,7 @@ def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[in
     n = xs.shape[0]
     weights = {p.name: torch.as_tensor(np.asarray(p.weight), device=dev, dtype=dtype) for p in net.projections()}
     outs, checks = [], {c: [] for c in checkpoints}
-    counts = {p.name: [] for p in net.populations() if isinstance(p.neuron, O.MultiThreshold)}
+    counts = {p.name: [] for p in net.populations() if isinstance(p.neuron, (O.MultiThreshold, IF))}
     decoded = {n.name: [] for n in list(net.populations()) + list(net.operators())}
     trains = {name: [] for name in counts} if record_spikes else None
     with torch.no_grad():
@@ -85,6 +89,8 @@ def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[in
                 trains[name].append(res["trains"][name])
             for c in checkpoints:
                 checks[c].append(res["checks"][c])
+                if checkpoint_events is not None:
+                    checkpoint_events.setdefault(c, []).append(res["events"][c])
             for name in counts:
                 counts[name].append(res["counts"][name])
             for name in decoded:
@@ -103,6 +109,8 @@ def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[in
                        predictions=out.reshape(n, -1).argmax(axis=1), spike_counts=spike_counts, layers=layers,
                        timesteps=T, steps_run=T, quantized=False, activations=activations,
                        spikes={k: np.concatenate(v) for k, v in trains.items()} if trains is not None else None)
+    if checkpoint_events is not None:
+        checkpoint_events.update({c: np.concatenate(checkpoint_events[c]) for c in checkpoints})
     return result, {c: np.concatenate(v) for c, v in checks.items()}
 
 
@@ -119,6 +127,9 @@ def _run_batch(net, order, weights, xb, T, checkpoints, dev, dtype, record_spike
             if isinstance(node.neuron, O.MultiThreshold):
                 kernels[node.name] = MTKernel(node.neuron, shape, batch, dev, dtype)
                 events[node.name] = torch.zeros((batch,) + shape, device=dev, dtype=torch.int64)
+            elif isinstance(node.neuron, IF):  # AIF / layer-wise signed IF: the float kernel of simulator/neurons.py
+                kernels[node.name] = FloatIF(node, batch, dev, None, None)
+                events[node.name] = torch.zeros((batch,) + shape, device=dev, dtype=torch.int64)
             else:
                 biases[node.name] = torch.as_tensor(expand_channel(node.neuron.bias, shape), device=dev, dtype=dtype)
             sums[node.name] = torch.zeros((batch,) + shape, device=dev, dtype=dtype)
@@ -130,7 +141,7 @@ def _run_batch(net, order, weights, xb, T, checkpoints, dev, dtype, record_spike
     incoming = {p.name: net.incoming(p.name) for p in net.populations()}
     trains = {k: torch.zeros((batch, T) + tuple(net[k].shape), dtype=torch.int32, device=dev)
               for k in events} if record_spikes else {}
-    checks = {}
+    checks, ev = {}, {}
     out_name = net.outputs[0]
     for t in range(1, T + 1):
         emit: dict[str, torch.Tensor] = {}    # what projections see
@@ -154,6 +165,16 @@ def _run_batch(net, order, weights, xb, T, checkpoints, dev, dtype, record_spike
                     emit[name] = e
                     value[name] = e * scale + offset
                     sums[name] += value[name]
+                elif isinstance(node.neuron, IF):  # state in float64; events +-1 (neg_value applied)
+                    k = kernels[name]
+                    s = k.step(cur.reshape(batch, -1).to(torch.float64))
+                    events[name] += (s != 0).reshape((batch,) + shape).to(torch.int64)
+                    if name in trains:
+                        trains[name][:, t - 1] = s.reshape((batch,) + shape).to(torch.int32)
+                    e = k.value(s).reshape((batch,) + shape).to(dtype)
+                    emit[name] = e
+                    value[name] = e * scale + offset
+                    sums[name] += value[name]
                 elif isinstance(node.neuron, O.Relay):
                     e = cur + biases[name]
                     emit[name] = e
@@ -168,10 +189,12 @@ def _run_batch(net, order, weights, xb, T, checkpoints, dev, dtype, record_spike
                 sums[name] = v if name not in sums else sums[name] + v
         if t in checkpoints:
             checks[t] = _decode(net[out_name], sums[out_name], t).cpu().numpy()
+            ev[t] = sum((e.reshape(batch, -1).sum(1) for e in events.values()),
+                        torch.zeros(batch, dtype=torch.int64, device=dev)).cpu().numpy()
     decoded = {p.name: _decode(p, sums[p.name], T).cpu().numpy() for p in net.populations()}
     for op in net.operators():   # mean per-step output of every operator (fidelity compares them)
         decoded[op.name] = (sums[op.name] / T).cpu().numpy()
-    return {"checks": checks, "decoded": decoded, "counts": {k: v.cpu().numpy() for k, v in events.items()},
+    return {"checks": checks, "events": ev, "decoded": decoded, "counts": {k: v.cpu().numpy() for k, v in events.items()},
             "trains": {k: v.cpu().numpy() for k, v in trains.items()}}
 
 
