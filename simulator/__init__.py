@@ -68,6 +68,9 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
         from .transformer import simulate_operators
         if record_states or record_spikes or record_voltages:
             raise UnsupportedError("simulate: per-step records are not available for networks with operators yet")
+        if net.coding == "C2":  # stbif / pmsm on a ViT: C2 float simulation (simulator/transformer_c2.py)
+            from .transformer_c2 import simulate_c2
+            return simulate_c2(net, x, timesteps, batch_size=batch_size, device=device)[0]
         return simulate_operators(net, x, timesteps, batch_size=batch_size, device=device)[0]
     data = _as_inputs(net, x)
     plan = build_plan(net, int(timesteps), device, path)
