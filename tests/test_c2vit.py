@@ -113,3 +113,27 @@ def test_c2_operators_telescope_to_F_of_the_sum():
 def test_stbif_refuses_a_vit_without_quantisers(vit_onnx, digits):
     with pytest.raises(ConversionError, match="spikeport finetune"):
         convert(load_model(vit_onnx), digits[0][:16], method="stbif")
+
+
+def test_c2_network_round_trips_and_the_commands_refuse_it_by_node(qanns, digits, tmp_path):
+    from typer.testing import CliRunner
+
+    from spikeport import ir
+    from spikeport.cli import app
+
+    _, ann = qanns["stbif"]
+    net = convert(ann, digits[0][:64], method="stbif")
+    path = ir.save(net, tmp_path / "net.h5")
+    back = ir.load(path)
+    x = digits[2][:32]
+    a = simulate_c2(net, x, 20)[0].outputs
+    b = simulate_c2(back, x, 20)[0].outputs
+    assert back.coding == "C2" and np.array_equal(a, b)
+    np.savez(tmp_path / "d.npz", x=digits[2][:8], y=digits[3][:8])
+    runner = CliRunner()
+    for args, says in ((["compile", path, "--profile", "loihi2", "--out", tmp_path / "q.h5"], "operator"),
+                       (["resources", path, "--profile", "loihi2"], "TokenDense"),
+                       (["export", path, "--target", "lava", "--out", tmp_path / "lv"], "quantised"),
+                       (["verify", path, "--data", tmp_path / "d.npz", "--timesteps", "4"], "quantised")):
+        r = runner.invoke(app, [str(v) for v in args])
+        assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, (args[0], r.output)
