@@ -137,3 +137,19 @@ def test_c2_network_round_trips_and_the_commands_refuse_it_by_node(qanns, digits
                        (["verify", path, "--data", tmp_path / "d.npz", "--timesteps", "4"], "quantised")):
         r = runner.invoke(app, [str(v) for v in args])
         assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, (args[0], r.output)
+
+
+def test_encoder_definition_also_converts_exactly(digits, tmp_path):
+    """The nn.TransformerEncoder digits ViT (mean pooling, no class token), unfine-tuned QANN (0 epochs)."""
+    onnx = export_onnx(pretrained_digits_vit("encoder"), tmp_path / "enc.onnx")
+    x = digits[2][:64]
+    for m, T in (("stbif", 32), ("pmsm", 1)):
+        s = finetune_file(onnx, m, digits[0][:128], digits[1][:128], 0, tmp_path / f"{m}.pt2", progress=False)
+        ann = load_model(s.out)
+        logits, levels = qann_levels(ann, x)
+        net = convert(ann, digits[0][:64], method=m)
+        res = simulate_c2(net, x, T, batch_size=len(x), keep_levels=True)[0]
+        for p in net.populations():
+            if p.source in levels:
+                assert np.array_equal(res.activations[p.name], levels[p.source]), (m, p.name)
+        assert np.array_equal(res.predictions, logits.argmax(1)), m
