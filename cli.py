@@ -570,7 +570,7 @@ def resources(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
 
 @command()
 def finetune(model: Path = typer.Argument(..., help="The trained ANN (ONNX or .pt2)."),
-             method: str = typer.Option("qcfs", help="Method whose activation is swapped in (qcfs, ...)."),
+             method: str = typer.Option("qcfs", help="Method whose activation is swapped in (qcfs, pmsm; ViTs: stbif, pmsm)."),
              train: Path = typer.Option(..., "--train", help="DATA.npz with x (float32) and labels y."),
              epochs: int = typer.Option(..., parser=check.int_at_least(0), metavar="INTEGER",
                                         help="Fine-tuning epochs."),
@@ -585,7 +585,8 @@ def finetune(model: Path = typer.Argument(..., help="The trained ANN (ONNX or .p
     from . import convert as _methods  # noqa: F401  (registers every method's fine-tuning activation)
     from . import datasets, frontend
     from .convert.finetune import ACTIVATION_FACTORIES, finetune_file
-    check.choice(method, sorted(ACTIVATION_FACTORIES), "--method")
+    from .convert.finetune_vit import C2_METHODS
+    check.choice(method, sorted(set(ACTIVATION_FACTORIES) | set(C2_METHODS)), "--method")
     check.positive_finite(lr, "--lr")
     dev = check.device(device)
     if out.suffix.lower() != ".pt2":

@@ -8,6 +8,7 @@ from .calibrate import ActivationStats, activation_stats, calibrate
 from .lower import ActivationContext, ConversionError, NeuronSpec, lower
 from .registry import METHODS, ConversionMethod, convert, register_method
 from . import aif, ecmt, if_method, mbe_vit, negspike, pmsm, qcfs  # noqa: F401  (each registers its method)
+from . import c2vit  # noqa: F401  (stbif; pmsm on ViTs)
 
 __all__ = ["METHODS", "ActivationContext", "ActivationStats", "ConversionError", "ConversionMethod", "NeuronSpec",
            "activation_stats", "calibrate", "convert", "lower", "register_method"]

@@ -199,10 +199,20 @@ def finetune_file(model, method: str, x: np.ndarray, y: np.ndarray, epochs: int,
     kwargs = {} if isinstance(model, (str, Path)) else {"input_shape": tuple(np.asarray(x).shape[1:])}
     ann = load_model(model, maxpool="avg", **kwargs)
     before = ann.evaluate(x, y)["accuracy"]
-    lv = DEFAULT_LEVELS.get(method, 8) if levels is None else int(levels)
+    from .finetune_vit import C2_METHODS, DEFAULT_VIT_LEVELS, insert_quantisers, is_transformer
+    vit = method in C2_METHODS and is_transformer(ann.graph)
+    if method in C2_METHODS and method not in ACTIVATION_FACTORIES and not vit:
+        from .lower import ConversionError
+        raise ConversionError(f"finetune {ann.source} --method {method}: {method} fine-tunes Vision Transformers "
+                              "(LayerNorm/attention); this model has none")
+    lv = (DEFAULT_VIT_LEVELS if vit else DEFAULT_LEVELS.get(method, 8)) if levels is None else int(levels)
     try:
-        tuned = finetune_for_method(ann.module, method, x, y, epochs, levels=lv, lr=lr, batch_size=batch_size,
-                                    seed=seed, progress=progress, device=device, freeze_bn=True)
+        if vit:  # C2 ViT QANN: quantisers where SpikeZIP-TF puts its neurons (convert/finetune_vit.py)
+            tuned = finetune(insert_quantisers(ann, method, lv, x), x, y, epochs, lr=lr, batch_size=batch_size,
+                             seed=seed, progress=progress, device=device, freeze_bn=True)
+        else:
+            tuned = finetune_for_method(ann.module, method, x, y, epochs, levels=lv, lr=lr, batch_size=batch_size,
+                                        seed=seed, progress=progress, device=device, freeze_bn=True)
     except ValueError as e:  # the checks of finetune / swap_activations: the model or options do not fit
         if isinstance(e, SpikeportError):
             raise

@@ -101,6 +101,20 @@ class PMSMMethod(ConversionMethod):
     def calibration_summary(self) -> dict:
         return {name: dict(v) for name, v in self._chosen.items()}
 
+    def own_structure(self, ann: AnnModel) -> bool:
+        """A Vision Transformer QANN is built in C2 coding by convert/c2vit.py (PMSM on ViT builds on
+        SpikeZIP-TF's framework, methods.md section 4); CNNs go through the shared lowering (C1)."""
+        from .finetune_vit import is_transformer
+        if is_transformer(ann.graph):
+            self.coding = "C2"
+            return True
+        return False
+
+    def build(self, ann: AnnModel, calib_x: np.ndarray):
+        from .c2vit import build_c2
+        net, pops, self._chosen = build_c2(ann, "pmsm")
+        return net, pops
+
 
 def pmsm_finetune(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 10, levels: int = 8,
                   alpha: float = -0.25, beta: float = 1.0, lam: float = 8.0, lr: float = 1e-3, seed: int = 0,

@@ -129,7 +129,7 @@ def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str
         text = str(e)
         raise ConversionError(text if text.startswith(f"method {method!r}") else f"method {method!r}: {text}") from None
     x_min, x_max = float(x.min()), float(x.max())
-    if m.own_structure(ann):  # methods with their own structure (Transformers: convert/ecmt.py, convert/aif_vit.py)
+    if m.own_structure(ann):  # methods with their own structure (Transformers: convert/ecmt.py, convert/aif_vit.py, convert/c2vit.py)
         net, populations = m.build(ann, x)
     else:
         net, populations = lower(ann, m, input_nonneg=x_min >= 0.0, input_coding=m.input_coding, pool=pool)

@@ -12,6 +12,7 @@ from . import neurons_cuba  # noqa: F401  (registers CubaLIF, CubaLI)
 from . import neurons_mbe  # noqa: F401  (registers MBE, MBETable)
 from . import operators  # noqa: F401  (registers MultiThreshold, Relay, TokenDense and the typed operators)
 from . import operators_mbe  # noqa: F401  (registers the MBE product and exponent/mantissa operators)
+from . import operators_c2  # noqa: F401  (registers STBIF and the C2 operators)
 from .nodes import (IF, NEURON_TYPES, NODE_TYPES, PROJECTION_TYPES, Conv2d, Dense, Identity, Input,
                     NeuronModel, Node, Operator, Population, Projection, Readout, SpikePayload,
                     expand_channel, register_neuron, register_projection)

@@ -1,0 +1,155 @@
+"""C2 coding on the digits ViT (issue 11): ST-BIF (SpikeZIP-TF) and PMSM, from fine-tuned QANN to
+spikes. Exactness is checked on integer levels with equality; logits, which are float64 sums of
+telescoped operator differences, to float64 rounding."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spikeport.convert import ConversionError, convert
+from spikeport.convert.finetune import finetune_file
+from spikeport.frontend import load_model
+from spikeport.frontend import ann_graph as G
+from spikeport.frontend.ann_eval import evaluate_graph
+from spikeport.ir import operators_c2 as C2
+from spikeport.ir.neurons_extra import MultiSpikeIF
+from spikeport.models.digits_vit import pretrained_digits_vit
+from spikeport.report.pmsm_power import pmsm_power
+from spikeport.simulator.transformer_c2 import simulate_c2
+
+from conftest import export_onnx
+
+
+@pytest.fixture(scope="module")
+def vit_onnx(tmp_path_factory):
+    torch.set_num_threads(1)
+    return export_onnx(pretrained_digits_vit("vit"), tmp_path_factory.mktemp("c2") / "vit.onnx")
+
+
+@pytest.fixture(scope="module")
+def qanns(vit_onnx, digits, tmp_path_factory):
+    """A briefly fine-tuned QANN per method (1 epoch on 256 samples: exactness does not need accuracy)."""
+    x, y = digits[0][:256], digits[1][:256]
+    d = tmp_path_factory.mktemp("q")
+    out = {}
+    for m in ("stbif", "pmsm"):
+        s = finetune_file(vit_onnx, m, x, y, 1, d / f"{m}.pt2", progress=False)
+        out[m] = (s, load_model(s.out))
+    return out
+
+
+def qann_levels(ann, x) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The QANN's logits and each QuantAct's integer level, in float64."""
+    names = [n.name for n in ann.graph if isinstance(n, G.QuantAct)]
+    vals = evaluate_graph(ann.graph, x, keep=names, dtype=torch.float64)
+    levels = {n: np.rint(vals[n].numpy() / ann.graph[n].step) for n in names}
+    return vals["output"].numpy(), levels
+
+
+def test_finetune_writes_a_qann_with_quantisers_where_spikezip_puts_neurons(qanns):
+    for m, hi in (("stbif", 7), ("pmsm", 8)):
+        s, ann = qanns[m]
+        q = [n for n in ann.graph if isinstance(n, G.QuantAct)]
+        # 2 blocks x (qkv in, q, k, v, softmax out, proj in, fc1 in, fc2 in)
+        assert len(q) == 16 and s.levels == 16
+        assert {(n.min_level, n.max_level) for n in q} == {(-8, hi)}
+        consumers = {u.op for n in q for u in ann.graph.users(n.name)}
+        assert consumers == {"Linear", "MatMul"}
+
+
+def test_stbif_summed_over_enough_steps_equals_the_qann(qanns, digits):
+    _, ann = qanns["stbif"]
+    x = digits[2]
+    logits, levels = qann_levels(ann, x)
+    net = convert(ann, digits[0][:64], method="stbif")
+    assert net.coding == "C2"
+    pops = {p.source: p for p in net.populations() if isinstance(p.neuron, C2.STBIF)}
+    assert set(pops) == set(levels)
+    res, checks, counts = simulate_c2(net, x, 32, checkpoints=(24, 32), batch_size=len(x), keep_levels=True)
+    for src, pop in pops.items():  # every ST-BIF neuron's spike sum IS its QANN level (integer equality)
+        assert np.array_equal(res.activations[pop.name], levels[src]), src
+    assert np.array_equal(checks[24], checks[32])  # settled: no spikes after step 24
+    assert np.array_equal(res.predictions, logits.argmax(1))
+    assert np.abs(res.outputs - logits).max() <= 1e-12 * max(1.0, np.abs(logits).max())
+    assert counts.total_events == counts.total_spikes  # at most one signed spike per step
+
+
+def test_pmsm_at_T1_gives_the_qann_predictions_on_every_test_sample(qanns, digits):
+    _, ann = qanns["pmsm"]
+    x = digits[2]
+    logits, levels = qann_levels(ann, x)
+    net = convert(ann, digits[0][:64], method="pmsm")
+    assert net.coding == "C2" and all(isinstance(p.neuron, MultiSpikeIF) for p in net.populations()
+                                      if p.source in levels)
+    res, _, counts = simulate_c2(net, x, 1, batch_size=len(x), keep_levels=True)
+    for p in net.populations():
+        if p.source in levels:
+            assert np.array_equal(res.activations[p.name], levels[p.source]), p.name
+    assert np.array_equal(res.predictions, logits.argmax(1))
+    assert np.abs(res.outputs - logits).max() <= 1e-12 * max(1.0, np.abs(logits).max())
+    # the power figure from the measured counts, both conventions (graded event vs |n| spikes)
+    p = pmsm_power(counts.total_events, counts.total_spikes, counts.samples, 1)
+    assert counts.total_spikes > counts.total_events > 0
+    assert p["spikes"]["power_w"] == pytest.approx(0.9e-12 * counts.total_spikes / len(x) / 1e-3, rel=1e-12)
+    assert p["events"]["power_w"] == pytest.approx(0.9e-12 * counts.total_events / len(x) / 1e-3, rel=1e-12)
+
+
+def test_c2_operators_telescope_to_F_of_the_sum():
+    rng = np.random.default_rng(0)
+    xs = [torch.as_tensor(rng.normal(size=(2, 3, 5))) for _ in range(4)]
+    from spikeport.simulator.transformer_c2 import C2Kernel
+    op = C2.SoftmaxC2("s", inputs=("a",), shape=(3, 5), scale=0.7)
+    k = C2Kernel(op, 2, "cpu", torch.float64)
+    total = sum(k.step([x], t + 1) for t, x in enumerate(xs))
+    assert torch.allclose(total, torch.softmax(0.7 * sum(xs), -1), rtol=0, atol=1e-14)
+    a = [torch.as_tensor(rng.integers(-3, 4, size=(2, 3, 4)).astype(np.float64)) for _ in range(4)]
+    b = [torch.as_tensor(rng.integers(-3, 4, size=(2, 4, 5)).astype(np.float64)) for _ in range(4)]
+    mk = C2Kernel(C2.MatMulC2("m", inputs=("a", "b"), shape=(3, 5)), 2, "cpu", torch.float64)
+    total = sum(mk.step([p, q], t + 1) for t, (p, q) in enumerate(zip(a, b)))
+    assert torch.equal(total, sum(a) @ sum(b))  # small integers: exact arithmetic, equality
+
+
+def test_stbif_refuses_a_vit_without_quantisers(vit_onnx, digits):
+    with pytest.raises(ConversionError, match="spikeport finetune"):
+        convert(load_model(vit_onnx), digits[0][:16], method="stbif")
+
+
+def test_c2_network_round_trips_and_the_commands_refuse_it_by_node(qanns, digits, tmp_path):
+    from typer.testing import CliRunner
+
+    from spikeport import ir
+    from spikeport.cli import app
+
+    _, ann = qanns["stbif"]
+    net = convert(ann, digits[0][:64], method="stbif")
+    path = ir.save(net, tmp_path / "net.h5")
+    back = ir.load(path)
+    x = digits[2][:32]
+    a = simulate_c2(net, x, 20)[0].outputs
+    b = simulate_c2(back, x, 20)[0].outputs
+    assert back.coding == "C2" and np.array_equal(a, b)
+    np.savez(tmp_path / "d.npz", x=digits[2][:8], y=digits[3][:8])
+    runner = CliRunner()
+    for args, says in ((["compile", path, "--profile", "loihi2", "--out", tmp_path / "q.h5"], "operator"),
+                       (["resources", path, "--profile", "loihi2"], "TokenDense"),
+                       (["export", path, "--target", "lava", "--out", tmp_path / "lv"], "quantised"),
+                       (["verify", path, "--data", tmp_path / "d.npz", "--timesteps", "4"], "quantised")):
+        r = runner.invoke(app, [str(v) for v in args])
+        assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, (args[0], r.output)
+
+
+def test_encoder_definition_also_converts_exactly(digits, tmp_path):
+    """The nn.TransformerEncoder digits ViT (mean pooling, no class token), unfine-tuned QANN (0 epochs)."""
+    onnx = export_onnx(pretrained_digits_vit("encoder"), tmp_path / "enc.onnx")
+    x = digits[2][:64]
+    for m, T in (("stbif", 32), ("pmsm", 1)):
+        s = finetune_file(onnx, m, digits[0][:128], digits[1][:128], 0, tmp_path / f"{m}.pt2", progress=False)
+        ann = load_model(s.out)
+        logits, levels = qann_levels(ann, x)
+        net = convert(ann, digits[0][:64], method=m)
+        res = simulate_c2(net, x, T, batch_size=len(x), keep_levels=True)[0]
+        for p in net.populations():
+            if p.source in levels:
+                assert np.array_equal(res.activations[p.name], levels[p.source]), (m, p.name)
+        assert np.array_equal(res.predictions, logits.argmax(1)), m
