@@ -125,7 +125,7 @@ class _Builder:
         self.ranges: dict[str, float] = {}  # IR node -> max |per-sample value| of its ANN tensor (calibration)
 
     def note_range(self, ir_name: str, ann_name: str, factor: float = 1.0) -> None:
-        r = self.m._ranges.get(ann_name)
+        r = getattr(self.m, "_ranges", {}).get(ann_name)  # builders without calibration ranges (C2) record none
         if r is not None:
             self.ranges[ir_name] = float(r) / abs(factor) if factor else float(r)
 

@@ -132,7 +132,7 @@ def test_c2_network_round_trips_and_the_commands_refuse_it_by_node(qanns, digits
     np.savez(tmp_path / "d.npz", x=digits[2][:8], y=digits[3][:8])
     runner = CliRunner()
     for args, says in ((["compile", path, "--profile", "loihi2", "--out", tmp_path / "q.h5"], "operator"),
-                       (["resources", path, "--profile", "loihi2"], "TokenDense"),
+                       (["resources", path, "--profile", "loihi2"], "cannot be placed"),
                        (["export", path, "--target", "lava", "--out", tmp_path / "lv"], "quantised"),
                        (["verify", path, "--data", tmp_path / "d.npz", "--timesteps", "4"], "quantised")):
         r = runner.invoke(app, [str(v) for v in args])
