@@ -166,17 +166,28 @@ def _profile_for(net, profile: Optional[str], net_path: Path):
 # --------------------------------------------------------------------------------------------------
 @command()
 def demo(out: Path = typer.Option(Path("spikeport-demo"), "--out", help="Folder for report.json, IR files and plots."),
-         timesteps: str = typer.Option("8,16,32,64", help="Comma-separated T values."),
+         timesteps: Optional[str] = typer.Option(None, help="Comma-separated T values (default 8,16,32,64; "
+                                                 "--model vit: 8,16)."),
          profile: str = typer.Option("loihi2", help="Hardware profile (name or TOML path)."),
          device: Optional[str] = typer.Option(None, help="torch device, e.g. cuda; default CPU."),
-         retrain: bool = typer.Option(False, help="Train the digits CNN instead of loading shipped weights.")):
-    """Digits CNN -> IF SNN -> loihi2 fixed point: accuracy vs T, per-layer fidelity, energy, cores."""
+         retrain: bool = typer.Option(False, help="Train the model instead of loading shipped weights."),
+         model: str = typer.Option("cnn", "--model", help="cnn (digits CNN, IF) or vit (digits ViT, ECMT with "
+                                   "fixed-point operators).")):
+    """Digits CNN (or --model vit) -> SNN -> loihi2 fixed point: accuracy vs T, per-layer fidelity, energy, cores."""
     from . import hw_profiles
-    from .demo import run_demo
+    if model not in ("cnn", "vit"):
+        raise check.OptionError(f"--model {model!r}: expected 'cnn' or 'vit'")
+    if timesteps is None:
+        timesteps = "8,16" if model == "vit" else "8,16,32,64"
     ts = check.timesteps_list(timesteps)
     dev = check.device(device)
     hw_profiles.load_profile(profile)
     check.output_dir(out, "--out")
+    if model == "vit":
+        from .demo_vit import run_vit_demo
+        run_vit_demo(out, ts, profile=profile, device=dev, retrain=retrain, console=console)
+        return
+    from .demo import run_demo
     run_demo(out, ts, profile=profile, device=dev, retrain=retrain, console=console)
 
 
@@ -312,6 +323,8 @@ def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
     from . import compiler, report  # torch: imported once the inputs are known to be good
     qnet, table = compiler.quantize(net, prof)
     console.print(compiler.render_quant_table(table))
+    if table.operators:
+        console.print(compiler.render_operator_table(table))
     for line in compiler.render_warnings(table.warnings):
         console.print(line, highlight=False)
     if strict and table.warnings:
@@ -329,9 +342,15 @@ def _sim_summary(net, res, y, T: int) -> dict:
         st = dict(res.layers.get(pop.name, {}))
         st["neurons"] = pop.size
         layers[pop.name] = st
-    return {"accuracy": res.accuracy(y) if y is not None else None, "timesteps": T, "samples": int(len(res.predictions)),
-            "steps_run": res.steps_run, "quantized": net.quantized,
-            "profile": net.datapath.profile if net.quantized else None, "layers": layers}
+    out = {"accuracy": res.accuracy(y) if y is not None else None, "timesteps": T, "samples": int(len(res.predictions)),
+           "steps_run": res.steps_run, "quantized": net.quantized,
+           "profile": net.datapath.profile if net.quantized else None, "layers": layers}
+    if net.operators():   # where each operator ran and in which arithmetic (every report says so)
+        out["operators"] = {op.name: {"op": type(op).__name__, "runs_on": getattr(op, "runs_on", None),
+                                      "arithmetic": getattr(op, "arithmetic", None),
+                                      "saturation_events": int(res.layers.get(op.name, {}).get("saturation_events", 0))}
+                            for op in net.operators()}
+    return out
 
 
 @command()
@@ -354,11 +373,13 @@ def simulate(net_path: Path = typer.Argument(..., metavar="NET.h5"),
     check.data_for_net(net, x, y, data, net_path)
     _workload(net, len(x), timesteps, yes, "simulate")
     from . import report  # torch: imported once the inputs are known to be good
-    from .report.tables import simulate_table
+    from .report.tables import operator_placement_line, simulate_table
     from .simulator import simulate as sim
     res = sim(net, x, timesteps, batch_size=batch_size, device=dev, progress=True)
     summary = _sim_summary(net, res, y, timesteps)
     console.print(simulate_table(summary))
+    if summary.get("operators"):
+        console.print(operator_placement_line(summary["operators"]), highlight=False)
     if json_out:
         report.write_json(summary, json_out)
     if save_outputs:
@@ -650,7 +671,7 @@ def run(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         trace: Optional[Path] = typer.Option(None, "--trace", help="spinnaker: write the packets as EIEIO data messages.")):
     """Run a quantised IR in Lava, or replay it packet by packet on SpiNNaker, and report accuracy."""
     from . import report
-    from .report.tables import simulate_table
+    from .report.tables import operator_placement_line, simulate_table
     qnet, x, y = _backend_inputs(qnet_path, data, target, json_out, trace)
     if target == "spinnaker":
         _workload(qnet, len(x), timesteps, yes, "SpiNNaker packet replay")

@@ -1,10 +1,12 @@
 """ECMT on the digits ViTs: ANN vs float SNN accuracy at T = 1..64 for both ViT definitions.
 
-    python3 benchmarks/ecmt_digits_vit.py [--samples N] [--levels 8] [--percentile 99]
+    python3 benchmarks/ecmt_digits_vit.py [--samples N] [--levels 8] [--percentile 99] [--profile loihi2]
 
 Each model is exported to ONNX, converted with ``--method ecmt`` on 500 training images and
 simulated once for 64 steps (float32); the decoded output is read at every T of the table, so the
-table shows one run's trajectory. Also prints the mean |SNN logit - ANN logit| per T.
+table shows one run's trajectory. Also prints the mean |SNN logit - ANN logit| per T, and (with
+``--profile``, default loihi2; ``none`` to skip) the same for the network quantised to that profile
+and run bit-accurately (simulator/transformer_fixed.py).
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from spikeport.convert import convert
 from spikeport.datasets import load_digits_split
 from spikeport.frontend import export_onnx, load_model
 from spikeport.models.digits_vit import pretrained_digits_vit
+from spikeport.compiler import quantize
 from spikeport.simulator.transformer import simulate_operators
+from spikeport.simulator.transformer_fixed import simulate_operators_fixed
 
 STEPS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -30,6 +34,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=0, help="test samples (0 = all 449)")
     ap.add_argument("--levels", type=int, default=8)
     ap.add_argument("--percentile", type=float, default=99.0)
+    ap.add_argument("--profile", default="loihi2", help="quantise for this profile too ('none': float only)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     x_train, _, x_test, y_test = load_digits_split(0)
@@ -48,6 +53,13 @@ def main() -> None:
             acc = {t: 100 * float(np.mean(v.argmax(1) == y_test)) for t, v in checks.items()}
             dist = {t: float(np.abs(v - ref).mean()) for t, v in checks.items()}
             rows.append((kind, 100 * ann_acc, acc, dist, secs))
+            if args.profile != "none":
+                t0 = time.time()
+                qnet, _ = quantize(net, args.profile)
+                _, qchecks = simulate_operators_fixed(qnet, x_test, max(STEPS), checkpoints=STEPS, batch_size=512)
+                qacc = {t: 100 * float(np.mean(v.argmax(1) == y_test)) for t, v in qchecks.items()}
+                qdist = {t: float(np.abs(v - ref).mean()) for t, v in qchecks.items()}
+                rows.append((f"{kind} {args.profile} fixed", 100 * ann_acc, qacc, qdist, time.time() - t0))
     print(f"ECMT float SNN, digits test set ({len(y_test)} samples), n = {args.levels}, p = {args.percentile}")
     print("| model | ANN | " + " | ".join(f"T={t}" for t in STEPS) + " | s |")
     print("|---|---|" + "---|" * len(STEPS) + "---|")

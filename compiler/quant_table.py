@@ -192,3 +192,19 @@ def render_quant_table(table: QuantTable):
         t.caption = (t.caption + "; " if t.caption else "") + (
             f"input {inp.name}: {'s' if inp.signed else 'u'}{inp.bits} levels [{inp.min_level}, {inp.max_level}], scale {inp.scale:.4g}")
     return t
+
+
+def render_operator_table(table: QuantTable):
+    """A ``rich.table.Table`` of the typed operators of a Transformer network: where each runs, in
+    which arithmetic, its output unit and its fixed-point constants (docs/fixed_point.md)."""
+    from rich.table import Table
+    t = Table(title=f"operators on {table.profile} (T <= {table.operator_max_timesteps} proved for int64 state)")
+    for col in ("operator", "op", "runs on", "arithmetic", "out unit", "calib range", "constants"):
+        t.add_column(col, justify="right" if col in ("out unit", "calib range") else "left", overflow="fold")
+    skip = {"name", "op", "runs_on", "arithmetic", "out_scale", "range"}
+    for row in table.operators:
+        consts = ", ".join(f"{k}={v}" for k, v in row.items() if k not in skip)
+        rng = row.get("range")
+        t.add_row(row["name"], row["op"], str(row["runs_on"]), str(row["arithmetic"]), f"{row['out_scale']:.4g}",
+                  "-" if rng is None else f"{rng:.4g}", consts)
+    return t

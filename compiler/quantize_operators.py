@@ -366,6 +366,10 @@ def quantize_operator_network(net: Network, qnet: Network, prof: Profile, dp: Da
     """Quantise ``qnet`` (a copy of ``net``) in place; returns the table (``table.operators`` rows)."""
     from .quantize import _quantize_input
 
+    for op in qnet.operators():
+        if type(op).__name__ not in O.OPERATOR_TYPES:
+            raise QuantizationError(f"operator {op.name!r} (op {op.op!r}): untyped operators have no fixed-point form "
+                                    f"(typed ones: {sorted(O.OPERATOR_TYPES)})")
     for node in qnet.nodes():
         if isinstance(node, Population) and not isinstance(node.neuron, (O.MultiThreshold, O.Relay, Readout)):
             raise QuantizationError(f"layer {node.name!r}: neuron {type(node.neuron).__name__} has no quantisation rule "

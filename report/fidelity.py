@@ -148,7 +148,37 @@ def compare_runs(net: Network, qnet: Network, float_res, fixed_res, timesteps: i
         )
         row["cause"] = _cause({**row, "weights": n_weights, "neuron_steps": af.size * timesteps})
         layers.append(LayerFidelity(**row))
+    layers.extend(_operator_rows(net, qnet, float_res, fixed_res, ann_acts))
     return layers
+
+
+def _operator_rows(net: Network, qnet: Network, float_res, fixed_res, ann_acts) -> list[LayerFidelity]:
+    """Typed operators (Transformer networks): decoded mean output, fixed vs float (and vs the ANN
+    node of the same name when known); ``neuron`` says where it runs and in which arithmetic."""
+    rows = []
+    qops = {o.name: o for o in qnet.operators()}
+    for op in net.operators():
+        if op.name not in float_res.activations or op.name not in fixed_res.activations or op.name not in qops:
+            continue
+        af = np.asarray(float_res.activations[op.name], dtype=np.float64)
+        aq = np.asarray(fixed_res.activations[op.name], dtype=np.float64)
+        ann = None
+        if ann_acts is not None and op.name in ann_acts and ann_acts[op.name].size == af.size:
+            ann = _rel_err(af, ann_acts[op.name].reshape(af.shape))
+        q = qops[op.name]
+        sat = int(fixed_res.layers.get(op.name, {}).get("saturation_events", 0))
+        err = _rel_err(aq, af)
+        flat_q, flat_f = aq.reshape(aq.shape[0], -1), af.reshape(af.shape[0], -1)
+        constant = bool(len(aq) > 1 and np.all(np.ptp(flat_q, axis=0) == 0) and np.any(np.ptp(flat_f, axis=0) > 0))
+        cause = ("identical" if err == 0 else "constant output" if constant else "saturation" if sat
+                 else f"{q.arithmetic} arithmetic" if q.arithmetic != "none" else "inherited")
+        rows.append(LayerFidelity(
+            layer=op.name, source=op.name, neurons=int(np.prod(op.shape)),
+            neuron=f"{type(op).__name__} ({q.runs_on}, {q.arithmetic})", output=False, count_mismatch=None,
+            decode_error_fixed=err, decode_error_ann=ann, rate_float=0.0, rate_fixed=0.0, saturation_events=sat,
+            floor_events=0, wrap_events=0, conv_wrap_events=0, clipped_weights=0, zeroed_weights=0, threshold_error=0.0,
+            constant_output=constant, cause=cause))
+    return rows
 
 
 @dataclass
@@ -188,6 +218,8 @@ def fidelity(net: Network, qnet: Network, x: np.ndarray, y: np.ndarray | None, t
 
     if ablation_at == -1:
         ablation_at = max(timesteps)
+    if qnet.operators():   # the mixed float/fixed runs of the ablation do not run operator networks yet
+        ablation_at = None
     if ablation_at is not None and (y is None or run_variants is None or quantize is None or template_profile is None):
         ablation_at = None
     points = []

@@ -32,6 +32,8 @@ def layer_fidelity_table(point: dict) -> Table:
     for lf in point["layers"]:
         ann = "-" if lf["decode_error_ann"] is None else f"{lf['decode_error_ann']:.4f}"
         name = lf["layer"] + (" (output)" if lf.get("output") else "")
+        if lf.get("neuron", "").endswith(")") and lf.get("count_mismatch") is None:   # an operator: where, which arithmetic
+            name += f" · {lf['neuron']}"
         if lf.get("constant_output"):
             name += " [red]CONSTANT[/]"
         row = [name, f"{lf['decode_error_fixed']:.4f}"]
@@ -74,3 +76,12 @@ def simulate_table(result: dict) -> Table:
         t.add_row(name, str(row.get("neurons", "")), f"{row.get('spikes_per_sample', 0):.1f}",
                   f"{row.get('rate', 0):.4f}", str(row.get("saturation_events", 0)))
     return t
+
+
+def operator_placement_line(operators: dict) -> str:
+    """One line saying where a Transformer network's operators ran and in which arithmetic."""
+    from collections import Counter
+    groups = Counter((o["runs_on"], o["arithmetic"]) for o in operators.values())
+    parts = [f"{n} on {where} ({arith})" for (where, arith), n in sorted(groups.items())]
+    sat = sum(int(o.get("saturation_events", 0)) for o in operators.values())
+    return f"operators: {', '.join(parts)}; saturated outputs: {sat}"

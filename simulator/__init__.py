@@ -64,13 +64,21 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
     """
     if batch_size < 1:
         raise ValueError(f"simulate: batch_size must be >= 1, got {batch_size}")
-    if net.operators():  # Transformer operators: C1 simulation in simulator/transformer.py (float)
-        from .transformer import simulate_operators          # and simulator/transformer_fixed.py (bit-accurate)
-        from .transformer_fixed import simulate_operators_fixed
+    if net.operators():  # Transformer operators: float C1 simulation in simulator/transformer.py
+        from .transformer import simulate_operators
+        if net.quantized:   # bit-accurate: simulator/transformer_fixed.py
+            from .transformer_fixed import simulate_operators_fixed
+            if isinstance(x, dict):        # one input by name
+                if len(x) != 1:
+                    raise UnsupportedError("simulate: networks with operators take one input")
+                x = next(iter(x.values()))
+            if record_states or record_voltages:
+                raise UnsupportedError("simulate: states and voltages are not recorded for networks with operators yet")
+            return simulate_operators_fixed(net, x, timesteps, batch_size=batch_size, device=device,
+                                            record_spikes=record_spikes)[0]
         if record_states or record_spikes or record_voltages:
             raise UnsupportedError("simulate: per-step records are not available for networks with operators yet")
-        run = simulate_operators_fixed if net.quantized else simulate_operators
-        return run(net, x, timesteps, batch_size=batch_size, device=device)[0]
+        return simulate_operators(net, x, timesteps, batch_size=batch_size, device=device)[0]
     data = _as_inputs(net, x)
     plan = build_plan(net, int(timesteps), device, path)
     n = next(iter(data.values())).shape[0]

@@ -73,7 +73,7 @@ def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[in
     weights = {p.name: torch.as_tensor(np.asarray(p.weight), device=dev, dtype=dtype) for p in net.projections()}
     outs, checks = [], {c: [] for c in checkpoints}
     counts = {p.name: [] for p in net.populations() if isinstance(p.neuron, O.MultiThreshold)}
-    decoded = {p.name: [] for p in net.populations()}
+    decoded = {n.name: [] for n in list(net.populations()) + list(net.operators())}
     with torch.no_grad():
         for a in range(0, n, batch_size):
             xb = xs[a:a + batch_size].to(dev, dtype)
@@ -155,9 +155,12 @@ def _run_batch(net, order, weights, xb, T, checkpoints, dev, dtype) -> dict:
             elif isinstance(node, Operator):
                 v = kernels[name].step([value[i] for i in node.inputs])
                 emit[name] = value[name] = v
+                sums[name] = v if name not in sums else sums[name] + v
         if t in checkpoints:
             checks[t] = _decode(net[out_name], sums[out_name], t).cpu().numpy()
     decoded = {p.name: _decode(p, sums[p.name], T).cpu().numpy() for p in net.populations()}
+    for op in net.operators():   # mean per-step output of every operator (fidelity compares them)
+        decoded[op.name] = (sums[op.name] / T).cpu().numpy()
     return {"checks": checks, "decoded": decoded, "counts": {k: v.cpu().numpy() for k, v in events.items()}}
 
 

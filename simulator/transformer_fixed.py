@@ -74,11 +74,13 @@ def max_timesteps(net: Network) -> int | None:
 
 
 def simulate_operators_fixed(net: Network, x, timesteps: int, *, checkpoints: tuple[int, ...] = (),
-                             batch_size: int = 64, device=None, trace: dict | None = None
-                             ) -> tuple[SimResult, dict[int, np.ndarray]]:
+                             batch_size: int = 64, device=None, trace: dict | None = None,
+                             record_spikes: bool = False) -> tuple[SimResult, dict[int, np.ndarray]]:
     """Bit-accurate run of a quantised operator network; returns the result and, per checkpoint
     t <= T, the decoded output after t steps (as ``simulate_operators``). ``trace``: a dict that
-    receives every node's per-step payloads, (T, N, *shape) int64 (for the reference tests)."""
+    receives every node's per-step payloads, (T, N, *shape) int64 (for the reference tests).
+    ``record_spikes``: every MT population's signed levels per step, (N, T, *shape) int32, in
+    ``SimResult.spikes`` (as the float operator simulator)."""
     check_fixed_network(net)
     net.validate("simulate")
     T = int(timesteps)
@@ -95,7 +97,7 @@ def simulate_operators_fixed(net: Network, x, timesteps: int, *, checkpoints: tu
     with torch.no_grad():
         for a in range(0, n, batch_size):
             per_batch.append(_run_batch(net, xs[a:a + batch_size].to(dev), T, set(checkpoints), dev,
-                                        trace is not None))
+                                        trace is not None, record_spikes))
     if trace is not None:
         for name in per_batch[0]["trace"]:
             trace[name] = np.concatenate([b["trace"][name] for b in per_batch], axis=1)
@@ -121,11 +123,13 @@ def simulate_operators_fixed(net: Network, x, timesteps: int, *, checkpoints: tu
     result = SimResult(outputs=out, all_outputs={o: activations[o] for o in net.outputs},
                        predictions=out.reshape(n, -1).argmax(axis=1), spike_counts=spike_counts, layers=layers,
                        timesteps=T, steps_run=T, quantized=True, activations=activations,
-                       output_states={o: cat("states", o) for o in net.outputs})
+                       output_states={o: cat("states", o) for o in net.outputs},
+                       spikes={k: cat("trains", k) for k in per_batch[0]["trains"]} if record_spikes else None)
     return result, {c: np.concatenate([b["checks"][c] for b in per_batch]) for c in checkpoints}
 
 
-def _run_batch(net: Network, xb: torch.Tensor, T: int, checkpoints: set, dev, keep_trace: bool = False) -> dict:
+def _run_batch(net: Network, xb: torch.Tensor, T: int, checkpoints: set, dev, keep_trace: bool = False,
+               record_spikes: bool = False) -> dict:
     dp = net.datapath
     batch = xb.shape[0]
     order = list(net.nodes())
@@ -152,6 +156,8 @@ def _run_batch(net: Network, xb: torch.Tensor, T: int, checkpoints: set, dev, ke
             sums[node.name] = torch.zeros((batch,) + tuple(node.shape), dtype=torch.int64, device=dev)
     incoming = {p.name: net.incoming(p.name) for p in net.populations()}
     inputs = {i.name: encode_input(i, xb, True, T).reshape((batch,) + tuple(i.shape)) for i in net.inputs()}
+    trains = {k: torch.zeros((batch, T) + tuple(net[k].shape), dtype=torch.int32, device=dev)
+              for k in counts} if record_spikes else {}
     checks = {}
     steps: dict[str, list] = {}
     out_name = net.outputs[0]
@@ -172,6 +178,8 @@ def _run_batch(net: Network, xb: torch.Tensor, T: int, checkpoints: set, dev, ke
                 if isinstance(m, O.MultiThreshold):
                     s, e = neurons[name].step(cur)
                     counts[name] += (s != 0).to(torch.int64)
+                    if name in trains:
+                        trains[name][:, t - 1] = s.to(torch.int32)
                     val[name] = e
                     sums[name] += e
                 elif isinstance(m, O.Relay):
@@ -197,7 +205,8 @@ def _run_batch(net: Network, xb: torch.Tensor, T: int, checkpoints: set, dev, ke
     for name, k in projs.items():
         if k.wrap_events:
             wrap[net[name].target] = wrap.get(net[name].target, 0) + k.wrap_events
-    return {"trace": {k: np.stack(v) for k, v in steps.items()}, "checks": checks, "decoded": decoded, "counts": {k: v.cpu().numpy() for k, v in counts.items()},
+    return {"trace": {k: np.stack(v) for k, v in steps.items()}, "trains": {k: v.cpu().numpy() for k, v in trains.items()},
+            "checks": checks, "decoded": decoded, "counts": {k: v.cpu().numpy() for k, v in counts.items()},
             "sat": {**{k: v[0] for k, v in sat.items()}, **{k: o.sat[0] for k, o in ops.items()}},
             "wrap": wrap, "states": {o: neurons[o].cpu().numpy() for o in net.outputs if o in neurons
                                      and isinstance(neurons[o], torch.Tensor)}}

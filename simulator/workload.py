@@ -59,10 +59,19 @@ def ops_per_step(net: Network) -> int:
     from .opcount import ann_equivalent_macs
     neurons = sum(int(np.prod(p.shape)) for p in net.populations())
     try:
-        macs = int(ann_equivalent_macs(net))
-    except UnsupportedError:  # a projection op counting has no rule for yet: fan-in x target neurons
-        macs = sum(int(p.fan_in()) * int(np.prod(net.shape_of(p.target))) for p in net.projections())
-    return macs + neurons
+        return int(ann_equivalent_macs(net)) + neurons
+    except UnsupportedError:
+        if not net.operators():
+            raise
+    # Transformer operator networks (until op counting covers them): every weight once per token,
+    # and each operator element as one operation
+    from ..ir.operators import TokenDense
+    macs = 0
+    for p in net.projections():
+        w = int(np.size(p.weight))
+        tokens = int(np.prod(net[p.target].shape[:-1])) if isinstance(p, TokenDense) else 1
+        macs += w * tokens if not hasattr(p, "out_shape") else w * int(np.prod(net[p.target].shape[1:]))
+    return macs + neurons + sum(int(np.prod(o.shape)) for o in net.operators())
 
 
 def estimate(net: Network, samples: int, timesteps: list[int] | int, what: str = "simulation",

@@ -108,6 +108,7 @@ CASES = [
     ("demo-timesteps-word", lambda d, o: ["demo", "--out", o / "demo", "--timesteps", "8,x"], ["--timesteps", "8,x", "positive integers"]),
     ("demo-device", lambda d, o: ["demo", "--out", o / "demo", "--device", "foo"], ["--device", "foo", "cpu, cuda"]),
     ("demo-profile", lambda d, o: ["demo", "--out", o / "demo", "--profile", "nosuch"], ["nosuch", "loihi2", "built-in profiles"]),
+    ("demo-model", lambda d, o: ["demo", "--out", o / "demo", "--model", "gpt"], ["--model", "gpt", "'cnn' or 'vit'"]),
     ("demo-out-is-file", lambda d, o: ["demo", "--out", o / "taken"], ["--out", "taken", "not a folder"], _setup_file("taken")),
     ("demo-out-parent", lambda d, o: ["demo", "--out", o / "missing" / "demo"], ["--out", "missing", "does not exist"]),
     # ------------------------------------------------------------------ convert
