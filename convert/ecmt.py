@@ -74,13 +74,16 @@ class ECMT(ConversionMethod):
         hi = {n: [] for n in names}
         lo = {n: [] for n in names}
         self._ranges = {}
+        wanted = set(names)
+
+        def observe(name: str, value) -> None:  # percentiles as each value is made: no activation is kept
+            self._observe_range(name, value)
+            if name in wanted:
+                v = value.reshape(-1).cpu().numpy()
+                hi[name].append(float(np.percentile(v, self.percentile)))
+                lo[name].append(float(np.percentile(v, 100.0 - self.percentile)))
         for a in range(0, len(calib_x), int(self.calib_batch)):
-            vals = evaluate_graph(ann.graph, calib_x[a:a + int(self.calib_batch)], keep=names, dtype=_f64(),
-                                  observe=self._observe_range)
-            for n in names:
-                v = vals[n].reshape(-1).cpu().numpy()
-                hi[n].append(float(np.percentile(v, self.percentile)))
-                lo[n].append(float(np.percentile(v, 100.0 - self.percentile)))
+            evaluate_graph(ann.graph, calib_x[a:a + int(self.calib_batch)], keep=[], dtype=_f64(), observe=observe)
         self._thresholds = {}
         for n in names:
             t1, t2 = float(np.mean(hi[n])), -float(np.mean(lo[n]))
