@@ -127,8 +127,12 @@ class _Builder:
         self.populations: dict[str, list[str]] = {}
         self.ranges: dict[str, float] = {}  # IR node -> max |per-sample value| of its ANN tensor (calibration)
 
+    def _method_ranges(self) -> dict:
+        """Calibration ranges of the ANN tensors; builders of other methods (AIF, C2) record none."""
+        return getattr(self.m, "_ranges", None) or {}
+
     def note_range(self, ir_name: str, ann_name: str, factor: float = 1.0) -> None:
-        r = getattr(self.m, "_ranges", {}).get(ann_name)  # builders without calibration ranges (C2) record none
+        r = self._method_ranges().get(ann_name)
         if r is not None:
             self.ranges[ir_name] = float(r) / abs(factor) if factor else float(r)
 
@@ -192,7 +196,7 @@ class _Builder:
                                      "MatMul, token Linear, residual Add, patch-embedding Conv2d on the input)")
             handler(node)
         for pop in self.net.populations():
-            if pop.name not in self.ranges and pop.source in self.m._ranges:
+            if pop.name not in self.ranges and pop.source in self._method_ranges():
                 self.note_range(pop.name, pop.source)
         # the quantiser sizes relays and operator outputs from these (compiler/quantize_operators.py)
         self.net.meta["value_ranges"] = dict(self.ranges)
