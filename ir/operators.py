@@ -141,6 +141,34 @@ class TypedOperator(Operator):
             raise ValueError(f"operator {self.name!r}: input shapes {shapes} differ from its shape {self.shape}")
 
 
+# Parameter checks shared by every coding of the same function (EC here, C2 in operators_c2.py,
+# MBE in operators_mbe.py): one rule per function, whatever the coding around it.
+def check_layernorm_params(op) -> None:
+    c = int(op.shape[-1])
+    if np.shape(op.weight) != (c,) or np.shape(op.bias) != (c,):
+        raise ValueError(f"operator {op.name!r}: weight {np.shape(op.weight)} / bias {np.shape(op.bias)} "
+                         f"must be ({c},)")
+    if not op.eps > 0:
+        raise ValueError(f"operator {op.name!r}: eps {op.eps} must be > 0")
+
+
+def check_gelu_params(op) -> None:
+    if op.approximate not in ("none", "tanh"):
+        raise ValueError(f"operator {op.name!r}: approximate {op.approximate!r} must be 'none' or 'tanh'")
+
+
+def check_axis(op) -> None:
+    if not -len(op.shape) <= op.axis < len(op.shape):
+        raise ValueError(f"operator {op.name!r}: axis {op.axis} outside shape {op.shape}")
+
+
+def check_matmul_shapes(op, shapes) -> None:
+    """``A @ B`` over the last two axes, batch axes equal, gives the operator's shape."""
+    a, b = (tuple(s) for s in shapes)
+    if len(a) < 2 or a[:-2] != b[:-2] or a[-1] != b[-2] or tuple(op.shape) != a[:-1] + (b[-1],):
+        raise ValueError(f"operator {op.name!r}: {a} @ {b} does not give its shape {tuple(op.shape)}")
+
+
 @dataclass
 class ECOperator(TypedOperator):
     """Expectation compensation of a non-linear module F (methods.md section 0, C1)::
@@ -168,12 +196,7 @@ class LayerNormEC(ECOperator):
 
     def validate(self) -> None:
         super().validate()
-        c = int(self.shape[-1])
-        if np.shape(self.weight) != (c,) or np.shape(self.bias) != (c,):
-            raise ValueError(f"operator {self.name!r}: weight {np.shape(self.weight)} / bias {np.shape(self.bias)} "
-                             f"must be ({c},)")
-        if not self.eps > 0:
-            raise ValueError(f"operator {self.name!r}: eps {self.eps} must be > 0")
+        check_layernorm_params(self)
 
 
 @register_operator
@@ -186,8 +209,7 @@ class GELUEC(ECOperator):
 
     def validate(self) -> None:
         super().validate()
-        if self.approximate not in ("none", "tanh"):
-            raise ValueError(f"operator {self.name!r}: approximate {self.approximate!r} must be 'none' or 'tanh'")
+        check_gelu_params(self)
 
 
 @register_operator
@@ -201,8 +223,7 @@ class SoftmaxEC(ECOperator):
 
     def validate(self) -> None:
         super().validate()
-        if not -len(self.shape) <= self.axis < len(self.shape):
-            raise ValueError(f"operator {self.name!r}: axis {self.axis} outside shape {self.shape}")
+        check_axis(self)
 
 
 @register_operator
@@ -225,9 +246,7 @@ class MatMulEC(TypedOperator):
     state: ClassVar[tuple[str, ...]] = ("S_A", "S_B", "S_K", "t")
 
     def validate_inputs(self, shapes) -> None:
-        a, b = (tuple(s) for s in shapes)
-        if len(a) < 2 or a[:-2] != b[:-2] or a[-1] != b[-2] or tuple(self.shape) != a[:-1] + (b[-1],):
-            raise ValueError(f"operator {self.name!r}: {a} @ {b} does not give its shape {tuple(self.shape)}")
+        check_matmul_shapes(self, shapes)
 
 
 @register_operator

@@ -21,7 +21,8 @@ from typing import ClassVar
 import numpy as np
 
 from .nodes import ArrayLike, NeuronModel, check_array_fields, register_neuron
-from .operators import OPERATOR_TYPES, TypedOperator, register_operator
+from .operators import (OPERATOR_TYPES, TypedOperator, check_axis, check_gelu_params, check_layernorm_params,
+                        check_matmul_shapes, register_operator)
 
 
 @register_neuron
@@ -78,12 +79,7 @@ class LayerNormC2(C2Operator):
 
     def validate(self) -> None:
         super().validate()
-        c = int(self.shape[-1])
-        if np.shape(self.weight) != (c,) or np.shape(self.bias) != (c,):
-            raise ValueError(f"operator {self.name!r}: weight {np.shape(self.weight)} / bias {np.shape(self.bias)} "
-                             f"must be ({c},)")
-        if not self.eps > 0:
-            raise ValueError(f"operator {self.name!r}: eps {self.eps} must be > 0")
+        check_layernorm_params(self)
 
 
 @register_operator
@@ -96,8 +92,7 @@ class GELUC2(C2Operator):
 
     def validate(self) -> None:
         super().validate()
-        if self.approximate not in ("none", "tanh"):
-            raise ValueError(f"operator {self.name!r}: approximate {self.approximate!r} must be 'none' or 'tanh'")
+        check_gelu_params(self)
 
 
 @register_operator
@@ -111,8 +106,7 @@ class SoftmaxC2(C2Operator):
 
     def validate(self) -> None:
         super().validate()
-        if not -len(self.shape) <= self.axis < len(self.shape):
-            raise ValueError(f"operator {self.name!r}: axis {self.axis} outside shape {self.shape}")
+        check_axis(self)
 
 
 @register_operator
@@ -133,9 +127,7 @@ class MatMulC2(TypedOperator):
     state: ClassVar[tuple[str, ...]] = ("S_A", "S_B")
 
     def validate_inputs(self, shapes) -> None:
-        a, b = (tuple(s) for s in shapes)
-        if len(a) < 2 or a[:-2] != b[:-2] or a[-1] != b[-2] or tuple(self.shape) != a[:-1] + (b[-1],):
-            raise ValueError(f"operator {self.name!r}: {a} @ {b} does not give its shape {tuple(self.shape)}")
+        check_matmul_shapes(self, shapes)
 
 
 C2_OPERATOR_TYPES = {c.__name__: c for c in (LayerNormC2, GELUC2, SoftmaxC2, MatMulC2)}

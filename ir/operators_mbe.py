@@ -19,7 +19,7 @@ import numpy as np
 
 from .neurons_mbe import MBE, _branches
 from .nodes import ArrayLike
-from .operators import TypedOperator, register_operator
+from .operators import TypedOperator, check_axis, check_matmul_shapes, register_operator
 
 
 @dataclass
@@ -80,9 +80,7 @@ class MBEMatMul(_IdentityPair):
     op: str = "MBEMatMul"
 
     def validate_inputs(self, shapes) -> None:
-        a, b = (tuple(s) for s in shapes)
-        if len(a) < 2 or a[:-2] != b[:-2] or a[-1] != b[-2] or tuple(self.shape) != a[:-1] + (b[-1],):
-            raise ValueError(f"operator {self.name!r}: {a} @ {b} does not give its shape {tuple(self.shape)}")
+        check_matmul_shapes(self, shapes)
 
 
 @register_operator
@@ -128,8 +126,7 @@ class Exp2Split(TypedOperator):
         super().validate()
         if self.part not in ("int", "frac"):
             raise ValueError(f"operator {self.name!r}: part {self.part!r} must be 'int' or 'frac'")
-        if not -len(self.shape) <= self.axis < len(self.shape):
-            raise ValueError(f"operator {self.name!r}: axis {self.axis} outside shape {self.shape}")
+        check_axis(self)
         if not (np.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"operator {self.name!r}: scale {self.scale} must be > 0")
 
@@ -159,8 +156,7 @@ class MantExp(TypedOperator):
         super().validate()
         if self.part not in ("mantissa", "exponent"):
             raise ValueError(f"operator {self.name!r}: part {self.part!r} must be 'mantissa' or 'exponent'")
-        if not -len(self.shape) <= self.axis < len(self.shape):
-            raise ValueError(f"operator {self.name!r}: axis {self.axis} outside shape {self.shape}")
+        check_axis(self)
         if not (np.isfinite(self.scale) and self.scale > 0 and np.isfinite(self.eps) and self.eps >= 0):
             raise ValueError(f"operator {self.name!r}: scale {self.scale} must be > 0 and eps {self.eps} >= 0")
         if int(self.shape[self.axis]) != 1:
