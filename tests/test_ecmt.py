@@ -185,12 +185,12 @@ def test_ecmt_refuses_what_it_cannot_convert(digits_onnx, calib_x):
         convert(load_model(digits_onnx), calib_x, "ecmt", levels=0)
 
 
-# ---------------------------------------------------------------------- IR: schema v2, v1 still read
-def test_operator_network_round_trips_through_hdf5_v2(vit_net, digits, tmp_path):
+# ---------------------------------------------------------------------- IR: current schema, v1 still read
+def test_operator_network_round_trips_through_hdf5(vit_net, digits, tmp_path):
     _, net = vit_net
     path = ir.save(net, tmp_path / "vit.h5")
     with h5py.File(path, "r") as f:
-        assert int(f.attrs["schema_version"]) == 2 == ir.SCHEMA_VERSION
+        assert int(f.attrs["schema_version"]) == ir.SCHEMA_VERSION == 3
     back = ir.load(path)
     assert [type(n).__name__ for n in back.nodes()] == [type(n).__name__ for n in net.nodes()]
     x = digits[2][:20]
