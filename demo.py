@@ -19,6 +19,24 @@ from .simulator import simulate
 CALIBRATION_SAMPLES = 512
 
 
+def convert_and_quantize(model, data, out: Path, method: str, calibration_samples: int, profile: str,
+                         console: Console, label: str):
+    """The stages every demo shares: ONNX file -> frontend -> ANN accuracy -> convert -> net.h5 ->
+    quantise -> qnet.h5, printing as it goes. ``data`` is (x_train, x_test, y_test)."""
+    x_train, x_test, y_test = data
+    onnx_path = frontend.export_onnx(model, out / "model.onnx", x_train[:1])
+    ann = frontend.load_model(onnx_path)
+    acc_ann = ann.evaluate(x_test, y_test)["accuracy"]
+    console.print(f"{label} loaded from {onnx_path}: test accuracy {100 * acc_ann:.2f}%")
+    net = conv.convert(ann, x_train[:calibration_samples], method=method)
+    ir.save(net, out / "net.h5")
+    prof = hw_profiles.load_profile(profile)
+    qnet, table = compiler.quantize(net, prof)
+    ir.save(qnet, out / "qnet.h5")
+    console.print(compiler.render_quant_table(table))
+    return onnx_path, ann, acc_ann, net, prof, qnet, table
+
+
 def run_demo(out: str | Path, timesteps: list[int], *, profile: str = "loihi2", device: str | None = None,
              retrain: bool = False, console: Console | None = None) -> dict:
     """Run the demo; ``out`` gets model.onnx, net.h5, qnet.h5, report.json and two PNG plots."""
@@ -30,17 +48,8 @@ def run_demo(out: str | Path, timesteps: list[int], *, profile: str = "loihi2", 
     console.print(f"digits: {len(x_train)} training, {len(x_test)} test samples of shape {x_train.shape[1:]}")
 
     model = digits.pretrained_digits_resnet(x_train, y_train, retrain=retrain, progress=True)
-    onnx_path = frontend.export_onnx(model, out / "model.onnx", x_train[:1])
-    ann = frontend.load_model(onnx_path)
-    acc_ann = ann.evaluate(x_test, y_test)["accuracy"]
-    console.print(f"ANN loaded from {onnx_path}: test accuracy {100 * acc_ann:.2f}%")
-
-    net = conv.convert(ann, x_train[:CALIBRATION_SAMPLES], method="if")
-    ir.save(net, out / "net.h5")
-    prof = hw_profiles.load_profile(profile)
-    qnet, table = compiler.quantize(net, prof)
-    ir.save(qnet, out / "qnet.h5")
-    console.print(compiler.render_quant_table(table))
+    onnx_path, ann, acc_ann, net, prof, qnet, table = convert_and_quantize(
+        model, (x_train, x_test, y_test), out, "if", CALIBRATION_SAMPLES, profile, console, "ANN")
 
     acts = ann.record_activations(x_test, [p.source for p in net.populations() if p.source])
     fid = report.fidelity(net, qnet, x_test, y_test, timesteps, simulate=simulate, ann_accuracy=acc_ann,

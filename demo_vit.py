@@ -12,8 +12,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import compiler, datasets, frontend, hw_profiles, ir, report
-from . import convert as conv
+from . import compiler, datasets, frontend, report
+from .demo import convert_and_quantize
 from .errors import SpikeportError
 from .models.digits_vit import pretrained_digits_vit
 from .report.tables import accuracy_table, layer_fidelity_table
@@ -33,17 +33,8 @@ def run_vit_demo(out: str | Path, timesteps: list[int], *, profile: str = "loihi
     x_train, y_train, x_test, y_test = datasets.load_digits_split()
     console.print(f"digits: {len(x_train)} training, {len(x_test)} test samples of shape {x_train.shape[1:]}")
     model = pretrained_digits_vit("vit", x_train if retrain else None, y_train if retrain else None, retrain=retrain)
-    onnx_path = frontend.export_onnx(model, out / "model.onnx", x_train[:1])
-    ann = frontend.load_model(onnx_path)
-    acc_ann = ann.evaluate(x_test, y_test)["accuracy"]
-    console.print(f"ANN (digits ViT) loaded from {onnx_path}: test accuracy {100 * acc_ann:.2f}%")
-
-    net = conv.convert(ann, x_train[:CALIBRATION_SAMPLES], method="ecmt")
-    ir.save(net, out / "net.h5")
-    prof = hw_profiles.load_profile(profile)
-    qnet, table = compiler.quantize(net, prof)
-    ir.save(qnet, out / "qnet.h5")
-    console.print(compiler.render_quant_table(table))
+    onnx_path, ann, acc_ann, net, prof, qnet, table = convert_and_quantize(
+        model, (x_train, x_test, y_test), out, "ecmt", CALIBRATION_SAMPLES, profile, console, "ANN (digits ViT)")
     console.print(compiler.render_operator_table(table))
 
     acts = ann.record_activations(x_test, list(dict.fromkeys(p.source for p in net.populations() if p.source)))
