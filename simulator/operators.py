@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import operators as O
+from ..ir import operators_c2 as C2
 
 
 # ---------------------------------------------------------------------- expectation compensation
@@ -59,18 +60,19 @@ class MatMulECState:
         return out * self.scale
 
 
-def ec_function(op: O.TypedOperator, device, dtype) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The ANN module F of an EC operator, acting on (batch, *shape) tensors."""
-    if isinstance(op, O.LayerNormEC):
+def module_function(op: O.TypedOperator, device, dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ANN module F that an EC (C1) or C2 operator wraps, acting on (batch, *shape) tensors: the
+    function is the same whatever the coding around it."""
+    if isinstance(op, (O.LayerNormEC, C2.LayerNormC2)):
         w = torch.as_tensor(op.weight, device=device, dtype=dtype)
         b = torch.as_tensor(op.bias, device=device, dtype=dtype)
         return lambda x: F.layer_norm(x, (x.shape[-1],), w, b, op.eps)
-    if isinstance(op, O.GELUEC):
+    if isinstance(op, (O.GELUEC, C2.GELUC2)):
         return lambda x: F.gelu(x, approximate=op.approximate)
-    if isinstance(op, O.SoftmaxEC):
+    if isinstance(op, (O.SoftmaxEC, C2.SoftmaxC2)):
         axis = op.axis % len(op.shape) + 1
         return lambda x: torch.softmax(x * op.scale, dim=axis)
-    raise TypeError(f"operator {op.name!r}: {type(op).__name__} is not an EC operator")
+    raise TypeError(f"operator {op.name!r}: {type(op).__name__} wraps no elementwise/LayerNorm/softmax module")
 
 
 class OperatorKernel:
@@ -82,7 +84,7 @@ class OperatorKernel:
         self.dtype = dtype
         self.device = device
         if isinstance(op, O.ECOperator):
-            self.state = ECState(ec_function(op, device, dtype))
+            self.state = ECState(module_function(op, device, dtype))
         elif isinstance(op, O.MatMulEC):
             self.state = MatMulECState(op.scale)
         else:

@@ -36,6 +36,14 @@ class LayerStats:
     conv_wrap_per_step: list = field(default_factory=list)
     neurons: int = 0
 
+    @classmethod
+    def counted(cls, neurons: int, spikes, samples: int, timesteps: int) -> "LayerStats":
+        """Stats of a population whose counter is its events (``spikes`` None: it emits none, e.g. a relay)."""
+        s = cls(neurons=neurons)
+        if spikes is not None:
+            s.spikes = int(spikes)
+            s.rate = s.spikes / (samples * neurons * timesteps)
+        return s
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()}
 

@@ -98,13 +98,8 @@ def simulate_operators(net: Network, x, timesteps: int, *, checkpoints: tuple[in
     activations = {k: np.concatenate(v) for k, v in decoded.items()}
     spike_counts = {k: np.concatenate(v) for k, v in counts.items()}
     out = activations[net.outputs[0]]
-    layers = {}
-    for pop in net.populations():
-        s = LayerStats(neurons=pop.size)
-        if pop.name in spike_counts:
-            s.spikes = int(spike_counts[pop.name].sum())
-            s.rate = s.spikes / (n * pop.size * T)
-        layers[pop.name] = s.as_dict()
+    layers = {pop.name: LayerStats.counted(pop.size, np.sum(spike_counts[pop.name]) if pop.name in spike_counts else None, n, T).as_dict()
+              for pop in net.populations()}
     result = SimResult(outputs=out, all_outputs={o: activations[o] for o in net.outputs},
                        predictions=out.reshape(n, -1).argmax(axis=1), spike_counts=spike_counts, layers=layers,
                        timesteps=T, steps_run=T, quantized=False, activations=activations,

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import UnsupportedError
 from ..ir import operators as O
@@ -25,6 +24,7 @@ from ..ir import operators_c2 as C2
 from ..ir.graph import Network
 from ..ir.neurons_extra import MultiSpikeIF
 from ..ir.nodes import Input, Operator, Population, Readout, expand_channel
+from .operators import module_function
 from .result import LayerStats, SimResult
 from .transformer import _project
 
@@ -50,26 +50,13 @@ class C2Counts:
         return int(sum(self.spikes.values()))
 
 
-def _c2_function(op, device, dtype):
-    if isinstance(op, C2.LayerNormC2):
-        w = torch.as_tensor(op.weight, device=device, dtype=dtype)
-        b = torch.as_tensor(op.bias, device=device, dtype=dtype)
-        return lambda x: F.layer_norm(x, (x.shape[-1],), w, b, op.eps)
-    if isinstance(op, C2.GELUC2):
-        return lambda x: F.gelu(x, approximate=op.approximate)
-    if isinstance(op, C2.SoftmaxC2):
-        axis = op.axis % len(op.shape) + 1
-        return lambda x: torch.softmax(x * op.scale, dim=axis)
-    raise TypeError(f"operator {op.name!r}: {type(op).__name__} is not a C2 operator")
-
-
 class C2Kernel:
     """One operator of a C2 network on a batch, with its state (S, F(S(t-1)) or S_A, S_B)."""
 
     def __init__(self, op, batch: int, device, dtype):
         self.op, self.batch = op, batch
         self.S = self.P = self.SA = self.SB = None
-        self.fn = _c2_function(op, device, dtype) if isinstance(op, C2.C2Operator) else None
+        self.fn = module_function(op, device, dtype) if isinstance(op, C2.C2Operator) else None
         if isinstance(op, O.Rearrange):
             self.index = torch.as_tensor(op.index, device=device).reshape(-1)
         self.prefix = None
@@ -238,13 +225,8 @@ def simulate_c2(net: Network, x, timesteps: int, *, checkpoints: tuple[int, ...]
                 for k in spiking:
                     levels[k].append(totals[k].cpu().numpy())
     out = np.concatenate(outs)
-    layers = {}
-    for pop in net.populations():
-        s = LayerStats(neurons=pop.size)
-        if pop.name in events:
-            s.spikes = events[pop.name]
-            s.rate = s.spikes / (n * pop.size * T)
-        layers[pop.name] = s.as_dict()
+    layers = {pop.name: LayerStats.counted(pop.size, np.sum(events[pop.name]) if pop.name in events else None, n, T).as_dict()
+              for pop in net.populations()}
     acts = {k: np.concatenate(v) for k, v in levels.items()} if keep_levels else {}
     result = SimResult(outputs=out, all_outputs={net.outputs[0]: out}, predictions=out.reshape(n, -1).argmax(axis=1),
                        spike_counts={k: np.asarray(v) for k, v in events.items()}, layers=layers, timesteps=T,

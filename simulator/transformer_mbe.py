@@ -176,13 +176,8 @@ def simulate_mbe(net: Network, x, timesteps: int | None = None, *, batch_size: i
                 events[k].append(ev[k].cpu().numpy())
     activations = {k: np.concatenate(v) for k, v in decoded.items()}
     spike_counts = {k: np.concatenate(v) for k, v in events.items()}
-    layers = {}
-    for pop in net.populations():
-        s = LayerStats(neurons=pop.size)
-        if pop.name in spike_counts:
-            s.spikes = int(spike_counts[pop.name].sum())
-            s.rate = s.spikes / (n * pop.size * T)
-        layers[pop.name] = s.as_dict()
+    layers = {pop.name: LayerStats.counted(pop.size, np.sum(spike_counts[pop.name]) if pop.name in spike_counts else None, n, T).as_dict()
+              for pop in net.populations()}
     out = activations[net.outputs[0]]
     result = SimResult(outputs=out, all_outputs={o: activations[o] for o in net.outputs},
                        predictions=out.reshape(n, -1).argmax(axis=1), spike_counts=spike_counts, layers=layers,
