@@ -232,7 +232,11 @@ class _FloatState:
                 lo, hi = (float(t) for t in torch.aminmax(v))
             if lo < self.sat_lo or hi > self.state_max:
                 v = _saturate(self, v)
-                lo, hi = max(lo, self.sat_lo), min(hi, self.state_max)
+                if self.state_wrap:          # a wrapped value may land anywhere in the range
+                    lo, hi = ((float(t) for t in torch.aminmax(v)) if not self.sync_free
+                              else (self.sat_lo, self.state_max))
+                else:
+                    lo, hi = max(lo, self.sat_lo), min(hi, self.state_max)
         self.lo, self.hi = lo, hi
         return v
 

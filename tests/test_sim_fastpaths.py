@@ -155,3 +155,23 @@ def test_bad_event_driven_mode_is_a_clear_error():
     net = _mlp(Datapath())
     with pytest.raises(ValueError, match="event_driven must be one of"):
         simulate(net, _spikes(1, 2, 40, 0.1), 2, event_driven="sometimes")
+
+
+def test_wrapped_state_interval_lets_the_next_wrap_be_seen():
+    """Regression (hypothesis, test_pmsm): after a two's-complement state wrap the value may land
+    anywhere in the range, so the float32 state's tracked interval must be re-measured; a clipped
+    interval skipped the second wrap of a readout drifting up by its bias."""
+    dp = Datapath(state_bits=10, state_overflow="wrap")
+    net = Network(datapath=dp)
+    net.add(Input("in", shape=(1,), coding="spikes", payload=SpikePayload()))
+    net.add(Population("out", shape=(1,), neuron=Readout(bias=np.array([50]))))
+    net.add(Dense("w", source="in", target="out", weight=np.array([[-10.0]])))
+    net.outputs = ["out"]
+    x = np.zeros((1, 3, 1))
+    x[0, 0, 0] = 1             # v = 50 - (10 << 6) = -590 wraps to 434; +50 +50 = 534 wraps to -490
+    assert "out" in build_plan(net, 3, "cpu").float_state
+    ref = reference_simulate(net, x, 3)
+    for path in ("auto", "int64"):       # events "on": idle steps bound |u| by 0, so no pass runs
+        res = simulate(net, x, 3, path=path, record_states=True, event_driven="on")
+        np.testing.assert_array_equal(res.states["out"], ref.v["out"], err_msg=path)
+        assert res.layers["out"]["saturation_events"] == ref.saturation["out"] == 2, path
