@@ -17,6 +17,7 @@ paper's layer-wise baseline on the same signed neuron).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,127 +97,176 @@ def _row_stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             np.array([r.std() for r in a], dtype=np.float64).reshape(-1))
 
 
-BUCKETS_PER_VALUE = 8   # bucket grid of the closed-form search: buckets per calibration value
+# ---------------------------------------------------------------------- the closed form over boundary tables
+@dataclass(frozen=True)
+class BoundaryLayout:
+    """Where each candidate's 2T level boundaries sit in a per-channel table of points.
 
-
-def _rank_table(xs: torch.Tensor, prefix: torch.Tensor) -> tuple:
-    """Per channel a uniform bucket grid over the sorted values ``xs`` (C, N), two empty buckets
-    padded on each side. The bucket of a value v is floor(clamp(v * scale + offset)), one monotone
-    float expression for values and boundaries alike. Per bucket, where the bucket and both
-    neighbours hold no value: ``below`` = how many values lie in lower buckets (float64, -1 elsewhere)
-    and ``p_below`` = the cumulative sum of the targets there. A boundary in such a bucket has exactly
-    ``below`` values under it, each at least a bucket width away."""
-    c, n = xs.shape
-    buckets = BUCKETS_PER_VALUE * n
-    x0, x1 = xs[:, :1], xs[:, -1:]
-    scale = buckets / (x1 - x0)
-    offset = 2.0 - x0 * scale
-    xmax = xs.abs().amax(1, keepdim=True)
-    g = torch.addcmul(offset, xs, scale).clamp_(2.0, buckets + 1.0).long()
-    hist = torch.zeros((c, buckets + 4), dtype=torch.long, device=xs.device).scatter_add_(1, g, torch.ones_like(g))
-    below = torch.cumsum(hist, 1) - hist
-    busy = hist > 0
-    busy[:, 1:] |= busy[:, :-1].clone()
-    busy[:, :-1] |= hist[:, 1:] > 0
-    return scale, offset, below.to(torch.float64).masked_fill_(busy, -1.0), prefix.gather(1, below), xmax
-
-
-def _closed_form_losses(xs: torch.Tensor, table, prefix: torch.Tensor, a_sum: torch.Tensor, a2_sum: torch.Tensor,
-                        abs_sum: torch.Tensor, z: torch.Tensor, th: torch.Tensor, timesteps: int):
-    """Objective of every candidate from level boundaries in the sorted data, and an error bound.
-
-    xs (C, N) each channel's integrated values sorted; ``table`` its bucket grid (:func:`_rank_table`) or None;
-    prefix (C, N + 1) cumulative sums of the targets a in that order; z, th (C, m) candidates. The
-    quantised level q(x) = clip(floor(t(x - z)/theta), -T, T) is monotone in x (every rounding step
-    is), so level k >= -T + 1 starts at the first sorted index j_k with q >= k. For a boundary
-    b = z + k theta/T in an empty bucket with empty neighbours j_k is the bucket's count (every value
-    is a bucket width away, far beyond rounding); elsewhere a binary search finds it and the loop's
-    own float expression, evaluated at j_k - 1 and j_k, confirms it (``reliable`` is False where a
-    value sits within rounding of a boundary). Since q_i = -T + #{k: i >= j_k},
-        Q1 = sum q = -TN + sum_k (N - j_k),   Q2 = sum q^2 = N T^2 + sum_k (2k - 1)(N - j_k),
-        QA = sum q a = -T sum a + sum_k (sum a - P[j_k]),
-        L = (theta/T)^2 Q2 + 2 z (theta/T) Q1 + N z^2 - 2 (theta/T) QA - 2 z sum a + sum a^2
-    = sum_i ((theta/T) q_i + z - a_i)^2 in O(T) per candidate instead of O(N). ``bound`` is a
-    rigorous bound on |L - the loop's float sum| (rounding of both, relative to B = sum_i (theta +
-    |z| + |a_i|)^2, which bounds every term; cumulative sums err by at most N u each).
+    Candidate c = i * n_j + (j - 1) (i < n_i, 1 <= j <= n_j: z-major, the loop's order) has boundary
+    k (-T < k <= T), the smallest x with level q(x) = clip(floor(T(x - z)/theta), -T, T) >= k, near
+    the table point of row
+        r(i, j, k) = r0 + i * a + k * j * b,
+    so a candidate's boundaries are one arithmetic progression of rows (stride j b) and all
+    candidates of one j a strided view of the table. ``lattice`` (search both / threshold): every
+    boundary z_i + k theta_j / T of the grid equals, in exact arithmetic, origin + (row + first) h
+    with h = 6 sigma / D, D = lcm(n_offset - 1, T n_threshold) (origin mu; 0 and D = T n_threshold
+    for search threshold), so the table holds ``rows`` lattice points for all n_i * n_j candidates.
+    Otherwise (search offset, or a lattice larger than the boundaries themselves) the table holds the
+    boundaries of a slice of candidates directly (n_j = 1, a = 2T, b = 1, r0 = T - 1).
     """
-    c, n = xs.shape
-    m = z.shape[1]
-    t = float(timesteps)
-    T = int(timesteps)
-    K = 2 * T
-    dev = xs.device
-    u = float(np.finfo(np.float64).eps)
-    k = torch.arange(-T + 1, T + 1, device=dev, dtype=torch.float64)                # (K,) boundaries
-    step = th / t
-    bnd = torch.addcmul(z[:, :, None], step[:, :, None], k).reshape(c, -1)            # (C, m K)
-    if table is not None:
-        scale, offset, below, p_below, xmax = table
-        g = torch.addcmul(offset, bnd, scale).clamp_(0.0, below.shape[1] - 1.0).long()
-        j = below.gather(1, g)
-        p = p_below.gather(1, g)
-        # a bucket must be far wider than rounding at this candidate's scale for the shortcut to hold
-        narrow = (xmax + z.abs() + th) * (1024 * u) * scale >= 1.0                  # (C, m)
-        unsure = j < 0
-        if bool(narrow.any()):
-            unsure |= narrow[:, :, None].expand(c, m, K).reshape(c, -1)
-    else:                  # no grid: every boundary by binary search
-        j, p = torch.empty_like(bnd), torch.empty_like(bnd)
-        unsure = torch.ones_like(bnd, dtype=torch.bool)
-    reliable = torch.ones((c, m), dtype=torch.bool, device=dev)
-    rows, cols = torch.nonzero(unsure, as_tuple=True)
-    if rows.numel():       # binary search for these, one padded batch over the channels
-        per_row = torch.bincount(rows, minlength=c)
-        pos = torch.arange(rows.numel(), device=dev) - (torch.cumsum(per_row, 0) - per_row)[rows]
-        padded = torch.full((c, int(per_row.max())), float("inf"), dtype=torch.float64, device=dev)
-        padded[rows, pos] = bnd[rows, cols]
-        j_u = torch.searchsorted(xs, padded)[rows, pos]
-        cand = cols // K
-        z_u, t_u, k_u = z[rows, cand], th[rows, cand], k[cols % K]
 
-        def level_ge(idx):     # the loop's expression at sorted index idx: is its level >= k?
-            return (xs[rows, idx.clamp(0, n - 1)] - z_u) * t / t_u >= k_u
-        bad = ((j_u < n) & ~level_ge(j_u)) | ((j_u > 0) & level_ge(j_u - 1))
-        reliable[rows[bad], cand[bad]] = False
-        j[rows, cols] = j_u.to(torch.float64)
-        p[rows, cols] = prefix[rows, j_u]
-    above = n - j.reshape(c, m, K)                                                       # values with q >= k
-    qs = above @ torch.stack([torch.ones_like(k), 2.0 * k - 1.0], 1)                  # integers < 2^53: exact
-    q1 = qs[..., 0] - t * n
-    q2 = qs[..., 1] + n * t * t
-    qa = (K - t) * a_sum[:, None] - p.reshape(c, m, K).sum(-1)                            # P: sums of a below j_k
+    lattice: bool
+    n_i: int
+    n_j: int
+    a: int
+    b: int
+    r0: int
+    rows: int
+    first: int = 0
+    denom: int = 1
+
+
+def boundary_layout(search: str, n_offset: int, n_threshold: int, timesteps: int, n_direct: int) -> BoundaryLayout:
+    """The lattice layout of the grid when it is no larger than the boundaries it replaces, else the
+    direct layout for ``n_direct`` candidates."""
+    T, K = int(timesteps), 2 * int(timesteps)
+    direct = BoundaryLayout(False, n_direct, 1, K, 1, T - 1, n_direct * K)
+    if search not in ("both", "threshold"):
+        return direct
+    mt = n_threshold
+    if search == "both" and n_offset > 1:
+        denom = math.lcm(n_offset - 1, T * mt)
+        n_i, a, first_z = n_offset, 2 * denom // (n_offset - 1), -denom       # z_i = mu + (-D + i a) h
+    else:                                # one offset: mu - 6 sigma (both) or 0 (threshold)
+        denom = T * mt
+        n_i, a, first_z = 1, 0, (-denom if search == "both" else 0)
+    b = denom // (T * mt)                                                     # theta_j / T = j b h
+    lo = first_z + (1 - T) * mt * b
+    hi = first_z + (n_i - 1) * a + T * mt * b
+    rows = hi - lo + 1
+    if rows > n_i * mt * K:
+        return direct
+    return BoundaryLayout(True, n_i, mt, a, b, first_z - lo, rows, first=lo, denom=denom)
+
+
+def _boundary_table(xs: torch.Tensor, prefix: torch.Tensor, points: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """(rows, 4 C) table over points (C, rows): columns [J, row * J, P, A] per channel, where J = the
+    number of values below the point, P = the sum of the targets there (``prefix`` in sorted order),
+    A = 1 where a value lies within ``delta`` of the point (its side in the loop's float expression is
+    not certain), else 0. Outside those windows J counts exactly the values below every boundary that
+    rounds to the point."""
+    c, n = xs.shape
+    lo = torch.searchsorted(xs, points - delta[:, None])                 # values below the window
+    nxt = xs.gather(1, lo.clamp(max=n - 1))                               # the first value at or above it
+    amb = (lo < n) & (nxt <= points + delta[:, None])
+    j = lo.to(torch.float64)
+    row = torch.arange(points.shape[1], device=xs.device, dtype=torch.float64)
+    table = torch.empty((points.shape[1], 4 * c), dtype=torch.float64, device=xs.device)
+    for col, val in enumerate((j, j * row, prefix.gather(1, lo), amb.to(torch.float64))):
+        table[:, col * c:(col + 1) * c] = val.t()
+    return table
+
+
+def _progression_sums(table: torch.Tensor, layout: BoundaryLayout, timesteps: int) -> torch.Tensor:
+    """(n_i n_j, R): for every candidate the sum of its 2T boundary rows of ``table`` (rows, R), one
+    strided view and one reduction per j (no index tensors, no gathers)."""
+    T, K = int(timesteps), 2 * int(timesteps)
+    r = table.shape[1]
+    out = torch.empty((layout.n_i, layout.n_j, r), dtype=table.dtype, device=table.device)
+    for j in range(1, layout.n_j + 1):
+        step = j * layout.b
+        view = table.as_strided((layout.n_i, K, r), (layout.a * r, step * r, 1), (layout.r0 + (1 - T) * step) * r)
+        out[:, j - 1] = view.sum(1)
+    return out.reshape(-1, r)
+
+
+def _table_losses(table: torch.Tensor, layout: BoundaryLayout, n: int, sums, z: torch.Tensor, th: torch.Tensor,
+                  timesteps: int):
+    """(loss, bound, reliable) per channel (C, m) and candidate from a boundary table (C channels).
+
+    With j_k the number of values whose level is below k (-T < k <= T), q_i = -T + #{k: i >= j_k} in
+    sorted order, so
+        Q1 = sum q = T N - sum_k j_k,   Q2 = sum q^2 = N T^2 - 2 sum_k k j_k + sum_k j_k,
+        QA = sum q a = T sum a - sum_k P[j_k],
+        L = (theta/T)^2 Q2 + 2 z (theta/T) Q1 + N z^2 - 2 (theta/T) QA - 2 z sum a + sum a^2
+    = sum_i ((theta/T) q_i + z - a_i)^2. sum_k k j_k = (sum_k row j - row(k = 0) sum_k j) / stride,
+    all integers below 2^53, so Q1, Q2 are exact. ``bound`` (:func:`_rounding_bound`) bounds |L - the
+    loop's float sum|; ``reliable`` is False where a boundary's side of some value is not certain.
+    """
+    c = table.shape[1] // 4
+    t, T = float(timesteps), int(timesteps)
+    a_sum, a2_sum, abs_sum = sums
+    s = _progression_sums(table, layout, T).t()                       # (4 C, m)
+    sj, snj, sp, amb = s[:c], s[c:2 * c], s[2 * c:3 * c], s[3 * c:]
+    cand = torch.arange(s.shape[1], device=table.device)
+    i, j = cand // layout.n_j, cand % layout.n_j + 1
+    row0 = (layout.r0 + i * layout.a).to(torch.float64)
+    skj = (snj - row0 * sj) / (j * layout.b).to(torch.float64)
+    q1 = t * n - sj
+    q2 = n * t * t - 2.0 * skj + sj
+    qa = t * a_sum[:, None] - sp
+    step = th / t
     loss = (step * step * q2 + 2.0 * z * step * q1 + n * z * z - 2.0 * step * qa - 2.0 * z * a_sum[:, None]
             + a2_sum[:, None])
-    return loss, _rounding_bound(n, T, z, th, abs_sum, a2_sum), reliable
+    return loss, _rounding_bound(n, T, z, th, abs_sum, a2_sum), amb == 0
 
 
 def _rounding_bound(n: int, T: int, z: torch.Tensor, th: torch.Tensor, abs_sum: torch.Tensor,
                     a2_sum: torch.Tensor) -> torch.Tensor:
-    """A rigorous bound on the rounding error of any of the float sums here (the loop's, the closed
-    form's, the clipping bound's) for candidates (z, th): 4 u (N (2T + 2) + 256) B, B = sum_i
-    (theta + |z| + |a_i|)^2 >= the magnitude of every term and partial sum involved."""
+    """A rigorous bound on the rounding error of any of the float sums here (the loop's and the closed
+    form's) for candidates (z, th): 4 u (N (2T + 2) + 256) B, B = sum_i (theta + |z| + |a_i|)^2 >=
+    the magnitude of every term and partial sum involved."""
     r = th + z.abs()
     big = n * r * r + 2.0 * r * abs_sum[:, None] + a2_sum[:, None]
     return 4.0 * float(np.finfo(np.float64).eps) * (n * (2 * T + 2) + 256) * big
 
 
-def _clip_lower_bound(xs: torch.Tensor, prefix: torch.Tensor, prefix2: torch.Tensor, z: torch.Tensor,
-                      th: torch.Tensor, timesteps: int) -> torch.Tensor:
-    """A lower bound on each candidate's objective: the error of the values that are certainly clipped.
+# the window around a table point inside which a value's side is uncertain: 1024 eps times the
+# magnitudes involved, far beyond the few roundings of the grid, the points and the loop's expression
+WINDOW_EPS = 1024.0 * float(np.finfo(np.float64).eps)
 
-    Values above z + theta sit at level T (decoded z + theta), values below z + (1 - T) theta/T at
-    level -T (decoded z - theta), whatever the rounding once a margin of many ulps is kept; their
-    squared errors follow from prefix sums of a and a^2 (``prefix``, ``prefix2``, sorted by x), and
-    every other term is >= 0. The caller subtracts the rounding bound."""
-    n = xs.shape[1]
-    t = float(timesteps)
-    margin = (xs.abs().amax(1, keepdim=True) + z.abs() + th) * (64 * float(np.finfo(np.float64).eps))
-    top, bottom = z + th, z - th
-    j_hi = torch.searchsorted(xs, top + margin)                      # values >= it: level T for sure
-    j_lo = torch.searchsorted(xs, z + (1.0 - t) * th / t - margin)   # values below it: level -T for sure
-    s1_hi, s2_hi = prefix[:, -1:] - prefix.gather(1, j_hi), prefix2[:, -1:] - prefix2.gather(1, j_hi)
-    s1_lo, s2_lo = prefix.gather(1, j_lo), prefix2.gather(1, j_lo)
-    return ((n - j_hi) * top * top - 2.0 * top * s1_hi + s2_hi) + (j_lo * bottom * bottom - 2.0 * bottom * s1_lo + s2_lo)
+
+def _closed_form_all(xs: torch.Tensor, prefix: torch.Tensor, sums, mu: torch.Tensor, sigma: torch.Tensor,
+                     z: torch.Tensor, th: torch.Tensor, layout: BoundaryLayout, timesteps: int, chunk_elements: int,
+                     search: str):
+    """(loss, bound, reliable) (C, m) for every candidate of (z, th) (C, m, z-major), in blocks of
+    channels (and, for the direct layout, slices of candidates) of about ``chunk_elements`` table entries."""
+    c, n = xs.shape
+    m = z.shape[1]
+    T, K = int(timesteps), 2 * int(timesteps)
+    dev = xs.device
+    xmax = xs.abs().amax(1)
+    delta = WINDOW_EPS * (xmax + z.abs().amax(1) + 2.0 * th.amax(1) + mu.abs())
+    out = [torch.empty((c, m), dtype=torch.float64, device=dev) for _ in range(2)] + \
+          [torch.empty((c, m), dtype=torch.bool, device=dev)]
+    if layout.lattice:
+        block = max(1, int(chunk_elements) // (4 * layout.rows))
+        rows = torch.arange(layout.first, layout.first + layout.rows, device=dev, dtype=torch.float64)
+        origin = mu if search == "both" else torch.zeros_like(mu)
+        h = sigma * SIGMA_SPAN / layout.denom
+        for c0 in range(0, c, block):
+            sl = slice(c0, c0 + block)
+            points = origin[sl, None] + rows * h[sl, None]
+            table = _boundary_table(xs[sl], prefix[sl], points, delta[sl])
+            res = _table_losses(table, layout, n, tuple(v[sl] for v in sums), z[sl], th[sl], T)
+            for o, r in zip(out, res):
+                o[sl] = r
+        return tuple(out)
+    block = max(1, int(chunk_elements) // (4 * K * m))
+    width = max(1, min(m, int(chunk_elements) // (4 * K * block)))
+    k = torch.arange(1 - T, T + 1, device=dev, dtype=torch.float64)
+    for c0 in range(0, c, block):
+        sl = slice(c0, c0 + block)
+        for m0 in range(0, m, width):
+            cs = slice(m0, m0 + width)
+            zc, tc = z[sl, cs], th[sl, cs]
+            points = (zc[:, :, None] + k * (tc / float(T))[:, :, None]).reshape(zc.shape[0], -1)
+            table = _boundary_table(xs[sl], prefix[sl], points, delta[sl])
+            part = BoundaryLayout(False, zc.shape[1], 1, K, 1, T - 1, points.shape[1])
+            res = _table_losses(table, part, n, tuple(v[sl] for v in sums), zc, tc, T)
+            for o, r in zip(out, res):
+                o[sl, cs] = r
+    return tuple(out)
 
 
 def grid_search(acts: np.ndarray | torch.Tensor, timesteps: int, n_offset: int = 41, n_threshold: int = 40,
@@ -270,53 +320,20 @@ def grid_search(acts: np.ndarray | torch.Tensor, timesteps: int, n_offset: int =
         at = xt if inputs is None else torch.as_tensor(a[live], device=dev)
         xs, order = torch.sort(xt, dim=1, stable=True)
         a_sorted = xs if inputs is None else at.gather(1, order)
-        zero = torch.zeros_like(a_sorted[:, :1])
-        prefix = torch.cat([zero, torch.cumsum(a_sorted, 1)], 1)
-        prefix2 = torch.cat([zero, torch.cumsum(a_sorted * a_sorted, 1)], 1)
-        sums = (prefix[:, -1], prefix2[:, -1], at.abs().sum(1))
-        # the bucket grid pays off once the boundaries to locate outnumber its buckets
-        table = _rank_table(xs, prefix) if 2 * int(timesteps) * m >= BUCKETS_PER_VALUE * n else None
-        zl, tl = z_all[live].to(dev), t_all[live].to(dev)
-        T, cl = int(timesteps), len(live)
-
-        def evaluate(cols: torch.Tensor):      # closed form for candidate columns (C, s), chunked
-            zs, ts = zl.gather(1, cols), tl.gather(1, cols)
-            step = max(1, int(chunk_elements) // max(1, cl * 2 * T))
-            parts = [_closed_form_losses(xs, table, prefix, *sums, zs[:, i:i + step], ts[:, i:i + step], T)
-                     for i in range(0, cols.shape[1], step)]
-            return tuple(torch.cat([p[i] for p in parts], 1) for i in range(3))
-        # 1. an upper bound on the optimum: a coarse sub-grid (every 4th offset with the centre, every
-        #    4th threshold with the largest), then the 7 x 7 neighbourhood of its best point
-        iz, it = np.divmod(np.arange(m), mt)
-        coarse = torch.as_tensor(np.flatnonzero((iz % 4 == (mz // 2) % 4) & (it % 4 == (mt - 1) % 4)), device=dev)
-        lc, bc, rc = evaluate(coarse.expand(cl, -1).contiguous())
-        upper_c = torch.where(rc, lc + bc, torch.full_like(lc, float("inf")))
-        centre = coarse[upper_c.argmin(1)]                                   # (C,) flat index
-        dz, dt = np.meshgrid(np.arange(-3, 4), np.arange(-3, 4), indexing="ij")
-        nz = (centre // mt)[:, None] + torch.as_tensor(dz.ravel(), device=dev)
-        nt = (centre % mt)[:, None] + torch.as_tensor(dt.ravel(), device=dev)
-        near = nz.clamp(0, mz - 1) * mt + nt.clamp(0, mt - 1)
-        ln, bn, rn = evaluate(near)
-        best_upper = torch.minimum(upper_c.amin(1, keepdim=True),
-                                   torch.where(rn, ln + bn, torch.full_like(ln, float("inf"))).amin(1, keepdim=True))
-        # 2. candidates whose certain clipping error alone exceeds it cannot be the optimum
-        bound_all = _rounding_bound(n, T, zl, tl, sums[2], sums[1])
-        lower = _clip_lower_bound(xs, prefix, prefix2, zl, tl, T) - 2.0 * bound_all
-        keep = ~(lower > best_upper)
-        # 3. the closed form for the survivors (padded per channel), then the loop's own sums decide
-        count = keep.sum(1)
-        width = int(count.max())
-        order_keep = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]   # survivors first, in order
-        valid = torch.arange(width, device=dev)[None, :] < count[:, None]
-        cols = torch.where(valid, order_keep, order_keep[:, :1])
-        loss, bound, reliable = evaluate(cols)
-        loss, bound, reliable, cols, valid = (v.cpu().numpy() for v in (loss, bound, reliable, cols, valid))
-        upper = np.where(reliable & valid, loss + bound, np.inf).min(1, keepdims=True)
-        maybe = valid & (~reliable | (loss - bound <= upper))   # every candidate that could be the loop's optimum
+        prefix = torch.cat([torch.zeros_like(a_sorted[:, :1]), torch.cumsum(a_sorted, 1)], 1)
+        sums = (prefix[:, -1], (at * at).sum(1), at.abs().sum(1))
+        layout = boundary_layout(search, n_offset, n_threshold, int(timesteps), m)
+        mu_l = torch.as_tensor(mu[live], device=dev)
+        sig_l = torch.as_tensor(sigma[live], device=dev)
+        loss, bound, reliable = _closed_form_all(xs, prefix, sums, mu_l, sig_l, z_all[live].to(dev),
+                                                 t_all[live].to(dev), layout, int(timesteps), chunk_elements, search)
+        loss, bound, reliable = (v.cpu().numpy() for v in (loss, bound, reliable))
+        upper = np.where(reliable, loss + bound, np.inf).min(1, keepdims=True)
+        maybe = ~reliable | (loss - bound <= upper)      # every candidate that could be the loop's optimum
         zn, tn = z_all.numpy(), t_all.numpy()
         for r, ch in enumerate(live):
             best = (np.inf, 0.0, 0.0)
-            for j in sorted(set(cols[r, maybe[r]].tolist())):
+            for j in np.flatnonzero(maybe[r]):          # ascending: the loop's order, first minimum wins
                 e = _exact_error(a[ch], x[ch], zn[ch, j], tn[ch, j], t)
                 if e < best[0]:
                     best = (e, zn[ch, j], tn[ch, j])

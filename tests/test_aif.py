@@ -9,7 +9,8 @@ from torch import nn
 from spikeport import compiler, ir
 from spikeport.convert import ConversionError, convert
 from spikeport.convert.activations import qcfs_activation
-from spikeport.convert.aif import aif_neuron_spec, channel_rows, grid_search, grid_search_loop
+from spikeport.convert.aif import (aif_neuron_spec, boundary_layout, candidate_grids, channel_rows, grid_search,
+                                   grid_search_loop)
 from spikeport.frontend import load_model
 from spikeport.simulator import simulate
 
@@ -100,34 +101,116 @@ def test_grid_search_vectorised_equals_loop(search):
     assert vec.z[-1] == (1.5 if search != "threshold" else 0.0) and vec.loss[-1] == 0.0
 
 
-@pytest.mark.parametrize("T", [1, 4, 32])
+@pytest.mark.parametrize("T", [1, 4, 8, 16, 32])
 def test_grid_search_fast_path_equals_loop_exactly(T):
-    """Default grid (41 x 40), ReLU-like data with ties at 0, lattice values and a heavy tail, several T:
-    the bucket grid (large T), binary searches and the pruning all end at the loop's optimum."""
+    """Default grid (41 x 40, the lattice layout), ReLU-like data with ties at 0, lattice values and a
+    heavy tail, several T: the closed form over the boundary table ends at the loop's optimum."""
     rng = np.random.default_rng(T)
     relu = np.maximum(rng.normal(0.3, 1.0, (3, 700)), 0.0)
     lattice = rng.integers(0, 6, (2, 700)).astype(float) * 0.25
     tail = rng.standard_cauchy((2, 700))
     rows = np.concatenate([relu, lattice, tail])
+    assert boundary_layout("both", 41, 40, T, 41 * 40).lattice
     same_result(grid_search(rows, T), grid_search_loop(rows, T))
     same_result(grid_search(rows, T, chunk_elements=1000), grid_search_loop(rows, T))
 
 
-def test_closed_form_flags_values_on_a_boundary():
-    """A value exactly on a level boundary may round to either side in the loop's float expression; the
-    closed form must either agree with the loop's sum or mark the candidate for exact re-evaluation."""
-    from spikeport.convert.aif import _closed_form_losses, _exact_error, _rounding_bound
-    T, theta, z = 32, 0.7, 0.1
-    k = np.arange(-T + 1, T + 1)
-    xs = np.sort(np.concatenate([z + k * (theta / T), np.linspace(-1, 1, 50)]))
-    x = torch.as_tensor(xs)[None]
-    prefix = torch.cat([torch.zeros(1, 1, dtype=torch.float64), torch.cumsum(x, 1)], 1)
-    zt, tt = torch.tensor([[z]], dtype=torch.float64), torch.tensor([[theta]], dtype=torch.float64)
-    sums = (prefix[:, -1], (x * x).sum(1), x.abs().sum(1))
-    loss, bound, reliable = _closed_form_losses(x, None, prefix, *sums, zt, tt, T)
-    exact = _exact_error(xs, xs, z, theta, float(T))
-    assert float(bound[0, 0]) == float(_rounding_bound(x.shape[1], T, zt, tt, sums[2], sums[1])[0, 0])
-    assert (not bool(reliable[0, 0])) or abs(float(loss[0, 0]) - exact) <= float(bound[0, 0])
+@pytest.mark.parametrize("search,n_offset,n_threshold,T", [
+    ("both", 41, 40, 4), ("both", 41, 40, 32), ("both", 9, 8, 3), ("both", 1, 5, 7), ("both", 2, 3, 1),
+    ("both", 7, 6, 5), ("threshold", 1, 40, 16), ("threshold", 9, 3, 2)])
+def test_boundary_layout_rows_are_the_grids_boundaries(search, n_offset, n_threshold, T):
+    """Every candidate's boundary z_i + k theta_j / T is the lattice point at row r0 + i a + k j b (up to
+    the grid's rounding), and the lattice is no larger than the boundaries it replaces."""
+    mu, sigma = torch.tensor([0.37, -2.0], dtype=torch.float64), torch.tensor([1.3, 0.01], dtype=torch.float64)
+    z, th = candidate_grids(mu, sigma, n_offset, n_threshold, search)
+    m = n_offset * n_threshold if search == "both" else n_threshold
+    lay = boundary_layout(search, n_offset, n_threshold, T, m)
+    assert lay.lattice and lay.n_i * lay.n_j == m and lay.rows <= m * 2 * T
+    origin = mu if search == "both" else torch.zeros_like(mu)
+    h = sigma * 6.0 / lay.denom
+    for i in range(lay.n_i):
+        for j in range(1, lay.n_j + 1):
+            for k in range(1 - T, T + 1):
+                row = lay.r0 + i * lay.a + k * j * lay.b
+                assert 0 <= row < lay.rows
+                point = origin + (row + lay.first) * h
+                want = z[:, i] + k * th[:, j - 1] / T
+                assert torch.allclose(point, want, rtol=0, atol=1e-13 * float((mu.abs() + 12 * sigma).max()))
+    assert not boundary_layout("offset", 41, 1, T, 41).lattice
+
+
+def test_boundary_table_flags_values_on_a_point():
+    """A value within rounding of a table point may fall on either side in the loop's float expression:
+    the table marks the point (A = 1); elsewhere J counts the values below it exactly."""
+    from spikeport.convert.aif import WINDOW_EPS, _boundary_table
+    xs = torch.tensor([[-1.0, 0.0, 0.5, 0.5, 2.0, 3.0]], dtype=torch.float64)
+    prefix = torch.cat([torch.zeros(1, 1, dtype=torch.float64), torch.cumsum(xs, 1)], 1)
+    points = torch.tensor([[-2.0, 0.0, np.nextafter(0.5, 1.0), 0.75, 3.0 - 1e-15, 5.0]], dtype=torch.float64)
+    table = _boundary_table(xs, prefix, points, WINDOW_EPS * torch.tensor([8.0], dtype=torch.float64))
+    j, rj, p, amb = table.t()
+    assert j.tolist() == [0, 1, 2, 4, 5, 6] and rj.tolist() == [0, 1, 4, 12, 20, 30]
+    assert amb.tolist() == [0, 1, 1, 0, 1, 0]
+    assert p.tolist() == [0.0, -1.0, -1.0, 0.0, 2.0, 5.0]
+
+
+@pytest.mark.parametrize("T", [3, 6, 12, 24])
+def test_grid_search_values_on_level_boundaries_equal_loop(T):
+    """Ties of values and boundaries: mu = 0 and sigma = 5 exactly, so the values +-1, +-7 lie exactly on
+    lattice points (flagged, re-evaluated by the loop's sum); inputs placed on the loop's own boundary
+    values z + k theta / T and one ulp to either side. The optimum equals the loop's bit for bit."""
+    from spikeport.convert.aif import WINDOW_EPS, _boundary_table
+    rows = np.tile(np.array([-7.0, -1.0, 1.0, 7.0]), (2, 60))
+    rows[1] = np.roll(rows[1], 1)
+    assert rows.mean(1).tolist() == [0.0, 0.0] and rows.std(1).tolist() == [5.0, 5.0]
+    lay = boundary_layout("both", 41, 40, T, 41 * 40)
+    xs = torch.as_tensor(np.sort(rows, 1))
+    points = (torch.arange(lay.first, lay.first + lay.rows, dtype=torch.float64) * 30.0 / lay.denom)[None].repeat(2, 1)
+    prefix = torch.cat([torch.zeros(2, 1, dtype=torch.float64), torch.cumsum(xs, 1)], 1)
+    assert _boundary_table(xs, prefix, points, WINDOW_EPS * torch.full((2,), 80.0, dtype=torch.float64))[:, 6:].sum() > 0
+    same_result(grid_search(rows, T), grid_search_loop(rows, T))
+    rng = np.random.default_rng(T)
+    acts = rng.normal(0.5, 1.0, (3, 400))
+    z, th = candidate_grids(torch.as_tensor(acts.mean(1)), torch.as_tensor(acts.std(1)), 41, 40, "both")
+    i, j, k = rng.integers(0, 41, (3, 400)), rng.integers(0, 40, (3, 400)), rng.integers(1 - T, T + 1, (3, 400))
+    b = z.numpy()[np.arange(3)[:, None], i] + k * th.numpy()[np.arange(3)[:, None], j] / T
+    inputs = np.where(rng.random((3, 400)) < 0.5, b, np.nextafter(b, np.where(rng.random((3, 400)) < 0.5, -np.inf, np.inf)))
+    same_result(grid_search(acts, T, inputs=inputs), grid_search_loop(acts, T, inputs=inputs))
+
+
+@pytest.mark.parametrize("search,n_offset,T", [("both", 41, 16), ("both", 41, 5), ("both", 1, 8), ("threshold", 1, 16)])
+def test_grid_search_loss_ties_pick_the_loops_first(search, n_offset, T):
+    """Candidates with bit-identical losses at the optimum: targets +-1 (mu = 0, sigma = 1 exactly),
+    integrated inputs within 1e-7 above the centre offset, so every threshold of that offset decodes
+    every value to z (and other candidates hit 0 up to rounding): many candidates share the smallest
+    loss. The search returns the first of them in the loop's order, like the loop."""
+    from spikeport.convert.aif import _exact_error
+    rng = np.random.default_rng(T)
+    acts = np.tile(np.array([-1.0, 1.0]), (2, 150))
+    z, th = candidate_grids(torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64), n_offset, 40, search)
+    base = z.numpy()[:, (n_offset - 1) // 2]
+    inputs = base[:, None] + rng.uniform(0.0, 1e-7, (2, 300))
+    fast, ref = grid_search(acts, T, n_offset, 40, search, inputs=inputs), grid_search_loop(acts, T, n_offset, 40, search, inputs=inputs)
+    same_result(fast, ref)
+    for ch in range(2):
+        grid = [(zz, tt) for zz in z[ch].tolist() for tt in th[ch].tolist()]
+        err = np.array([_exact_error(acts[ch], inputs[ch], zz, tt, float(T)) for zz, tt in grid])
+        ties = np.flatnonzero(err == err.min())
+        assert ties.size >= 2                                   # a real tie at the optimum
+        assert (fast.z[ch], fast.theta[ch]) == grid[ties[0]]    # the first one wins
+
+
+def test_grid_search_odd_grids_equal_loop():
+    """Grid sizes whose lattice is larger than the boundaries (the direct layout), one offset, one threshold,
+    T = 1, tiny chunks (one channel, one candidate per block): the loop's optimum every time."""
+    rng = np.random.default_rng(5)
+    rows = np.concatenate([rng.normal(0.2, 1.0, (2, 150)), np.maximum(rng.normal(0, 1, (2, 150)), 0)])
+    for search, mz, mt, T in [("both", 12, 7, 5), ("both", 1, 3, 2), ("both", 2, 1, 1), ("offset", 11, 1, 6),
+                              ("threshold", 1, 13, 3), ("both", 41, 40, 7)]:
+        lay = boundary_layout(search, mz, mt, T, mz * mt if search != "offset" else mz)
+        assert lay.lattice == (search != "offset" and (search, mz, mt) != ("both", 12, 7))
+        for chunk in (1, 1 << 18):
+            same_result(grid_search(rows, T, mz, mt, search, layer_theta=2.0, chunk_elements=chunk),
+                        grid_search_loop(rows, T, mz, mt, search, layer_theta=2.0))
 
 
 def test_grid_search_with_inputs_equals_loop():
