@@ -277,16 +277,19 @@ def grid_search(acts: np.ndarray | torch.Tensor, timesteps: int, n_offset: int =
     acts    (C, N) activations of one layer, one row per channel (all samples and positions).
     inputs  optional (C, N) values the neuron integrates (see :func:`aif_objective`); mu and sigma
             (the grid's centre and width) always come from ``acts``.
-    Each channel's values are sorted once; every candidate's objective then follows in closed form
-    from its 2T level boundaries (:func:`_closed_form_losses`, O(T log N) instead of O(N)), with a
-    rigorous bound on its rounding error. The candidates whose bound overlaps the best one's (and the
-    rare ones whose boundaries could not be confirmed) are re-evaluated with the loop's own numpy
-    expression, which picks the optimum: the chosen theta, z and loss equal the loop's exactly,
-    ties broken towards the first candidate (z-major, then theta ascending). The grid (mu, sigma,
-    candidates) is computed on the CPU with the loop's numpy reductions, so every device searches
-    the same values; the closed form runs on ``device``, chunked over candidates so that each
-    temporary holds at most ``chunk_elements`` boundaries (2T per candidate and channel). A channel with sigma = 0 (constant) gets
-    z = its value and theta = ``layer_theta`` or 1 (error 0).
+    Each channel's values are sorted once. The grid's level boundaries z_i + k theta_j / T all lie on
+    one lattice per channel (:class:`BoundaryLayout`); one table over its points holds the count and
+    target sum below each point (a searchsorted per point), and every candidate's objective follows in
+    closed form from the sums of its 2T rows, an arithmetic progression: one strided reduction per
+    threshold for all offsets (:func:`_table_losses`, O(T) simple additions per candidate instead of
+    O(N)), with a rigorous bound on its rounding error. Points with a value within rounding of them are
+    flagged; their candidates, and those whose bound overlaps the best one's, are re-evaluated with the
+    loop's own numpy expression, which picks the optimum: the chosen theta, z and loss equal the
+    loop's exactly, ties broken towards the first candidate (z-major, then theta ascending). The grid
+    (mu, sigma, candidates) is computed on the CPU with the loop's numpy reductions, so every device
+    searches the same values; the closed form runs on ``device``, in blocks of channels (and, without a
+    lattice, slices of candidates) whose tables hold about ``chunk_elements`` entries. A channel with
+    sigma = 0 (constant) gets z = its value and theta = ``layer_theta`` or 1 (error 0).
     """
     if search not in SEARCH_MODES:
         raise ValueError(f"search={search!r} must be one of {SEARCH_MODES}")
