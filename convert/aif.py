@@ -239,7 +239,8 @@ def _closed_form_all(xs: torch.Tensor, prefix: torch.Tensor, sums, mu: torch.Ten
     delta = WINDOW_EPS * (xmax + z.abs().amax(1) + 2.0 * th.amax(1) + mu.abs())
     out = [torch.empty((c, m), dtype=torch.float64, device=dev) for _ in range(2)] + \
           [torch.empty((c, m), dtype=torch.bool, device=dev)]
-    if layout.lattice:
+    exact_rows = (1 << 53) // (K * n + 1)          # sum_k row * j stays an exact float64 integer below it
+    if layout.lattice and layout.rows < exact_rows:
         block = max(1, int(chunk_elements) // (4 * layout.rows))
         rows = torch.arange(layout.first, layout.first + layout.rows, device=dev, dtype=torch.float64)
         origin = mu if search == "both" else torch.zeros_like(mu)
@@ -253,7 +254,7 @@ def _closed_form_all(xs: torch.Tensor, prefix: torch.Tensor, sums, mu: torch.Ten
                 o[sl] = r
         return tuple(out)
     block = max(1, int(chunk_elements) // (4 * K * m))
-    width = max(1, min(m, int(chunk_elements) // (4 * K * block)))
+    width = max(1, min(m, int(chunk_elements) // (4 * K * block), exact_rows // K))
     k = torch.arange(1 - T, T + 1, device=dev, dtype=torch.float64)
     for c0 in range(0, c, block):
         sl = slice(c0, c0 + block)
