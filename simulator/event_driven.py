@@ -57,6 +57,10 @@ def _bag(j, w_rows, offsets, psw):
     return torch.embedding_bag(w_rows, j, offsets, False, 0, False, psw, False)[0]
 
 
+def _dense(x, w_rows, out):
+    return x @ w_rows if out is None else torch.matmul(x, w_rows, out=out)
+
+
 def _best(f, reps: int) -> float:
     f()
     best = float("inf")
@@ -118,7 +122,8 @@ class EventDriven:
             self.threshold[batch] = lim
         return lim
 
-    def apply(self, x: torch.Tensor, w_rows: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, w_rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """x @ w_rows, dense or event-driven; ``out``: a buffer the dense GEMM may write into."""
         self.last_nnz = None
         if self.mode == "on":
             self.sparse_steps += 1
@@ -147,13 +152,13 @@ class EventDriven:
                     if nnz > 2 * lim:
                         self.wait = RECHECK - 1
             t0 = time.perf_counter()
-            out = x @ w_rows
+            res = _dense(x, w_rows, out)
             t = time.perf_counter() - t0
             self.t_dense[batch] = min(self.t_dense.get(batch, t), t)
             self.dense_steps += 1
-            return out
+            return res
         self.dense_steps += 1
-        return x @ w_rows
+        return _dense(x, w_rows, out)
 
     def _feedback(self, batch: int, nnz: int, t: float) -> None:
         """Measured on this run: a sparse step slower than the fastest dense one seen lowers the
