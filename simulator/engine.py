@@ -25,6 +25,7 @@ from .synapses import ProjectionKernel
 
 
 INPUT_F32_BYTES = 256 * 2 ** 20
+FLOAT_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Plan:
     pops: list = field(default_factory=list)              # populations in topological order
     protos: dict = field(default_factory=dict)            # (population, batch) -> unstepped kernel to copy
     chunks: dict = field(default_factory=dict)            # batch -> layer-major chunk (layer_major.chunk_steps)
+    float_dtype: torch.dtype = torch.float64              # float networks: float64 (the IR's equations) or float32
 
     @property
     def quantized(self) -> bool:
@@ -86,7 +88,7 @@ def binary_source(net: Network, name: str) -> bool:
 
 
 def build_plan(net: Network, timesteps: int, device, path: str = "auto", event_driven: str = "auto",
-               schedule: str = "auto") -> Plan:
+               schedule: str = "auto", dtype: str = "float64") -> Plan:
     for op in net.operators():
         raise NotImplementedError(f"operator node {op.name!r} (op {op.op!r}): the simulators do not run "
                                   "Operator nodes yet")
@@ -95,6 +97,9 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto", event_d
         raise ValueError(f"simulate: event_driven must be one of {EVENT_MODES}, got {event_driven!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"simulate: schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"simulate: dtype must be one of {tuple(FLOAT_DTYPES)}, got {dtype!r}")
+    float_dtype = FLOAT_DTYPES[dtype]
     if timesteps < 1:
         raise ValueError(f"simulate: timesteps must be >= 1, got {timesteps}")
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -113,7 +118,8 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto", event_d
                                           "Operator nodes are not simulated yet")
             pk = ProjectionKernel(proj, net.shape_of(proj.source), tuple(pop.shape),
                                   source_max_abs(net, proj.source), net.quantized, device, path,
-                                  acc_bits=net.datapath.conv_acc_bits if net.quantized else 0)
+                                  acc_bits=net.datapath.conv_acc_bits if net.quantized else 0,
+                                  float_dtype=float_dtype)
             pk.enable_events(event_driven, binary_source(net, proj.source))
             entries.append((pk, proj.source, int(proj.delay)))
             ring[proj.source] = max(ring[proj.source], int(proj.delay) + 1)
@@ -130,7 +136,7 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto", event_d
                 for pk, _, _ in entries:
                     pk.emit_u(net.datapath.act_shift)
     return Plan(net, timesteps, timesteps + net.latency(), device, order, incoming, ring, in_bound, float_state,
-                schedule, pops=net.populations())
+                schedule, pops=net.populations(), float_dtype=float_dtype)
 
 
 def _float_state_ok(pop: Population, net: Network, entries: list, total: int, path: str) -> bool:
@@ -195,6 +201,15 @@ def encode_input(node: Input, x: torch.Tensor, quantized: bool, timesteps: int,
     return q.clamp(pl.min_level, pl.max_level).to(torch.int64)
 
 
+def _to_float_dtype(kernel: NeuronKernel, dtype: torch.dtype) -> None:
+    """A float kernel's float64 state and parameters (and its event value dtype) in ``dtype``."""
+    for k, v in vars(kernel).items():
+        if isinstance(v, torch.Tensor) and v.dtype == torch.float64:
+            setattr(kernel, k, v.to(dtype))
+    if getattr(kernel, "value_dtype", None) == torch.float64:
+        kernel.value_dtype = dtype
+
+
 class BatchRun:
     """Mutable per-batch state: neuron kernels, emission rings, optional spike records."""
 
@@ -221,6 +236,8 @@ class BatchRun:
             elif stage is not None and tuple(x.shape) == (x.shape[0], plan.timesteps) + tuple(node.shape):
                 buf = plan.buffer(("input", name), (plan.timesteps, x.shape[0], math.prod(node.shape)), stage)
             enc = encode_input(node, x, plan.quantized, plan.timesteps, stage, buf)
+            if not plan.quantized and enc.dtype != plan.float_dtype:
+                enc = enc.to(plan.float_dtype)
             self.inputs[name] = enc if stage == "as-is" else self._staged(name, enc)
         self.rings = {name: [None] * plan.ring[name] for name in plan.order}
         self.constant = {name: Emission(v) for name, v in self.inputs.items() if net[name].coding == "analog"}
@@ -246,6 +263,8 @@ class BatchRun:
                                                       plan.in_bound.get(pop.name))
             if pop.name in plan.float_state:
                 proto.use_float_state()
+            if not plan.quantized and plan.float_dtype != torch.float64:
+                _to_float_dtype(proto, plan.float_dtype)
             plan.protos[key] = proto
         kernel = copy.copy(proto)           # kernels hold tensors and scalars (no mutable containers)
         for k, v in vars(kernel).items():

@@ -19,7 +19,8 @@ identical; the quantised sums are exact integers, so their grouping into one GEM
 Used for quantised networks when nothing observes the step order across populations: not for
 runners that override the current gathering (the SpiNNaker replay) or staged C3 kernels (their
 ``receive`` hook), and only when a chunk of at least two steps fits ``CHUNK_BYTES``. Float networks
-keep the step-major loop (a GEMM over more rows may round differently).
+keep the step-major loop in float64 (a GEMM over more rows may round differently); in float32
+(``simulate(dtype="float32")``, already approximate) they run layer-major too.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ SCHEDULES = ("auto", "step", "layer")
 def chunk_steps(run) -> int:
     """Steps per chunk for this batch under ``CHUNK_BYTES`` (0: keep the step-major loop)."""
     plan, net = run.plan, run.plan.net
-    if not plan.quantized or any(hasattr(k, "receive") for k in run.kernels.values()):
+    if any(hasattr(k, "receive") for k in run.kernels.values()):
+        return 0
+    if not plan.quantized and plan.float_dtype == torch.float64:   # float64: bit-stable, step by step
         return 0
     if plan.schedule == "step":
         return 0
@@ -181,15 +184,18 @@ def _gather_chunk(run, pop, a: int, b: int, sources: dict, t0: int, chunk: int, 
             parts.append((sa + delay, sb + delay, out.reshape(sb - sa, B, n), False))
     steps = b - a
     if not parts:
-        return [None] * steps, 0.0
+        return [None] * steps, [0.0] * steps
     covered = [0] * steps
     for ta, tb, _, _ in parts:
         for t in range(ta, tb):
             covered[t - a] += 1
     if len(parts) == 1:
         ta, tb, val, const = parts[0]
-        return ([None if not covered[i] else (val if const else val[a + i - ta]) for i in range(steps)],
-                _max_abs(val) if bound else None)
+        hints = None
+        if bound:
+            m = _max_abs(val, const)
+            hints = [0.0 if not covered[i] else (m if const else m[a + i - ta]) for i in range(steps)]
+        return [None if not covered[i] else (val if const else val[a + i - ta]) for i in range(steps)], hints
     dtype = parts[0][2].dtype
     for p in parts[1:]:
         dtype = torch.promote_types(dtype, p[2].dtype)
@@ -198,14 +204,19 @@ def _gather_chunk(run, pop, a: int, b: int, sources: dict, t0: int, chunk: int, 
     for ta, tb, val, const in parts:
         seg = total[ta - a:tb - a]
         seg += val if not const else val.unsqueeze(0)
-    return [total[i] if covered[i] else None for i in range(steps)], _max_abs(total) if bound else None
+    return [total[i] if covered[i] else None for i in range(steps)], _max_abs(total, False) if bound else None
 
 
-def _max_abs(t: torch.Tensor) -> float:
+def _max_abs(t: torch.Tensor, const: bool):
+    """max |value| of a constant current (one float), or per step of a (steps, B, n) one (a list);
+    one pass and one host sync for the whole chunk."""
     if not t.numel():
-        return 0.0
-    lo, hi = torch.aminmax(t)
-    return max(-float(lo), float(hi), 0.0)
+        return 0.0 if const else [0.0] * t.shape[0]
+    if const:
+        lo, hi = torch.aminmax(t)
+        return max(-float(lo), float(hi), 0.0)
+    lo, hi = torch.aminmax(t.reshape(t.shape[0], -1), dim=1)
+    return [max(a, b, 0.0) for a, b in zip((-lo).tolist(), hi.tolist())]
 
 
 def _run_population(run, pop, t0: int, t1: int, chunk: int, sources: dict, always: bool, T: int, B: int) -> None:
@@ -220,9 +231,7 @@ def _run_population(run, pop, t0: int, t1: int, chunk: int, sources: dict, alway
             voltages.extend(kernel.v.clone() for _ in range(t0, t1))
         return
     float_mode = getattr(kernel, "float_mode", False)
-    currents, hint = _gather_chunk(run, pop, a, b, sources, t0, chunk, float_mode)
-    if float_mode:                                        # a bound on |u| for every step of the chunk
-        kernel.u_hint = hint
+    currents, hints = _gather_chunk(run, pop, a, b, sources, t0, chunk, float_mode)
     direct = float_mode and src is not None and getattr(kernel, "writes_out", False)
     records = run.records[name] if run.records is not None and name in run.records else None
     for t in range(t0, t1):
@@ -230,6 +239,8 @@ def _run_population(run, pop, t0: int, t1: int, chunk: int, sources: dict, alway
             row = src.tail + t - t0 if src is not None else 0
             if direct:
                 kernel.out = src.out_row(row, torch.float32, B, n, run.plan.device)
+            if float_mode:                                # this step's max |u|, measured for the chunk
+                kernel.u_hint = hints[t - a]
             spikes = kernel.step(currents[t - a])
             if spikes is not None and records is not None:
                 records[:, t] = spikes

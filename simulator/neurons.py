@@ -185,10 +185,10 @@ class _FloatState:
     def _cur_rule(self, x: torch.Tensor) -> torch.Tensor:
         """Lava's one asymmetric 24-bit wrap (or the clip), counted, on exact float32 integers."""
         h = self.cur_half
-        if self.cur_wrap:
-            hi, lo = (x > h).to(x.dtype), (x <= -h).to(x.dtype)
-            self.wrap += (hi + lo).sum().to(torch.int64)
-            return x - hi * (2 * h) + lo * (2 * h)
+        if self.cur_wrap:                   # (selects, no bool -> float conversions: same values)
+            hi, lo = x > h, x <= -h
+            self.wrap += hi.sum() + lo.sum()
+            return torch.where(hi, x - 2 * h, torch.where(lo, x + 2 * h, x))
         y = x.clamp(-h + 1, h - 1)
         self.wrap += (y != x).sum()
         return y

@@ -60,7 +60,8 @@ class ProjectionKernel:
     """
 
     def __init__(self, proj: Projection, src_shape: tuple[int, ...], dst_shape: tuple[int, ...],
-                 src_max_abs: float, quantized: bool, device, path: str = "auto", acc_bits: int = 0):
+                 src_max_abs: float, quantized: bool, device, path: str = "auto", acc_bits: int = 0,
+                 float_dtype: torch.dtype = torch.float64):
         if path not in PATHS:
             raise ValueError(f"projection {proj.name!r}: arithmetic path {path!r} is not one of {PATHS}")
         self.proj = proj
@@ -82,10 +83,11 @@ class ProjectionKernel:
         self._last: tuple[Emission | None, torch.Tensor | None] = (None, None)
         self.acc_bits = 0                # > 0: this kernel wraps its sums (set below when they can wrap)
         self.last_wrap = None            # wrapped sums of the last call (int64 scalar tensor)
+        self.float_dtype = float_dtype   # float networks: the simulation's float dtype
         if not quantized:
-            self.path = "float64"
+            self.path = "float32" if float_dtype == torch.float32 else "float64"
             self.bound = None
-            self._w = torch.as_tensor(self._layout(w), dtype=torch.float64, device=self.device)
+            self._w = torch.as_tensor(self._layout(w), dtype=float_dtype, device=self.device)
             return
         if np.any(np.abs(w) >= 2 ** 62):
             raise ValueError(f"projection {proj.name!r}: weight magnitude {np.abs(w).max():.0f} exceeds 2^62")
@@ -200,7 +202,7 @@ class ProjectionKernel:
 
     def _compute(self, em: Emission, out: torch.Tensor | None = None) -> torch.Tensor:
         if not self.quantized:
-            return self._apply(em.as_dtype(torch.float64), self._w)
+            return self._apply(em.as_dtype(self.float_dtype), self._w)
         if self.u_shift is not None:
             u = self._apply(em.as_dtype(torch.float32), self._wu, out if self.weight_exp >= 0 else None)
             ev = self.events
