@@ -107,10 +107,9 @@ def run_layer_major(run, chunk: int) -> None:
     T, B = plan.timesteps, run.batch
     pops = plan.pops
     always = {p.name for p in pops if getattr(type(p.neuron), "always_active", False)}
-    tails = plan.chunks.get("tails")
-    if tails is None:
-        tails = plan.chunks["tails"] = {p.name: [int(q.delay) for q in net.outgoing(p.name)] for p in pops}
-    sources = {name: _Source(max(d), chunk, plan, name) for name, d in tails.items() if d}
+    if not plan.out_delays:
+        plan.out_delays.update({p.name: [int(q.delay) for q in net.outgoing(p.name)] for p in pops})
+    sources = {name: _Source(max(d), chunk, plan, name) for name, d in plan.out_delays.items() if d}
     for t0 in range(0, plan.steps, chunk):
         t1 = min(plan.steps, t0 + chunk)
         if t0:
