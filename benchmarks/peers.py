@@ -6,6 +6,7 @@ Contenders, each converting the same ``nn.Module`` with its own ANN-to-SNN tool 
 steps of constant (analog) input:
 
     spikeport float   convert(method="if") -> simulate (float64 IR equations)
+    spikeport float32 the same with simulate(dtype="float32") (layer-major)
     spikeport fixed   + compiler.quantize(loihi2) -> bit-accurate simulate
     spikingjelly      ann2snn.Converter(RateCodingRecipe(mode="max")) -> T single-step calls
     sinabs            sinabs.from_model (IAFSqueeze) -> one call on the T-fold repeated batch
@@ -77,9 +78,12 @@ def spikeport_contenders(model, x_calib, shape):
     def run_float(x, T):
         return simulate(net, x, T, batch_size=len(x)).outputs
 
+    def run_float32(x, T):
+        return simulate(net, x, T, batch_size=len(x), dtype="float32").outputs
+
     def run_fixed(x, T):
         return simulate(qnet, x, T, batch_size=len(x)).outputs
-    return {"spikeport float": run_float, "spikeport fixed": run_fixed}
+    return {"spikeport float": run_float, "spikeport float32": run_float32, "spikeport fixed": run_fixed}
 
 
 def spikingjelly_contender(model, x_calib):

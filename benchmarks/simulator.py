@@ -7,9 +7,11 @@ spikes (Input coding "spikes"). The roofline runs the same number of float32 mat
 
     python benchmarks/simulator.py [--device cuda] [--threads 0,1] [--samples-b1 4] [--repeat 3]
 
-Table 1 (rate 0.1): simulator time with event-driven sums off (``dense``: the GEMM path alone) and
-``auto`` (the default), each against the GEMM time; simulator and GEMM runs alternate and each
-figure is the best of ``--repeat``, so both see the same machine load. Table 2: the event-driven
+Table 1 (rate 0.1): simulator time against the GEMM time for the step-major loop with dense sums
+(``step dense``: every population once per step, the schedule before layer_major.py), the
+layer-major schedule with dense sums (``dense``) and the defaults (``auto``: layer-major,
+event-driven sums where measured faster); simulator and GEMM runs alternate and each figure is the
+best of ``--repeat``, so both see the same machine load. Table 2: the event-driven
 crossover, simulate time with ``event_driven`` off / on / auto at input rates 1, 5, 10, 20 % for
 batch 1 and 256 (``auto`` should follow the faster of the two). ``--threads``: a list; 0 = all
 cores (torch's default). Synaptic events = delivered spikes x fan-out (the work an event-driven
@@ -62,10 +64,18 @@ def sync(device: str) -> None:
 
 
 HAS_EVENTS = "event_driven" in inspect.signature(simulate).parameters   # False on older spikeport
+HAS_SCHEDULE = "schedule" in inspect.signature(simulate).parameters
 
 
 def sim_once(net: Network, x: np.ndarray, batch: int, device: str, mode: str | None):
-    kw = {"event_driven": mode} if HAS_EVENTS and mode else {}
+    """mode: an event_driven mode, optionally prefixed "step-" for the step-major schedule."""
+    kw = {}
+    if mode and mode.startswith("step-"):
+        mode = mode[5:]
+        if HAS_SCHEDULE:
+            kw["schedule"] = "step"
+    if HAS_EVENTS and mode:
+        kw["event_driven"] = mode
     sync(device)
     t0 = time.perf_counter()
     res = simulate(net, x, T, batch_size=batch, device=device, **kw)
@@ -125,7 +135,7 @@ def main() -> None:
     default_threads = torch.get_num_threads()
     net = build_network()
     macs_per_sample = T * sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:]))
-    modes = ("off", "auto") if HAS_EVENTS else (None,)
+    modes = (("step-off",) if HAS_SCHEDULE else ()) + (("off", "auto") if HAS_EVENTS else (None,))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={args.device} torch={torch.__version__} cores={os.cpu_count()} T={T} "
           f"net={'-'.join(map(str, SIZES))} load(1 min)={load:.1f}")
@@ -140,7 +150,7 @@ def main() -> None:
 
 def table1(net, args, modes, macs_per_sample) -> None:
     """Simulator (dense / auto) against the same-shape float32 GEMMs at rate 0.1."""
-    print(f"\n[table 1] threads={torch.get_num_threads()}, input rate 0.1")
+    print(f"\n[table 1] threads={torch.get_num_threads()}, input rate 0.1, load(1 min)={os.getloadavg()[0]:.1f}")
     head = ("batch", "samples", "mode", "sim s", "gemm s", "sim/gemm", "samples/s", "syn ev/s", "sim MAC/s",
             "rates l1/l2")
     print(" | ".join(f"{h:>10}" for h in head))
@@ -151,7 +161,7 @@ def table1(net, args, modes, macs_per_sample) -> None:
             t_sim, res = best[m]
             ev = synaptic_events(net, x, res)
             rates = "/".join(f"{res.layers[k]['rate']:.3f}" for k in ("l1", "l2"))
-            label = {"off": "dense", "auto": "auto", None: "dense"}[m]
+            label = {"step-off": "step dense", "off": "dense", "auto": "auto", None: "dense"}[m]
             print(" | ".join(f"{v:>10}" for v in (batch, n, label, f"{t_sim:.3f}", f"{t_gemm:.3f}",
                                                   f"{t_sim / t_gemm:.2f}x", f"{n / t_sim:.1f}", f"{ev / t_sim:.3e}",
                                                   f"{n * macs_per_sample / t_sim:.3e}", rates)))
@@ -159,7 +169,8 @@ def table1(net, args, modes, macs_per_sample) -> None:
 
 def table2(net, args) -> None:
     """Event-driven crossover: event_driven off / on / auto at input rates 1-20 %."""
-    print(f"\n[table 2] event-driven crossover, threads={torch.get_num_threads()} (seconds, best of {args.repeat})")
+    print(f"\n[table 2] event-driven crossover, threads={torch.get_num_threads()} (seconds, best of {args.repeat}), "
+          f"load(1 min)={os.getloadavg()[0]:.1f}")
     head = ("batch", "rate", "off (dense)", "on (events)", "auto", "faster", "auto/best")
     print(" | ".join(f"{h:>11}" for h in head))
     for batch, n in ((1, args.samples_b1), (256, args.samples_b256)):

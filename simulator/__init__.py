@@ -45,7 +45,8 @@ def _as_inputs(net: Network, x) -> dict[str, torch.Tensor]:
 
 def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=None, progress: bool = False,
              record_states: bool = False, record_spikes: bool = False, record_voltages: bool = False,
-             path: str = "auto", run_class=BatchRun, event_driven: str = "auto") -> SimResult:
+             path: str = "auto", run_class=BatchRun, event_driven: str = "auto",
+             schedule: str = "auto", dtype: str = "float64") -> SimResult:
     """Run ``net`` on samples ``x`` for ``timesteps`` (T) presentation steps.
 
     x              (N, *input.shape) for analog/once coding, (N, T, *input.shape) for spike coding, or a
@@ -64,11 +65,21 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
                    projection in the steps where the measured activity makes that faster than the
                    GEMM (identical results; simulator/event_driven.py), 'off' always dense, 'on'
                    always event-driven (for tests and benchmarks).
+    schedule       quantised nets: 'auto' runs each population over a chunk of steps before the next
+                   (one GEMM per projection and chunk; identical results; simulator/layer_major.py)
+                   where allowed, else step by step; 'step' / 'layer' force one (for tests and benchmarks).
+    dtype          float networks: 'float64' (default: the IR equations in double precision,
+                   results independent of batch size and schedule) or 'float32' (the peers'
+                   precision, about twice as fast; decoded outputs differ by float32 rounding, and
+                   'auto' then also runs it layer-major). Quantised networks are exact either way.
     run_class      the per-batch runner, ``BatchRun`` or a subclass with the same constructor (the
                    SpiNNaker packet replay rebuilds every population's input from routed packets).
     """
     if batch_size < 1:
         raise ValueError(f"simulate: batch_size must be >= 1, got {batch_size}")
+    if dtype != "float64" and net.operators():
+        raise UnsupportedError(f"simulate: dtype {dtype!r} is not available for networks with operators yet "
+                               "(they simulate in float64 / fixed point)")
     if net.operators() and net.coding == "C3":  # MBE Transformers: staged float simulation
         from .transformer_mbe import simulate_mbe
         if record_states or record_spikes or record_voltages:
@@ -91,7 +102,7 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
         run = simulate_operators_fixed if net.quantized else simulate_operators
         return run(net, x, timesteps, batch_size=batch_size, device=device, record_spikes=record_spikes)[0]
     data = _as_inputs(net, x)
-    plan = build_plan(net, int(timesteps), device, path, event_driven)
+    plan = build_plan(net, int(timesteps), device, path, event_driven, schedule, dtype)
     n = next(iter(data.values())).shape[0]
     wrap = None
     if progress and distributed.is_root():

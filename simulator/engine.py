@@ -8,6 +8,8 @@ last ``max delay + 1`` emissions (None = nothing emitted).
 """
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -17,11 +19,13 @@ from ..ir.neurons_extra import LavaLIF
 from ..ir.nodes import IF, Input, Operator, Population
 from .emission import Emission
 from .event_driven import MODES as EVENT_MODES
+from .layer_major import SCHEDULES, chunk_steps, run_layer_major
 from .neurons import NeuronKernel, kernel_class
 from .synapses import ProjectionKernel
 
 
-INPUT_F32_BYTES = 64 * 2 ** 20
+INPUT_F32_BYTES = 256 * 2 ** 20
+FLOAT_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 @dataclass
@@ -37,10 +41,26 @@ class Plan:
     ring: dict[str, int]
     in_bound: dict[str, int | None] = field(default_factory=dict)
     float_state: set[str] = field(default_factory=set)   # populations held as exact float32 (neurons.py)
+    schedule: str = "auto"                                # "step" / "layer" / "auto" (layer_major.py)
+    pool: dict = field(default_factory=dict)              # large per-batch buffers, reused by the next batch
+    pops: list = field(default_factory=list)              # populations in topological order
+    protos: dict = field(default_factory=dict)            # (population, batch) -> unstepped kernel to copy
+    chunks: dict = field(default_factory=dict)            # batch -> layer-major chunk (layer_major.chunk_steps)
+    out_delays: dict = field(default_factory=dict)        # population -> delays of its outgoing projections
+    float_dtype: torch.dtype = torch.float64              # float networks: float64 (the IR's equations) or float32
 
     @property
     def quantized(self) -> bool:
         return self.net.datapath is not None
+
+    def buffer(self, key, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised tensor kept for the next batch: large fresh allocations cost a page fault
+        per 4 KiB on first touch, more than the arithmetic that fills them."""
+        t = self.pool.get(key)
+        if t is None or tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+            self.pool[key] = None
+            t = self.pool[key] = torch.empty(shape, dtype=dtype, device=self.device)
+        return t
 
 
 def always_active(pop: Population) -> bool:
@@ -68,13 +88,19 @@ def binary_source(net: Network, name: str) -> bool:
     return type(node.neuron) in (IF, LavaLIF) and node.neuron.neg_threshold is None
 
 
-def build_plan(net: Network, timesteps: int, device, path: str = "auto", event_driven: str = "auto") -> Plan:
+def build_plan(net: Network, timesteps: int, device, path: str = "auto", event_driven: str = "auto",
+               schedule: str = "auto", dtype: str = "float64") -> Plan:
     for op in net.operators():
         raise NotImplementedError(f"operator node {op.name!r} (op {op.op!r}): the simulators do not run "
                                   "Operator nodes yet")
     net.validate("simulate")
     if event_driven not in EVENT_MODES:
         raise ValueError(f"simulate: event_driven must be one of {EVENT_MODES}, got {event_driven!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"simulate: schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"simulate: dtype must be one of {tuple(FLOAT_DTYPES)}, got {dtype!r}")
+    float_dtype = FLOAT_DTYPES[dtype]
     if timesteps < 1:
         raise ValueError(f"simulate: timesteps must be >= 1, got {timesteps}")
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -93,7 +119,8 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto", event_d
                                           "Operator nodes are not simulated yet")
             pk = ProjectionKernel(proj, net.shape_of(proj.source), tuple(pop.shape),
                                   source_max_abs(net, proj.source), net.quantized, device, path,
-                                  acc_bits=net.datapath.conv_acc_bits if net.quantized else 0)
+                                  acc_bits=net.datapath.conv_acc_bits if net.quantized else 0,
+                                  float_dtype=float_dtype)
             pk.enable_events(event_driven, binary_source(net, proj.source))
             entries.append((pk, proj.source, int(proj.delay)))
             ring[proj.source] = max(ring[proj.source], int(proj.delay) + 1)
@@ -109,7 +136,8 @@ def build_plan(net: Network, timesteps: int, device, path: str = "auto", event_d
                 float_state.add(pop.name)
                 for pk, _, _ in entries:
                     pk.emit_u(net.datapath.act_shift)
-    return Plan(net, timesteps, timesteps + net.latency(), device, order, incoming, ring, in_bound, float_state)
+    return Plan(net, timesteps, timesteps + net.latency(), device, order, incoming, ring, in_bound, float_state,
+                schedule, pops=net.populations(), float_dtype=float_dtype)
 
 
 def _float_state_ok(pop: Population, net: Network, entries: list, total: int, path: str) -> bool:
@@ -120,11 +148,15 @@ def _float_state_ok(pop: Population, net: Network, entries: list, total: int, pa
             and ok(pop, net.datapath, total))
 
 
-def encode_input(node: Input, x: torch.Tensor, quantized: bool, timesteps: int) -> torch.Tensor:
+def encode_input(node: Input, x: torch.Tensor, quantized: bool, timesteps: int,
+                 stage: torch.dtype | str | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample input values, flattened: (B, n) for analog/once, (T, B, n) for spikes.
 
     Spike data are checked (integers in quantised nets, within the payload levels) and kept in the
-    narrowest integer dtype, so per-step conversions for the first projection stay cheap.
+    narrowest integer dtype, so per-step conversions for the first projection stay cheap; with
+    ``stage`` (quantised, levels used as they are) they are laid out once, contiguous, in that dtype
+    (into ``out`` when given: a (T, B, n) buffer of that dtype); ``stage="as-is"`` returns the
+    checked data as given (a (T, B, n) view; the layer-major schedule converts it per chunk).
     """
     batch = x.shape[0]
     pl = node.payload
@@ -143,6 +175,10 @@ def encode_input(node: Input, x: torch.Tensor, quantized: bool, timesteps: int) 
             if lo < pl.min_level or hi > pl.max_level:
                 raise ValueError(f"input {node.name!r}: spike values span [{lo}, {hi}], payload allows "
                                  f"[{pl.min_level}, {pl.max_level}]")
+            if quantized and stage == "as-is" and pl.neg_value == 1:    # checked; the caller converts it
+                return flat
+            if quantized and stage is not None and pl.neg_value == 1:    # one pass: layout and dtype
+                return (out if out is not None else torch.empty(flat.shape, dtype=stage, device=flat.device)).copy_(flat)
             top = max(abs(pl.min_level) * abs(pl.neg_value), abs(pl.max_level))
             dtype = torch.int8 if top < 2 ** 7 else torch.int32 if top < 2 ** 31 else torch.int64
             flat = flat.to(dtype)
@@ -166,42 +202,95 @@ def encode_input(node: Input, x: torch.Tensor, quantized: bool, timesteps: int) 
     return q.clamp(pl.min_level, pl.max_level).to(torch.int64)
 
 
+def _to_float_dtype(kernel: NeuronKernel, dtype: torch.dtype) -> None:
+    """A float kernel's float64 state and parameters (and its event value dtype) in ``dtype``."""
+    for k, v in vars(kernel).items():
+        if isinstance(v, torch.Tensor) and v.dtype == torch.float64:
+            setattr(kernel, k, v.to(dtype))
+    if getattr(kernel, "value_dtype", None) == torch.float64:
+        kernel.value_dtype = dtype
+
+
 class BatchRun:
     """Mutable per-batch state: neuron kernels, emission rings, optional spike records."""
 
     def __init__(self, plan: Plan, xs: dict[str, torch.Tensor], record_spikes: bool, record_voltages: bool = False):
         self.plan = plan
         net = plan.net
-        self.inputs = {name: self._staged(name, encode_input(net[name], x, plan.quantized, plan.timesteps))
-                       for name, x in xs.items()}
         self.batch = int(next(iter(xs.values())).shape[0])
         self.kernels: dict[str, NeuronKernel] = {}
-        for pop in net.populations():
-            cls = kernel_class(pop, plan.quantized)
-            self.kernels[pop.name] = cls(pop, self.batch, plan.device, net.datapath, plan.in_bound.get(pop.name))
-            if pop.name in plan.float_state:
-                self.kernels[pop.name].use_float_state()
+        for pop in plan.pops:
+            self.kernels[pop.name] = self._new_kernel(pop)
+        # layer-major (layer_major.py) unless a subclass rebuilds the inputs step by step (replay)
+        self.chunk = 0
+        if type(self)._gather_current is BatchRun._gather_current:
+            if self.batch not in plan.chunks:
+                plan.chunks[self.batch] = chunk_steps(self)
+            self.chunk = plan.chunks[self.batch]
+        self.inputs = {}
+        for name, x in xs.items():
+            node = net[name]
+            stage = self._stage_dtype(name, x)
+            buf = None
+            if stage is not None and self.chunk:
+                stage = "as-is"             # converted chunk by chunk into a kept buffer instead
+            elif stage is not None and tuple(x.shape) == (x.shape[0], plan.timesteps) + tuple(node.shape):
+                buf = plan.buffer(("input", name), (plan.timesteps, x.shape[0], math.prod(node.shape)), stage)
+            enc = encode_input(node, x, plan.quantized, plan.timesteps, stage, buf)
+            if not plan.quantized and enc.dtype != plan.float_dtype:
+                enc = enc.to(plan.float_dtype)
+            self.inputs[name] = enc if stage == "as-is" else self._staged(name, enc)
         self.rings = {name: [None] * plan.ring[name] for name in plan.order}
         self.constant = {name: Emission(v) for name, v in self.inputs.items() if net[name].coding == "analog"}
         self.records = None
         if record_spikes:
             self.records = {p.name: torch.zeros((self.batch, plan.steps, p.size), dtype=torch.int8, device=plan.device)
-                            for p in net.populations() if self.kernels[p.name].spiking}
+                            for p in plan.pops if self.kernels[p.name].spiking}
         # per population and step: Conv sums wrapped to conv_acc_bits (only where a sum can wrap)
         self.acc_wrap = {name: torch.zeros(plan.steps, dtype=torch.int64, device=plan.device)
                          for name, entries in plan.incoming.items() if any(pk.acc_bits for pk, _, _ in entries)}
         self.voltages = None
         if record_voltages:  # v after the step's reset, every step (frozen outside the active window)
-            self.voltages = {p.name: [] for p in net.populations()}
+            self.voltages = {p.name: [] for p in plan.pops}
+
+    def _new_kernel(self, pop: Population) -> NeuronKernel:
+        """The population's kernel in its initial state: built once per plan and batch size, then
+        copied (building converts and checks every parameter, which costs more than a batch-1 run)."""
+        plan, net = self.plan, self.plan.net
+        key = (pop.name, self.batch)
+        proto = plan.protos.get(key)
+        if proto is None:
+            proto = kernel_class(pop, plan.quantized)(pop, self.batch, plan.device, net.datapath,
+                                                      plan.in_bound.get(pop.name))
+            if pop.name in plan.float_state:
+                proto.use_float_state()
+            if not plan.quantized and plan.float_dtype != torch.float64:
+                _to_float_dtype(proto, plan.float_dtype)
+            plan.protos[key] = proto
+        kernel = copy.copy(proto)           # kernels hold tensors and scalars (no mutable containers)
+        for k, v in vars(kernel).items():
+            if isinstance(v, torch.Tensor):
+                setattr(kernel, k, v.clone())
+        return kernel
+
+    def _stage_dtype(self, name: str, x: torch.Tensor) -> torch.dtype | None:
+        """float32 for quantised spike input whose consumers all compute in float32 (exact: payload
+        levels are small integers), converted once rather than per step, when the copy stays under
+        INPUT_F32_BYTES."""
+        plan = self.plan
+        if not plan.quantized or plan.net[name].coding != "spikes":
+            return None
+        users = [pk for entries in plan.incoming.values() for pk, src, _ in entries if src == name]
+        if users and all(pk.path == "float32" for pk in users) and x.numel() * 4 <= INPUT_F32_BYTES:
+            return torch.float32
+        return None
 
     def _staged(self, name: str, enc: torch.Tensor) -> torch.Tensor:
-        """Quantised spike input for float32 consumers: converted once (exact: payload levels are
-        small integers), not per step, when the copy stays under INPUT_F32_BYTES."""
+        """Quantised spike input laid out contiguous, as float32 where ``_stage_dtype`` says so."""
         plan = self.plan
         if not plan.quantized or plan.net[name].coding != "spikes" or enc.is_floating_point():
             return enc
-        users = [pk for entries in plan.incoming.values() for pk, src, _ in entries if src == name]
-        if users and all(pk.path == "float32" for pk in users) and enc.numel() * 4 <= INPUT_F32_BYTES:
+        if self._stage_dtype(name, enc) is not None:
             return torch.empty(enc.shape, dtype=torch.float32, device=enc.device).copy_(enc)
         return enc.contiguous()
 
@@ -214,6 +303,11 @@ class BatchRun:
         return Emission(self.inputs[node.name][t]) if t < T else None
 
     def run(self) -> None:
+        """Step the batch through the run: layer-major (layer_major.py) where that is allowed and a
+        chunk fits, else step-major (every population once per step)."""
+        if self.chunk:
+            run_layer_major(self, self.chunk)
+            return
         plan, net = self.plan, self.plan.net
         T = plan.timesteps
         nodes = [net[name] for name in plan.order]

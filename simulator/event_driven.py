@@ -16,8 +16,12 @@ speed, and a wrong "sparse" costs more than a missed one). Each
 step counts the events (``count_nonzero``, one pass) and takes the sparse sum only below
 ``nnz*``; when activity is far above it, the count is refreshed every 8th step only, so a dense
 network pays almost nothing for the check. The run also times its own calls: a sparse step slower
-than the fastest dense step seen lowers the threshold below that event count. Only on CPU (on
-GPUs the count and the timing would synchronise).
+than the fastest dense step seen lowers the threshold below that event count (a run that chose
+sparse from the start times one dense step after ``PROBE`` sparse ones, so the comparison always
+has a dense time from this run). Only on CPU (on GPUs the count and the timing would synchronise).
+
+With the layer-major schedule (layer_major.py) a call covers a chunk of steps: the rows are
+steps x batch, the calibration is per row count, and "step" above means one such call.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import torch
 MODES = ("auto", "off", "on")
 MIN_WORK = 2 ** 16          # batch * n_in * n_out below which the dense GEMM is never worth replacing
 RECHECK = 8                 # steps between activity counts while far above the threshold
+PROBE = 4                   # sparse steps after which one dense step is timed, if none was yet
 MARGIN = 0.75               # take the sparse sum only where predicted at most 3/4 of the dense time:
                             # calibration on a shared machine is noisy, and a wrong "sparse" costs more
 _CALIBRATION: dict[tuple, tuple[float, float, float]] = {}   # key -> (t_dense, a, c) in seconds
@@ -55,6 +60,10 @@ def sparse_sum(x: torch.Tensor, w_rows: torch.Tensor, binary: bool) -> torch.Ten
 def _bag(j, w_rows, offsets, psw):
     # the aten op itself (mode 0 = sum): F.embedding_bag's argument checks cost more than the sum at batch 1
     return torch.embedding_bag(w_rows, j, offsets, False, 0, False, psw, False)[0]
+
+
+def _dense(x, w_rows, out):
+    return x @ w_rows if out is None else torch.matmul(x, w_rows, out=out)
 
 
 def _best(f, reps: int) -> float:
@@ -118,7 +127,8 @@ class EventDriven:
             self.threshold[batch] = lim
         return lim
 
-    def apply(self, x: torch.Tensor, w_rows: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, w_rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """x @ w_rows, dense or event-driven; ``out``: a buffer the dense GEMM may write into."""
         self.last_nnz = None
         if self.mode == "on":
             self.sparse_steps += 1
@@ -139,21 +149,22 @@ class EventDriven:
                     else:
                         nnz = int(x.count_nonzero())
                     self.last_nnz = nnz
-                    if nnz <= lim:
+                    probe = batch not in self.t_dense and self.sparse_steps >= PROBE
+                    if nnz <= lim and not probe:
                         self.sparse_steps += 1
-                        out = _bag(j, w_rows, offsets, psw) if batch == 1 else sparse_sum(x, w_rows, self.binary)
+                        res = _bag(j, w_rows, offsets, psw) if batch == 1 else sparse_sum(x, w_rows, self.binary)
                         self._feedback(batch, nnz, time.perf_counter() - t0)
-                        return out
+                        return res
                     if nnz > 2 * lim:
                         self.wait = RECHECK - 1
             t0 = time.perf_counter()
-            out = x @ w_rows
+            res = _dense(x, w_rows, out)
             t = time.perf_counter() - t0
             self.t_dense[batch] = min(self.t_dense.get(batch, t), t)
             self.dense_steps += 1
-            return out
+            return res
         self.dense_steps += 1
-        return x @ w_rows
+        return _dense(x, w_rows, out)
 
     def _feedback(self, batch: int, nnz: int, t: float) -> None:
         """Measured on this run: a sparse step slower than the fastest dense one seen lowers the

@@ -185,10 +185,10 @@ class _FloatState:
     def _cur_rule(self, x: torch.Tensor) -> torch.Tensor:
         """Lava's one asymmetric 24-bit wrap (or the clip), counted, on exact float32 integers."""
         h = self.cur_half
-        if self.cur_wrap:
-            hi, lo = (x > h).to(x.dtype), (x <= -h).to(x.dtype)
-            self.wrap += (hi + lo).sum().to(torch.int64)
-            return x - hi * (2 * h) + lo * (2 * h)
+        if self.cur_wrap:                   # (selects, no bool -> float conversions: same values)
+            hi, lo = x > h, x <= -h
+            self.wrap += hi.sum() + lo.sum()
+            return torch.where(hi, x - 2 * h, torch.where(lo, x + 2 * h, x))
         y = x.clamp(-h + 1, h - 1)
         self.wrap += (y != x).sum()
         return y
@@ -328,6 +328,12 @@ class FixedIF(_FloatState, _IFBase):
     """
 
     value_dtype = torch.int64
+    out = None               # float state: the tensor the next step's spikes are written into (layer_major.py)
+
+    @property
+    def writes_out(self) -> bool:
+        """Whether step() writes its emitted value into ``out`` (unsigned float state: value == spikes)."""
+        return self.float_mode and not self.signed
 
     @staticmethod
     def float_state_ok(pop: Population, dp: Datapath, in_bound: int | None) -> bool:
@@ -383,8 +389,10 @@ class FixedIF(_FloatState, _IFBase):
     def _step_float(self, current):
         """step() on float32 state (exact: every value is an integer below 2^24, float_state_ok)."""
         v = self._add_input(self._v, current)
-        pos = torch.gt(v, self.theta, out=self._spk) if self.strict else torch.ge(v, self.theta, out=self._spk)
-        self._spk = torch.empty_like(v)           # the emitted tensor must not be overwritten next step
+        dst = self._spk if self.out is None else self.out
+        pos = torch.gt(v, self.theta, out=dst) if self.strict else torch.ge(v, self.theta, out=dst)
+        if self.out is None:
+            self._spk = torch.empty_like(v)       # the emitted tensor must not be overwritten next step
         self.pos.add_(pos)
         lo, hi = self.lo, self.hi
         if self.signed:

@@ -37,6 +37,7 @@ from .event_driven import EventDriven
 PATHS = ("auto", "float32", "float64", "int64", "chunked")
 _EXACT_LIMIT = {"float32": 2 ** 24, "float64": 2 ** 53}
 _DTYPE = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64}
+_NP_DTYPE = {"float32": np.float32, "float64": np.float64, "int64": np.int64}   # exact: |w| below the path's bound
 
 
 @contextlib.contextmanager
@@ -59,7 +60,8 @@ class ProjectionKernel:
     """
 
     def __init__(self, proj: Projection, src_shape: tuple[int, ...], dst_shape: tuple[int, ...],
-                 src_max_abs: float, quantized: bool, device, path: str = "auto", acc_bits: int = 0):
+                 src_max_abs: float, quantized: bool, device, path: str = "auto", acc_bits: int = 0,
+                 float_dtype: torch.dtype = torch.float64):
         if path not in PATHS:
             raise ValueError(f"projection {proj.name!r}: arithmetic path {path!r} is not one of {PATHS}")
         self.proj = proj
@@ -81,10 +83,11 @@ class ProjectionKernel:
         self._last: tuple[Emission | None, torch.Tensor | None] = (None, None)
         self.acc_bits = 0                # > 0: this kernel wraps its sums (set below when they can wrap)
         self.last_wrap = None            # wrapped sums of the last call (int64 scalar tensor)
+        self.float_dtype = float_dtype   # float networks: the simulation's float dtype
         if not quantized:
-            self.path = "float64"
+            self.path = "float32" if float_dtype == torch.float32 else "float64"
             self.bound = None
-            self._w = torch.as_tensor(self._layout(w), dtype=torch.float64, device=self.device)
+            self._w = torch.as_tensor(self._layout(w), dtype=float_dtype, device=self.device)
             return
         if np.any(np.abs(w) >= 2 ** 62):
             raise ValueError(f"projection {proj.name!r}: weight magnitude {np.abs(w).max():.0f} exceeds 2^62")
@@ -97,8 +100,9 @@ class ProjectionKernel:
         self.path = self._choose_path(path)
         if acc_bits and isinstance(proj, Conv2d) and self.bound >= 2 ** (acc_bits - 1):
             self.acc_bits = int(acc_bits)
-        if self.path in _DTYPE:
-            self._w = torch.as_tensor(self._layout(self.w_int), device=self.device).to(_DTYPE[self.path])
+        if self.path in _DTYPE:             # convert first, then lay out (a narrower copy to transpose)
+            w = torch.as_tensor(self.w_int.astype(_NP_DTYPE[self.path]))
+            self._w = (w.T.contiguous() if isinstance(proj, Dense) else w).to(self.device)
         else:
             self._pieces = self._make_pieces(src_max_abs)
 
@@ -106,6 +110,7 @@ class ProjectionKernel:
     def _partial_sum_bound(self, src_max_abs: float) -> int:
         """max over outputs of sum |w| times max|payload|: bounds every partial sum and |acc|."""
         a = np.abs(self.w_int)
+        self.w_abs_max = int(a.max(initial=0))
         if isinstance(self.proj, Dense):
             row = a.sum(axis=1).max(initial=0)
         elif isinstance(self.proj, Conv2d):
@@ -157,10 +162,12 @@ class ProjectionKernel:
             raise ValueError(f"projection {self.proj.name!r}: float32 current needs the float32 path without wrap")
         self.u_shift = int(act_shift)
         s = self.weight_exp + act_shift if self.weight_exp >= 0 else act_shift
-        self._wu = self._w * (2.0 ** s) if self.weight_exp >= 0 else self._w
+        if self.weight_exp >= 0 and s:      # in place: after this only the u path reads the weights
+            self._w.mul_(2.0 ** s)
+        self._wu = self._w
         self.u_bound = float(_shift_int(self.acc_bound, act_shift))        # static bound on |u|
         # per counted event, |u| grows by at most max|w| * max|payload| * 2^(weight_exp + act_shift)
-        self.u_per_event = (float(np.abs(self.w_int).max(initial=0)) * self.p_max * 2.0 ** s
+        self.u_per_event = (float(self.w_abs_max) * self.p_max * 2.0 ** s
                             if self.weight_exp >= 0 else None)
         self.last_bound = self.u_bound
 
@@ -172,28 +179,32 @@ class ProjectionKernel:
         return b << e if e >= 0 else -((-b) >> -e)
 
     # ------------------------------------------------------------------ compute
-    def _apply(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _apply(self, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         p = self.proj
         if isinstance(p, Dense):
-            return x @ w if self.events is None else self.events.apply(x, w)
+            if self.events is not None:
+                return self.events.apply(x, w, out)
+            return x @ w if out is None else torch.matmul(x, w, out=out)
         if isinstance(p, Conv2d):
             x4 = x.reshape((x.shape[0],) + self.src_shape)
             y = F.conv2d(x4, w, None, tuple(p.stride), tuple(p.padding), tuple(p.dilation), int(p.groups))
             return y.reshape(x.shape[0], -1)
         return x * w
 
-    def __call__(self, em: Emission) -> torch.Tensor:
+    def __call__(self, em: Emission, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The projection's current for one emission; ``out``: a float32 buffer a Dense float32 sum
+        delivering u may be written into (reused between chunks, layer_major.py), or None."""
         if em is self._last[0]:
             return self._last[1]
-        out = self._compute(em)
-        self._last = (em, out)
-        return out
+        res = self._compute(em, out)
+        self._last = (em, res)
+        return res
 
-    def _compute(self, em: Emission) -> torch.Tensor:
+    def _compute(self, em: Emission, out: torch.Tensor | None = None) -> torch.Tensor:
         if not self.quantized:
-            return self._apply(em.as_dtype(torch.float64), self._w)
+            return self._apply(em.as_dtype(self.float_dtype), self._w)
         if self.u_shift is not None:
-            u = self._apply(em.as_dtype(torch.float32), self._wu)
+            u = self._apply(em.as_dtype(torch.float32), self._wu, out if self.weight_exp >= 0 else None)
             ev = self.events
             if ev is not None and ev.last_nnz is not None and self.u_per_event is not None:
                 self.last_bound = min(self.u_bound, ev.last_nnz * self.u_per_event)
