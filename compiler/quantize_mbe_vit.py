@@ -75,6 +75,7 @@ class _MBEQuantizer(_OpQuantizer):
     def __init__(self, qnet: Network, dp: Datapath, headroom_bits: int):
         super().__init__(qnet, dp, 1, headroom_bits)
         self.ranges = dict(self.ranges)      # a copy: static ranges of MBE operators are added below
+        self.calibrated = set(self.ranges)
         self.state_units = 1 << (dp.state_bits - 2)
         self.payload_units = 1 << (dp.payload_bits - 2)
 
@@ -152,8 +153,10 @@ class _MBEQuantizer(_OpQuantizer):
         op.params = params
         self.unit[op.name], self.femit[op.name], self.vmax[op.name] = float(s), 1.0, self.top
         self.ranges.setdefault(op.name, float(r))
+        calibrated = op.name in self.calibrated
         self.ops.append({"name": op.name, "op": type(op).__name__, "runs_on": op.runs_on, "arithmetic": op.arithmetic,
-                         "range": float(r), **{k: v for k, v in params.items() if not isinstance(v, np.ndarray)}})
+                         "range": float(r) if calibrated else None, **({} if calibrated else {"static_range": float(r)}),
+                         **{k: v for k, v in params.items() if not isinstance(v, np.ndarray)}})
 
     def _operand(self, op, which: str, src: str, where: str, params: dict) -> tuple[float, int]:
         m = op.identity(which)

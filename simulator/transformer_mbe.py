@@ -8,8 +8,9 @@ mantissa operators act on forwarded values. So the network is simulated stage by
 topological order: each MBE stage runs its T steps explicitly (threshold, reset, the emitted
 intensities, counted per basis), every other node is evaluated once on its inputs' values. The
 stage of a node is the number of MBE stages on its longest input path; a network of depth D
-takes D*T steps (``SimResult.steps_run``), and stages could be pipelined across samples (sample
-k+1 in stage 1 while sample k is in stage 2), which does not change any value.
+takes D*T steps (``SimResult.steps_run``); ``pipeline=True`` runs batches through the stages as a
+pipeline (batch k+1 in stage 1 while batch k is in stage 2; simulator/pipeline_mbe.py), which
+changes no value.
 
 Counts (``MBECounts``): events of every MBE population (every firing basis is one event), spikes
 of the identity neurons of each product operator and the coinciding spike pairs of its product

@@ -157,8 +157,8 @@ def test_mbe_network_round_trips_through_hdf5(vit_mbe, digits, tmp_path):
 
 def test_mbe_refusals_name_the_node_and_reason(vit_mbe, digits, digits_onnx, calib_x):
     _, net = vit_mbe
-    with pytest.raises(ConversionError, match=r"no shipped MBE fit for gelu with N=4, T=8"):
-        convert(load_model(digits_onnx), calib_x, "mbe", timesteps=8)
+    with pytest.raises(ConversionError, match=r"no shipped MBE fit for gelu with N=4, T=12"):
+        convert(load_model(digits_onnx), calib_x, "mbe", timesteps=12)
     with pytest.raises(UnsupportedError, match="fitted for T = 16"):
         simulate(net, digits[2][:2], 8)
     from spikeport.compiler import quantize
