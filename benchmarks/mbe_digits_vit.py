@@ -35,7 +35,7 @@ from spikeport.simulator.transformer_mbe import simulate_mbe  # noqa: E402
 from spikeport.simulator.transformer_mbe_fixed import simulate_mbe_fixed  # noqa: E402
 
 
-SWEEP_T = (8,)   # besides the shipped T = 16: the T whose fits ship too (convert/mbe_fits/)
+SWEEP_T = (4, 8)   # besides the shipped T = 16: the T whose fits ship too (convert/mbe_fits/)
 
 
 def main() -> None:
@@ -139,9 +139,11 @@ def main() -> None:
         *fixed_energy, "",
         "## Accuracy and energy vs T (float vs loihi2 fixed point)", "",
         "Every MBE stage runs T steps; each T needs its own fits of the five functions (`spikeport mbe-fit`,",
-        "seed 0, about 2.5 minutes per function and T on this machine). Shipped: T = 16 and T = 8 (fitted as the",
-        "T = 16 ones: N = 4 for GELU with minibatch 2500, N = 8 for the others with 500). T = 1, 2, 4, 32, 64",
-        "have no fits yet, so they are not in the table.", "",
+        "seed 0, about 2.5 minutes per function and T on this machine). Shipped: T = 16 and T = "
+        + ", ".join(str(T) for T in other_T) + " (fitted as the T = 16 ones: N = 4 for GELU with minibatch 2500,",
+        "N = 8 for the others with 500; benchmarks/mbe_fits.py EXTRA_T). Other T ("
+        + ", ".join(str(T) for T in (1, 2, 4, 8, 32, 64) if T not in other_T) + ") have no fits yet,",
+        "so they are not in the table.", "",
         "| model | T | steps D*T | ANN % | float % | loihi2 fixed % | fixed - float | events/sample float | "
         "events/sample fixed | paper's count nJ (fixed) | total (pairs) nJ (fixed) | total (sum form) nJ (fixed) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",

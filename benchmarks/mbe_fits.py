@@ -38,7 +38,7 @@ def sweep_name(N: int, decay: bool) -> str:
     return name if decay else name.replace(".json", "_nodecay.json")
 
 
-EXTRA_T = (8,)   # fits of the functions --method mbe uses at other T (benchmarks/mbe_digits_vit.py's T sweep)
+EXTRA_T = (4, 8)   # fits of the functions --method mbe uses at other T (benchmarks/mbe_digits_vit.py's T sweep)
 VIT_FUNCTIONS = ("gelu", "identity", "exp2", "reciprocal", "invsqrt")
 
 
