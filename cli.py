@@ -521,6 +521,18 @@ def energy(qnet_path: Path = typer.Argument(..., metavar="QNET.h5"),
         ann_macs = ann_equivalent_macs(net)
     _workload(net, len(x), timesteps, yes, "energy (operation counts)")
     dev = _sharded(dev)
+    if net.operators() and net.coding == "C3":   # MBE Transformers: priced from the staged simulation's counts
+        from .report.mbe_energy import mbe_energy_report
+        with _working(f"simulating {len(x)} samples (C3) and counting"):
+            rep = mbe_energy_report(net, x, timesteps, prof, y=y, ann_macs=ann_macs, convention=convention,
+                                    batch_size=batch_size, device=dev)
+        for table in rep.tables():
+            console.print(table)
+        if _root() and json_out:
+            report.write_json(rep.to_json(), json_out)
+        if plot:
+            raise check.OptionError(f"--plot: {qnet_path}: no per-layer plot for MBE (C3) networks yet; use --json")
+        return
     nb = None
     if convention == "neurobench":      # NeuroBench's counts beside spikeport's (fp32 Horowitz figures)
         from .report.neurobench import neurobench_counts

@@ -38,20 +38,25 @@ def sweep_name(N: int, decay: bool) -> str:
     return name if decay else name.replace(".json", "_nodecay.json")
 
 
-def jobs() -> list[tuple[str, int, bool, str]]:
-    out = [(f, s.bases, True, default_name(f, s.bases, 16)) for f, s in FUNCTIONS.items()]
+EXTRA_T = (4, 8)   # fits of the functions --method mbe uses at other T (benchmarks/mbe_digits_vit.py's T sweep)
+VIT_FUNCTIONS = ("gelu", "identity", "exp2", "reciprocal", "invsqrt")
+
+
+def jobs() -> list[tuple[str, int, bool, str, int]]:
+    out = [(f, s.bases, True, default_name(f, s.bases, 16), 16) for f, s in FUNCTIONS.items()]
     for N in SWEEP_N:
         for decay in (True, False):
             name = sweep_name(N, decay)
             if not any(j[3] == name for j in out):
-                out.append(("gelu", N, decay, name))
+                out.append(("gelu", N, decay, name, 16))
+    out += [(f, FUNCTIONS[f].bases, True, default_name(f, FUNCTIONS[f].bases, T), T) for T in EXTRA_T for f in VIT_FUNCTIONS]
     return sorted(out, key=lambda j: -j[1])          # largest N first: better packing over workers
 
 
 def run(job) -> str:
-    function, N, decay, name = job
+    function, N, decay, name, T = job
     t = time.time()
-    fit = fit_mbe(function, N, 16, seed=0, decay=decay, batch_size=BATCH[function])
+    fit = fit_mbe(function, N, T, seed=0, decay=decay, batch_size=BATCH[function])
     save_fit(fit, FITS_DIR / name)
     return f"{name}: MSE {fit.mse:.3e} max {fit.max_abs_err:.3e} ({time.time() - t:.0f} s)"
 

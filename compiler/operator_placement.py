@@ -32,6 +32,7 @@ from ..errors import SpikeportError
 from ..ir import operators as O
 from ..ir.graph import Network
 from ..ir.nodes import Population
+from ..ir.operators_mbe import _IdentityPair as _MBE_PAIR
 from ..simulator.operator_work import OP_KINDS, add_work, step_work, work
 
 STATE_WORD_BYTES = 4
@@ -99,6 +100,8 @@ def _state_bytes(op: O.TypedOperator, shapes: list[tuple[int, ...]]) -> int:
         words = 2 * size
     elif isinstance(op, O.MatMulEC):
         words = sum(int(np.prod(s, dtype=np.int64)) for s in shapes) + 2 * size
+    elif isinstance(op, _MBE_PAIR):       # MBE product form (C3): the operands' integer sums, the output
+        words = sum(int(np.prod(s, dtype=np.int64)) for s in shapes) + size
     else:
         words = 0
     return words * STATE_WORD_BYTES
@@ -173,6 +176,14 @@ def place_operators(net: Network, profile, neuro_cores: int = 0, cores_per_chip:
         min_chips = math.ceil((neuro_cores + cores) / per_chip) if cores else 0
     else:
         min_chips = math.ceil(cores / ops.embedded_cores_per_chip) if cores else 0
+    pairs = [op for op in net.operators() if isinstance(op, _MBE_PAIR)]
+    if pairs:
+        ids = {(i, float(sc)): int(np.prod(net.shape_of(i), dtype=np.int64)) * int(np.asarray(op.w).size)
+               for op in pairs for i, sc in zip(op.inputs, (op.scale_a, op.scale_b))}   # shared ones once
+        n_id = sum(ids.values())
+        notes.append(f"{len(pairs)} MBE product operator(s): their identity MBE neurons ({n_id} basis neurons, one per "
+                     "operand element, branch and basis, as a chip holds them) run on neuro cores and are not "
+                     "partitioned here; the pairing (integer sums and their product) runs on the embedded cores")
     host = [u for u in uses if u.place == "host"]
     if host:
         notes.append(f"{len(host)} operator(s) run on the host in float32: every step their inputs leave the chip "

@@ -535,6 +535,8 @@ def _quantize_with_operators(net: Network, prof: Profile, dp: Datapath, bits: in
     except IRError as e:
         raise QuantizationError(f"cannot quantise an invalid network: {e}") from None
     qnet = net.copy()
+    if net.coding == "C3":   # MBE Transformers (--method mbe): compiler/quantize_mbe_vit.py
+        from .quantize_mbe_vit import quantize_mbe_network as quantize_operator_network
     table = quantize_operator_network(net, qnet, prof, dp, input_bits=bits, input_range=input_range,
                                       max_timesteps=max_timesteps)
     table.warnings = compile_warnings(table, qnet.outputs)

@@ -56,6 +56,7 @@ class MBEMethod(ConversionMethod):
     range_margin: float = 1.0
     _fits: dict = field(default_factory=dict, repr=False)
     _ranges: dict = field(default_factory=dict, repr=False)
+    _tensor_ranges: dict = field(default_factory=dict, repr=False)
 
     coding = "C3"
     input_coding = "once"
@@ -75,14 +76,20 @@ class MBEMethod(ConversionMethod):
         ln_in = [node.inputs[0] for node in g if isinstance(node, G.LayerNorm)]
         keep = sorted(set(mm_in) | set(ln_in))
         peak: dict[str, float] = {}
+        tensors: dict[str, float] = {}
+
+        def observe(name: str, v) -> None:   # max |value| of every ANN tensor: the quantiser's relay ranges
+            if v.is_floating_point() and v.numel():
+                tensors[name] = max(tensors.get(name, 0.0), float(v.abs().max()))
         for a in range(0, len(calib_x), int(self.calib_batch)):
-            vals = evaluate_graph(g, calib_x[a:a + int(self.calib_batch)], keep=keep, dtype=_f64())
+            vals = evaluate_graph(g, calib_x[a:a + int(self.calib_batch)], keep=keep, dtype=_f64(), observe=observe)
             for n in keep:
                 v = vals[n]
                 if n in ln_in:   # LayerNorm operand: d = x - mean(x)
                     peak[f"{n}:d"] = max(peak.get(f"{n}:d", 0.0), float((v - v.mean(-1, keepdim=True)).abs().max()))
                 peak[n] = max(peak.get(n, 0.0), float(v.abs().max()))
         self._ranges = {k: v * float(self.range_margin) for k, v in peak.items()}
+        self._tensor_ranges = tensors
 
     def calibration_summary(self) -> dict:
         return {n: {"max_abs": v} for n, v in self._ranges.items()}
@@ -100,18 +107,29 @@ class _MBEBuilder(_Builder):
         self.net.coding = "C3"
         self.fits = method._fits
 
+    def _method_ranges(self) -> dict:
+        """max |value| of every ANN tensor over the calibration data (relay units when compiled)."""
+        return self.m._tensor_ranges
+
     def run(self):
         net, pops = super().run()
+        # value_ranges feed compiler/quantize_mbe_vit.py: relays and calibrated operator outputs only
+        # (an MBE population's input and output ranges follow from its source and its fit)
+        net.meta["value_ranges"] = {k: v for k, v in net.meta["value_ranges"].items()
+                                    if not (isinstance(net[k], ir.Population) and isinstance(net[k].neuron, ir.neurons_mbe.MBE))}
         _schedule(net, int(self.m.timesteps))
         return net, pops
 
     # ------------------------------------------------------------- pieces
     def mbe_population(self, base: str, shape, function: str, src: str, weight: float = 1.0, source: str = "") -> str:
+        """MBE neurons of ``function``; ``Population.source`` names the ANN tensor only where the
+        population's value is that tensor (GELU), not for the 2^f, 1/M, 1/sqrt(M) steps inside
+        softmax / LayerNorm (``populations`` still maps them to their ANN module)."""
         fit = self.fits[function]
         name = self._name(base)
         self.net.add(ir.Population(name, tuple(shape), fit.neuron(),
                                    ir.SpikePayload(kind="graded", bits=32, min_level=0, max_level=0),
-                                   decode_offset=np.asarray(fit.offset), source=source or name))
+                                   decode_offset=np.asarray(fit.offset), source=source if function == "gelu" else ""))
         self.identity(src, name, weight)
         self.populations.setdefault(source or name, []).append(name)
         return name
@@ -154,6 +172,7 @@ class _MBEBuilder(_Builder):
         ha, hb = self.h[a], self.h[b]
         name = self._pair(OM.MBEMatMul, node.name, (ha.node, hb.node), node.shape, self.range_of(a, ha.factor),
                           self.range_of(b, hb.factor), ha.factor * hb.factor)
+        self.note_range(name, node.name)
         self.h[node.name] = _Handle(name)
 
     def _Softmax(self, node: G.Softmax) -> None:
@@ -179,7 +198,8 @@ class _MBEBuilder(_Builder):
         shape = tuple(node.shape)
         c = shape[-1]
         row = shape[:-1] + (1,)
-        d = self.relay(f"{node.name}_d", shape, source=node.name)
+        d = self.relay(f"{node.name}_d", shape)      # x - mean(x): no ANN tensor holds it
+        self.ranges[d] = float(self.m._ranges[f"{src}:d"])      # d = x - mean(x), not the LayerNorm output
         self.net.add(O.TokenDense(self._name(f"{node.name}_center"), source=h.node, target=d,
                                   weight=(np.eye(c) - np.full((c, c), 1.0 / c)) * h.factor))
         s = self.range_of(f"{src}:d")

@@ -63,7 +63,7 @@ def _write_obj(group: h5py.Group, obj) -> None:
         elif isinstance(value, (tuple, list)):
             group.attrs[f.name] = np.asarray(value, dtype=np.int64) if all(isinstance(v, (int, np.integer)) for v in value) else json.dumps(list(value))
             group.attrs[f"{f.name}__seq"] = True
-        elif isinstance(value, (bool, int, float, str, np.integer, np.floating)):
+        elif isinstance(value, (bool, np.bool_, int, float, str, np.integer, np.floating)):
             group.attrs[f.name] = value
         else:
             raise IRError(f"cannot store field {f.name!r} of {type(obj).__name__} (type {type(value).__name__})")

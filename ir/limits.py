@@ -39,6 +39,17 @@ _OPERATOR_PARAMS = {
     "LayerNormEC": {"in_mult": (1, 2 ** 31), "in_shift": (0, 62), "in_bits": (2, 33), "eps_q": (1, 2 ** 62),
                     "norm_frac": (0, 30), "gamma_q": (-(2 ** 31), 2 ** 31), "gamma_shift": (-62, 62), "beta_q": None},
 }
+# MBE operators (C3, docs/fixed_point.md "MBE Transformer networks"): identity tables of both operands
+_MBE_OPERAND = {f"{k}_{w}": lim for w in "ab" for k, lim in
+                (("threshold", (1, 2 ** 31)), ("reset", (0, 2 ** 31)), ("intensity", None), ("in_mult", (1, 2 ** 62)),
+                 ("in_shift", (0, 62)))}
+_OPERATOR_PARAMS.update({
+    "MBEProduct": {**_MBE_OPERAND, "shift": (-62, 62), "bound": (0, 2 ** 62)},
+    "MBEMatMul": {**_MBE_OPERAND, "shift": (-62, 62), "bound": (0, 2 ** 62)},
+    "Exp2Split": {"mult": (1, 2 ** 62), "shift": (0, 62), "frac_bits": (1, 30)},
+    "MantExp": {"mult": (1, 2 ** 16), "exp_base": (-1100, 1100), "eps_q": (0, 2 ** 62), "frac_bits": (1, 30)},
+    "Ldexp": {"shift": (-1100, 1100), "exponent_twice": (-2, 2)},
+})
 
 MAX_STEPS = 4096
 

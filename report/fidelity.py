@@ -122,7 +122,7 @@ def compare_runs(net: Network, qnet: Network, float_res, fixed_res, timesteps: i
             cf = np.asarray(float_res.spike_counts[pop.name], dtype=np.float64)   # events per neuron
             cq = np.asarray(fixed_res.spike_counts[pop.name], dtype=np.float64)
         ann = None
-        if ann_acts is not None and pop.source in ann_acts:
+        if ann_acts is not None and pop.source in ann_acts and np.size(ann_acts[pop.source]) == af.size:
             ref = ann_acts[pop.source].reshape(af.shape)
             ann = _rel_err(af, ref)
         stats_q = fixed_res.layers.get(pop.name, {})

@@ -88,6 +88,10 @@ class MBENetworkEnergy:
     operator_adds / operator_mults   the exponent/mantissa operators (OPERATOR_ARITHMETIC)
     paper_pj           what the paper's convention counts: neuron_spikes * E_AC
     total_pj           everything above: ACs * E_AC + MACs * E_MAC
+    product_macs       the products as the fixed-point datapath computes them (compiler/quantize_mbe_vit.py):
+                       the two operands' integer sums multiplied, one MAC per product term (B n k m for a
+                       matrix product), instead of one accumulate per coinciding spike pair
+    total_sum_form_pj  total_pj with product_macs * E_MAC in place of the pairs
     """
 
     neuron_spikes: float
@@ -103,6 +107,8 @@ class MBENetworkEnergy:
     total_pj: float
     parts_pj: dict = field(default_factory=dict)
     gelu: dict = field(default_factory=dict)   # per GELU population: rate eta and per-neuron energy
+    product_macs: float = 0.0                  # the products as the fixed-point datapath forms them
+    total_sum_form_pj: float = 0.0             # total with product_macs * E_MAC in place of the pairs
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -114,7 +120,7 @@ def mbe_network_energy(net, counts, convention: str = "fp32") -> MBENetworkEnerg
     the paper's neuron-only figure. Per GELU population also eta and T * N * eta * E_AC."""
     from ..ir import operators as O
     from ..ir import operators_mbe as OM
-    from ..ir.neurons_mbe import MBE
+    from ..ir.neurons_mbe import MBE_MODELS as MBE
     from ..ir.nodes import Conv2d, Dense, Identity, Input, Operator, Population
 
     h = horowitz(convention)
@@ -143,7 +149,11 @@ def mbe_network_energy(net, counts, convention: str = "fp32") -> MBENetworkEnerg
         elif isinstance(src, (Population, Operator, Input)):
             macs += int(np.prod(dst.shape)) * per_target
     adds = mults = 0.0
+    product_macs = 0.0        # the fixed-point form: the product of the two integer sums (one MAC per term)
     for op in net.operators():
+        if isinstance(op, OM._IdentityPair):
+            k = int(net.shape_of(op.inputs[0])[-1]) if isinstance(op, OM.MBEMatMul) else 1
+            product_macs += counts.product_outputs.get(op.name, 0) / n * k
         k = type(op).__name__
         el = counts.operator_elements.get(op.name, 0) / n
         if k in OPERATOR_ARITHMETIC:
@@ -167,9 +177,92 @@ def mbe_network_energy(net, counts, convention: str = "fp32") -> MBENetworkEnerg
             N = pop.neuron.bases
             eta = counts.population_events[pop.name] / (counts.population_inputs[pop.name] * N * T)
             gelu[pop.name] = mbe_neuron_energy(min(eta, 1.0), T, N).to_json()
+    total = float(sum(parts.values()))
     return MBENetworkEnergy(neuron_spikes, identity_spikes, pairs, acs, macs, adds, mults, h.e_ac, h.e_mac,
-                            neuron_spikes * h.e_ac, float(sum(parts.values())), parts, gelu)
+                            neuron_spikes * h.e_ac, total, parts, gelu, product_macs,
+                            total - pairs * h.e_ac + product_macs * h.e_mac)
 
 
-__all__ = ["GELU_ANN_FLOPS", "MBENetworkEnergy", "MBENeuronEnergy", "mbe_firing_rate", "mbe_network_energy",
-           "mbe_neuron_energy"]
+@dataclass
+class MBEEnergyReport:
+    """What ``spikeport energy`` prints and writes for an MBE Transformer (C3), float or fixed."""
+
+    profile: str
+    timesteps: int
+    steps_run: int
+    samples: int
+    quantized: bool
+    convention: str
+    energy: MBENetworkEnergy
+    ann_macs: int | None
+    ann_pj: float | None
+    accuracy: float | None
+    assumptions: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        e = self.energy
+        return {"profile": self.profile, "coding": "C3", "timesteps": self.timesteps, "steps_run": self.steps_run,
+                "samples": self.samples, "quantized": self.quantized, "convention": self.convention,
+                "units": "pJ per sample", "accuracy": self.accuracy, "mbe": e.to_json(),
+                "paper_pj": e.paper_pj, "total_pj": e.total_pj, "total_sum_form_pj": e.total_sum_form_pj,
+                "ann": {"macs": self.ann_macs, "compute_only_pj": self.ann_pj},
+                "ratio_snn_over_ann": {k: (v / self.ann_pj if self.ann_pj else None) for k, v in
+                                       (("paper", e.paper_pj), ("total", e.total_pj), ("total_sum_form", e.total_sum_form_pj))},
+                "assumptions": list(self.assumptions)}
+
+    def tables(self) -> list:
+        from rich.table import Table
+        e = self.energy
+        t = Table(title=f"MBE network energy per sample ({'fixed point' if self.quantized else 'float'}, T={self.timesteps} "
+                        f"per stage, {self.steps_run} steps; {self.convention}: E_AC {e.e_ac_pj} pJ, E_MAC {e.e_mac_pj} pJ)")
+        for c in ("part", "energy per sample"):
+            t.add_column(c, justify="left" if c == "part" else "right")
+        for k, v in e.parts_pj.items():
+            t.add_row(k, _fmt(v))
+        t.add_row("paper's count (MBE neuron spikes only)", _fmt(e.paper_pj), style="bold")
+        t.add_row("total, product form as pairs (paper's Eq. 12 count)", _fmt(e.total_pj), style="bold")
+        t.add_row(f"total, products as the fixed-point sums' product ({e.product_macs:,.0f} MACs)",
+                  _fmt(e.total_sum_form_pj), style="bold")
+        if self.ann_pj is not None:
+            t.add_row(f"ANN compute-only ({self.ann_macs:,} MACs)", _fmt(self.ann_pj))
+        g = Table(title="GELU MBE neurons: measured rate eta and T * N * eta * E_AC per neuron (paper 001's figure)")
+        for c in ("population", "eta", "energy per neuron", "vs ANN GELU (35 MACs)"):
+            g.add_column(c, justify="left" if c == "population" else "right")
+        for name, r in e.gelu.items():
+            g.add_row(name, f"{100 * r['rate']:.2f} %", f"{r['energy_pj']:.1f} pJ",
+                      "-" if r["ratio"] is None else f"{100 * r['ratio']:.1f} %")
+        return [t, g]
+
+
+def _fmt(v: float) -> str:
+    for unit, scale in (("uJ", 1e6), ("nJ", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:,.3f} {unit}"
+    return f"{v:,.1f} pJ"
+
+
+def mbe_energy_report(net, x, timesteps: int | None, profile, *, y=None, ann_macs=None, convention: str = "fp32",
+                      batch_size: int = 64, device=None) -> MBEEnergyReport:
+    """Simulate the C3 network (float, or bit-accurate when quantised) on ``x`` and price its
+    measured counts (:func:`mbe_network_energy`); ``ann_macs`` a MAC count or ``MacCount`` baseline."""
+    from ..hw_profiles import load_profile
+    from ..simulator.transformer_mbe import simulate_mbe
+    from ..simulator.transformer_mbe_fixed import simulate_mbe_fixed
+
+    prof = profile if hasattr(profile, "energy") else load_profile(profile)
+    run = simulate_mbe_fixed if net.quantized else simulate_mbe
+    res, counts = run(net, x, timesteps, batch_size=batch_size, device=device)
+    e = mbe_network_energy(net, counts, convention)
+    macs = None if ann_macs is None else int(ann_macs if isinstance(ann_macs, (int, float)) else ann_macs.total_macs)
+    notes = ["MBE (C3) networks are priced from the staged simulation's counts (report/mbe_energy.py): the paper's "
+             "count is the MBE neurons' spikes (one AC each); the totals add the product operators' identity neurons "
+             "and pairing, the synapses (spike-fed ACs, analog-fed MACs) and the exponent/mantissa operators.",
+             "The chip profile's own per-event figures are not applied to MBE networks (their neurons need microcode; "
+             f"no published per-operation energy of {prof.name}'s embedded cores is used)."]
+    return MBEEnergyReport(prof.name, counts.timesteps, res.steps_run, counts.samples, bool(net.quantized), convention, e,
+                           macs, None if macs is None else macs * e.e_mac_pj,
+                           None if y is None else res.accuracy(y), notes)
+
+
+__all__ = ["GELU_ANN_FLOPS", "MBEEnergyReport", "MBENetworkEnergy", "MBENeuronEnergy", "mbe_energy_report",
+           "mbe_firing_rate", "mbe_network_energy", "mbe_neuron_energy"]

@@ -80,11 +80,13 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
     if dtype != "float64" and net.operators():
         raise UnsupportedError(f"simulate: dtype {dtype!r} is not available for networks with operators yet "
                                "(they simulate in float64 / fixed point)")
-    if net.operators() and net.coding == "C3":  # MBE Transformers: staged float simulation
+    if net.operators() and net.coding == "C3":  # MBE Transformers: staged float / bit-accurate simulation
         from .transformer_mbe import simulate_mbe
+        from .transformer_mbe_fixed import simulate_mbe_fixed
         if record_states or record_spikes or record_voltages:
             raise UnsupportedError("simulate: per-step records are not available for MBE operator networks (C3) yet")
-        return simulate_mbe(net, x, timesteps, batch_size=batch_size, device=device)[0]
+        run = simulate_mbe_fixed if net.quantized else simulate_mbe
+        return run(net, x, timesteps, batch_size=batch_size, device=device)[0]
     if net.operators():  # Transformer operators: C1 simulation in simulator/transformer.py (float)
         from .transformer import simulate_operators          # and simulator/transformer_fixed.py (bit-accurate)
         from .transformer_fixed import simulate_operators_fixed

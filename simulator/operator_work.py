@@ -185,3 +185,6 @@ def register_work_rule(name: str, ann: Callable, step: Callable) -> None:
     """Make an operator kind countable: ``ann(op, in_shapes) -> Work`` and
     ``step(op, in_shapes, t, events, samples) -> Work`` (see :func:`step_work`)."""
     ANN_RULES[name], STEP_RULES[name] = ann, step
+
+
+from . import operator_work_mbe  # noqa: E402,F401  (rules of the MBE operators, C3)

@@ -8,8 +8,9 @@ mantissa operators act on forwarded values. So the network is simulated stage by
 topological order: each MBE stage runs its T steps explicitly (threshold, reset, the emitted
 intensities, counted per basis), every other node is evaluated once on its inputs' values. The
 stage of a node is the number of MBE stages on its longest input path; a network of depth D
-takes D*T steps (``SimResult.steps_run``), and stages could be pipelined across samples (sample
-k+1 in stage 1 while sample k is in stage 2), which does not change any value.
+takes D*T steps (``SimResult.steps_run``); ``pipeline=True`` runs batches through the stages as a
+pipeline (batch k+1 in stage 1 while batch k is in stage 2; simulator/pipeline_mbe.py), which
+changes no value.
 
 Counts (``MBECounts``): events of every MBE population (every firing basis is one event), spikes
 of the identity neurons of each product operator and the coinciding spike pairs of its product
@@ -28,7 +29,7 @@ from ..errors import UnsupportedError
 from ..ir import operators as O
 from ..ir import operators_mbe as OM
 from ..ir.graph import Network
-from ..ir.neurons_mbe import MBE
+from ..ir.neurons_mbe import MBE, MBE_MODELS
 from ..ir.nodes import Conv2d, Dense, Identity, Input, Operator, Population, Readout, expand_channel
 from .operators import OperatorKernel
 from .result import LayerStats, SimResult
@@ -52,6 +53,7 @@ class MBECounts:
     operator_elements  output elements x samples per exponent/mantissa operator (by name)
     operator_rows      rows reduced x samples (max / sum over ``axis``) per Exp2Split / MantExp
     samples, timesteps, depth
+    schedule           pipelined runs only: steps with and without the pipeline (pipeline_mbe.py)
     """
 
     population_events: dict[str, int] = field(default_factory=dict)
@@ -64,6 +66,7 @@ class MBECounts:
     samples: int = 0
     timesteps: int = 0
     depth: int = 0
+    schedule: dict = field(default_factory=dict)   # pipelined runs: simulator.pipeline_mbe.PipelineSchedule
 
     def add(self, key: str, name: str, v: int) -> None:
         d = getattr(self, key)
@@ -147,8 +150,10 @@ def check_mbe_network(net: Network, timesteps: int | None = None) -> int:
 
 
 def simulate_mbe(net: Network, x, timesteps: int | None = None, *, batch_size: int = 64, device=None,
-                 dtype: torch.dtype = torch.float64) -> tuple[SimResult, MBECounts]:
-    """Float C3 simulation of ``net`` (module docstring); returns the result and the counts."""
+                 dtype: torch.dtype = torch.float64, pipeline: bool = False) -> tuple[SimResult, MBECounts]:
+    """Float C3 simulation of ``net`` (module docstring); returns the result and the counts.
+    ``pipeline``: batches of ``batch_size`` samples flow through the stages as a pipeline
+    (simulator/pipeline_mbe.py; identical results, ``counts.schedule`` gives the step counts)."""
     T = check_mbe_network(net, timesteps)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     order = list(net.nodes())
@@ -166,10 +171,19 @@ def simulate_mbe(net: Network, x, timesteps: int | None = None, *, batch_size: i
     counts = MBECounts(samples=n, timesteps=T, depth=D)
     decoded = {p.name: [] for p in net.populations()}
     events = {p.name: [] for p in net.populations() if isinstance(p.neuron, MBE)}
+    starts = list(range(0, n, batch_size))
+
+    def one(i, nodes=None, state=None):
+        return _run_batch(net, order if nodes is None else nodes, weights, tables, xs[starts[i]:starts[i] + batch_size]
+                          .to(dev, dtype), counts, dev, dtype, state)
     with torch.no_grad():
-        for a in range(0, n, batch_size):
-            xb = xs[a:a + batch_size].to(dev, dtype)
-            vals, ev = _run_batch(net, order, weights, tables, xb, counts, dev, dtype)
+        if pipeline:
+            from .pipeline_mbe import run_pipelined, stage_groups
+            runs, sched = run_pipelined(one, len(starts), stage_groups(order, depth), T)
+            counts.schedule = sched.to_json()
+        else:
+            runs = (one(i) for i in range(len(starts)))
+        for vals, ev, _ in runs:
             for k in decoded:
                 decoded[k].append(vals[k].cpu().numpy())
             for k in events:
@@ -193,18 +207,18 @@ def _stages(net: Network, order) -> dict[str, int]:
             depth[node.name] = 0
         elif isinstance(node, Population):
             d = max((depth[p.source] for p in net.incoming(node.name)), default=0)
-            depth[node.name] = d + (1 if isinstance(node.neuron, MBE) else 0)
+            depth[node.name] = d + (1 if isinstance(node.neuron, MBE_MODELS) else 0)   # float or integer tables
         elif isinstance(node, Operator):
             d = max((depth[i] for i in node.inputs), default=0)
             depth[node.name] = d + (1 if isinstance(node, OM._IdentityPair) else 0)
     return depth
 
 
-def _run_batch(net, order, weights, tables, xb, counts: MBECounts, dev, dtype):
+def _run_batch(net, order, weights, tables, xb, counts: MBECounts, dev, dtype, state=None):
+    """Evaluate the nodes ``order`` on one batch, continuing ``state`` (value, events, cache) of
+    the earlier stages when given (the pipeline); returns the state."""
     batch = xb.shape[0]
-    value: dict[str, torch.Tensor] = {}
-    events: dict[str, torch.Tensor] = {}
-    cache: dict = {}
+    value, events, cache = state if state is not None else ({}, {}, {})
     for node in order:
         name = node.name
         if isinstance(node, Input):
@@ -228,7 +242,7 @@ def _run_batch(net, order, weights, tables, xb, counts: MBECounts, dev, dtype):
         elif isinstance(node, Operator):
             value[name] = _operator(node, [value[i] for i in node.inputs], tables.get(name), counts, batch, dev, dtype,
                                     cache)
-    return value, events
+    return value, events, cache
 
 
 def _identity(src: str, scale: float, x: torch.Tensor, tabs, cache: dict):

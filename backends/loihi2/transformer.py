@@ -35,9 +35,28 @@ def is_operator_network(net: Network) -> bool:
     return bool(net.operators())
 
 
+def refuse_staged(qnet: Network) -> None:
+    """MBE Transformers (staged coding C3) have no Lava mapping: name the first MBE node and why."""
+    if qnet.coding != "C3":
+        return
+    from ...ir.neurons_mbe import MBE_MODELS
+    from ...ir.operators_mbe import MBE_OPERATOR_TYPES
+    for node in qnet.nodes():
+        if isinstance(node, Population) and isinstance(node.neuron, MBE_MODELS):
+            raise LavaExportError(f"Lava export: population {node.name!r} ({type(node.neuron).__name__}): MBE neurons "
+                                  "read per-step threshold/reset/intensity tables, which no Lava process (nor Loihi 2 "
+                                  "without custom microcode) provides, and staged coding C3 (each stage runs after the "
+                                  "previous one's T steps) has no Lava schedule; simulate it with `spikeport simulate`")
+        if isinstance(node, Operator) and type(node).__name__ in MBE_OPERATOR_TYPES:
+            raise LavaExportError(f"Lava export: operator {node.name!r} ({type(node).__name__}): MBE operators (C3) "
+                                  "have no Lava process; simulate the network with `spikeport simulate`")
+    raise LavaExportError("Lava export: staged coding C3 has no Lava schedule")
+
+
 def check_network(qnet: Network, timesteps: int) -> None:
     """Refuse what the Lava operator mapping cannot run, naming the node (LavaExportError)."""
     from ...errors import SpikeportError
+    refuse_staged(qnet)
     from ...simulator.transformer_fixed import check_fixed_network, max_timesteps
     from .processes.transformer_process import MAX_OPERATOR_INPUTS
     try:
@@ -235,6 +254,7 @@ def verify_operators(qnet: Network, x, timesteps: int):
     from ...simulator.transformer_fixed import simulate_operators_fixed
     from .verify import Divergence, VerifyReport
     T = int(timesteps)
+    refuse_staged(qnet)
     trace: dict[str, np.ndarray] = {}
     sim, _ = simulate_operators_fixed(qnet, x, T, trace=trace)
     lava, values = run_operators_lava(qnet, x, T)
