@@ -535,6 +535,8 @@ def _quantize_with_operators(net: Network, prof: Profile, dp: Datapath, bits: in
     except IRError as e:
         raise QuantizationError(f"cannot quantise an invalid network: {e}") from None
     qnet = net.copy()
+    if net.coding == "C2":   # stbif / pmsm on a ViT: compiler/quantize_c2.py
+        from .quantize_c2 import quantize_c2_network as quantize_operator_network  # noqa: F811
     table = quantize_operator_network(net, qnet, prof, dp, input_bits=bits, input_range=input_range,
                                       max_timesteps=max_timesteps)
     table.warnings = compile_warnings(table, qnet.outputs)
