@@ -221,3 +221,28 @@ def test_simulate_dispatches_quantised_c2_nets(digits_c2, digits):
     a = simulate(qnet, x, 2)
     b = simulate_c2_fixed(qnet, x, 2)[0]
     assert a.quantized and np.array_equal(a.outputs, b.outputs)
+
+
+def test_energy_and_resources_of_c2_vits_float_and_fixed(digits_c2, digits):
+    """Events counted from the C2 traces (what changed is sent), operators by kind, cores placed."""
+    from spikeport.report.energy import energy_report
+    from spikeport.report.resources import resources_report
+    from spikeport.simulator.opcount_c2 import count_ops_c2
+    from spikeport.simulator.transformer_c2 import simulate_c2
+    x = digits[2][:8]
+    for m in ("stbif", "pmsm"):
+        _, net, qnet = digits_c2[m]
+        for n, sim in ((net, simulate_c2), (qnet, simulate_c2_fixed)):
+            T = 6
+            counts = count_ops_c2(n, x, T)
+            _, _, c2 = sim(n, x, T)
+            spiking = [p.name for p in n.populations() if p.neuron.spiking]
+            assert sum(counts.layers[k].total("events") for k in spiking) == c2.total_events
+            assert counts.layers["x"].total("events") == int((x != 0).sum())        # the input is sent once
+            assert counts.operator_total("exp") > 0 and counts.operator_total("ac") > 0
+            e = energy_report(n, x, T, "loihi2")
+            assert e.operator_pj > 0 and e.total("compute_pj") > 0
+        r = resources_report(qnet, "loihi2")
+        ops = r.placement.operators
+        assert ops.count("embedded") == sum(1 for o in qnet.operators() if o.arithmetic == "fixed") > 0
+        assert ops.state_bytes("embedded") > 0 and r.cores > 0

@@ -35,11 +35,29 @@ def is_operator_network(net: Network) -> bool:
     return bool(net.operators())
 
 
+def first_c2_node(net: Network):
+    """The first node that only C2 coding has (an ST-BIF / PMSM population in a C2 network, a C2
+    operator), or None."""
+    from ...ir import operators_c2 as C2
+    if net.coding != "C2":
+        return None
+    for node in net.nodes():
+        if isinstance(node, (C2.C2Operator, C2.MatMulC2)) or (
+                getattr(node, "neuron", None) is not None and node.neuron.spiking):
+            return node
+    return None
+
+
 def check_network(qnet: Network, timesteps: int) -> None:
     """Refuse what the Lava operator mapping cannot run, naming the node (LavaExportError)."""
     from ...errors import SpikeportError
     from ...simulator.transformer_fixed import check_fixed_network, max_timesteps
     from .processes.transformer_process import MAX_OPERATOR_INPUTS
+    c2 = first_c2_node(qnet)
+    if c2 is not None:
+        raise LavaExportError(f"Lava export: node {c2.name!r} ({type(getattr(c2, 'neuron', c2)).__name__}): C2 (sum-coded) "
+                              "stbif / pmsm networks have no Lava processes yet (ST-BIF / PMSM neurons and the C2 "
+                              "operators' difference forms); run them bit-accurately with spikeport simulate")
     try:
         check_fixed_network(qnet)
     except SpikeportError as e:
