@@ -36,10 +36,11 @@ DIGITS_RANGE = (0.0, 255 / 16)   # pixels are multiples of 1/16: an input scale 
 
 
 def wide_weights(profile: str):
-    """The profile with 24-bit weights, wide exponents and no conv wrap: isolates the operators' rounding."""
+    """The profile with 16-bit weights (step 1), wide exponents and no conv wrap: a
+    hypothetical datapath that isolates the operators' own rounding from loihi2's 8-bit weights."""
     prof = load_profile(profile)
-    dp = replace(prof.datapath, weight_bits=24, weight_step=1, weight_exp_min=-40, weight_exp_max=20, conv_acc_bits=0)
-    return replace(prof, name=f"{profile} (24-bit weights)", datapath=dp)
+    dp = replace(prof.datapath, weight_bits=16, weight_step=1, weight_exp_min=-24, weight_exp_max=24, conv_acc_bits=0)
+    return replace(prof, name=f"{profile} (16-bit weights)", datapath=dp)
 
 
 def energy_row(net, x, T: int) -> str:
@@ -88,9 +89,9 @@ def main() -> None:
             print(f"T={t}: events/sample {p['events']['per_sample']:.0f} -> P = {1e6 * p['events']['power_w']:.3f} uW "
                   f"(one graded event); spikes/sample {p['spikes']['per_sample']:.0f} -> P = "
                   f"{1e6 * p['spikes']['power_w']:.3f} uW (|n| spikes); E_AC 0.9 pJ, 1 ms steps")
-        # loihi2 fixed point, and the same operators with 24-bit weights (operators' rounding alone)
+        # loihi2 fixed point, and the same operators with 16-bit weights (operators' rounding alone)
         fixed = {}
-        for label, prof in (("loihi2", "loihi2"), ("loihi2 operators, 24-bit weights", wide_weights("loihi2"))):
+        for label, prof in (("loihi2", "loihi2"), ("loihi2 operators, 16-bit weights (ablation)", wide_weights("loihi2"))):
             t2 = time.time()
             qnet, _ = compiler.quantize(net, prof, input_range=DIGITS_RANGE)
             fres, fchecks, fcounts = simulate_c2_fixed(qnet, xte, max(STEPS), checkpoints=STEPS, batch_size=len(xte))

@@ -99,7 +99,7 @@ class _C2Quantizer(_OpQuantizer):
             s = min(s, 2.0 ** -40)
         for p in incoming:
             peak = float(np.abs(self._norm(p, 1.0)).max(initial=0.0))    # largest |current| per source unit
-            if peak == 0:
+            if peak == 0 or isinstance(self.net[p.source], Input):      # the input sends once: one floor is exact
                 continue
             if isinstance(p, Identity) and np.ndim(p.weight) == 0:
                 # one weight: exact at any exponent once it is a power of two >= 1 in target units

@@ -253,6 +253,7 @@ def verify_operators(qnet: Network, x, timesteps: int):
     from ...simulator.transformer_fixed import simulate_operators_fixed
     from .verify import Divergence, VerifyReport
     T = int(timesteps)
+    check_network(qnet, T)
     trace: dict[str, np.ndarray] = {}
     sim, _ = simulate_operators_fixed(qnet, x, T, trace=trace)
     lava, values = run_operators_lava(qnet, x, T)
