@@ -46,7 +46,7 @@ def wide_weights(profile: str):
 def energy_row(net, x, T: int) -> str:
     e = energy_report(net, x, T, "loihi2")
     j = e.to_json()
-    ev = j["snn"]["events"] / e.samples
+    ev = j["snn"]["events"]                  # per sample: every population's and the input's non-zero emissions
     ops = j.get("operators", {})
     return (f"events/sample {ev:.0f}, SNN compute-only {j['snn']['compute_only_pj'] / 1e3:.2f} nJ, + operators' "
             f"arithmetic {ops.get('snn_compute_with_operators_pj', 0) / 1e3:.2f} nJ, with memory "
