@@ -1,7 +1,10 @@
-"""C2 coding on the digits ViT: stbif and pmsm from the fine-tuned QANN, accuracy vs T (float64),
-events / spikes per sample and PMSM's power formula in both counting conventions.
+"""C2 coding on the digits ViT: stbif and pmsm from the fine-tuned QANN, accuracy vs T in float64
+and in loihi2 fixed point (compiler/quantize_c2.py, simulator/transformer_c2_fixed.py), agreement
+with the float QANN and with the integer QANN (simulator/reference_c2.integer_qann), events and
+energy per sample (report/energy.py with the operators' arithmetic) and PMSM's power formula in
+both counting conventions.
 
-    python3 benchmarks/c2_digits_vit.py [--epochs 3] [--levels 16]
+    python3 benchmarks/c2_digits_vit.py [--epochs 3] [--levels 16] [--energy-samples 64]
 """
 from __future__ import annotations
 
@@ -13,15 +16,41 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dataclasses import replace
+
+from spikeport import compiler
 from spikeport.convert import convert
 from spikeport.convert.finetune import finetune_file
 from spikeport.datasets import load_digits_split
 from spikeport.frontend import export_onnx, load_model
 from spikeport.models.digits_vit import pretrained_digits_vit
 from spikeport.report.pmsm_power import pmsm_power
+from spikeport.hw_profiles import load_profile
+from spikeport.report.energy import energy_report
+from spikeport.simulator.reference_c2 import integer_qann
 from spikeport.simulator.transformer_c2 import simulate_c2
+from spikeport.simulator.transformer_c2_fixed import simulate_c2_fixed
 
 STEPS = (1, 2, 4, 8, 16, 32, 64)
+DIGITS_RANGE = (0.0, 255 / 16)   # pixels are multiples of 1/16: an input scale of 1/16 holds them exactly
+
+
+def wide_weights(profile: str):
+    """The profile with 16-bit weights (step 1), wide exponents and no conv wrap: a
+    hypothetical datapath that isolates the operators' own rounding from loihi2's 8-bit weights."""
+    prof = load_profile(profile)
+    dp = replace(prof.datapath, weight_bits=16, weight_step=1, weight_exp_min=-24, weight_exp_max=24, conv_acc_bits=0)
+    return replace(prof, name=f"{profile} (16-bit weights)", datapath=dp)
+
+
+def energy_row(net, x, T: int) -> str:
+    e = energy_report(net, x, T, "loihi2")
+    j = e.to_json()
+    ev = j["snn"]["events"]                  # per sample: every population's and the input's non-zero emissions
+    ops = j.get("operators", {})
+    return (f"events/sample {ev:.0f}, SNN compute-only {j['snn']['compute_only_pj'] / 1e3:.2f} nJ, + operators' "
+            f"arithmetic {ops.get('snn_compute_with_operators_pj', 0) / 1e3:.2f} nJ, with memory "
+            f"{j['snn']['with_memory_pj'] / 1e3:.2f} nJ, chip {j['chip']['total_pj'] / 1e3:.2f} nJ")
 
 
 def main() -> None:
@@ -29,6 +58,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--levels", type=int, default=16)
     ap.add_argument("--kind", default="vit", choices=("vit", "encoder"))
+    ap.add_argument("--energy-samples", type=int, default=64)
     a = ap.parse_args()
     torch.set_num_threads(1)
     xtr, ytr, xte, yte = load_digits_split(seed=0)
@@ -59,6 +89,33 @@ def main() -> None:
             print(f"T={t}: events/sample {p['events']['per_sample']:.0f} -> P = {1e6 * p['events']['power_w']:.3f} uW "
                   f"(one graded event); spikes/sample {p['spikes']['per_sample']:.0f} -> P = "
                   f"{1e6 * p['spikes']['power_w']:.3f} uW (|n| spikes); E_AC 0.9 pJ, 1 ms steps")
+        # loihi2 fixed point, and the same operators with 16-bit weights (operators' rounding alone)
+        fixed = {}
+        for label, prof in (("loihi2", "loihi2"), ("loihi2 operators, 16-bit weights (ablation)", wide_weights("loihi2"))):
+            t2 = time.time()
+            qnet, _ = compiler.quantize(net, prof, input_range=DIGITS_RANGE)
+            fres, fchecks, fcounts = simulate_c2_fixed(qnet, xte, max(STEPS), checkpoints=STEPS, batch_size=len(xte))
+            iq = integer_qann(qnet, xte)[qnet.outputs[0]]
+            sat = sum(v.get("saturation_events", 0) for v in fres.layers.values())
+            fixed[label] = qnet
+            print(f"\n{m} fixed point, {label}: compile + simulate T={max(STEPS)} {time.time() - t2:.0f} s, "
+                  f"saturation events {sat}")
+            print("| T | accuracy % | same prediction as float QANN % | integer logits = integer QANN's (samples %) |")
+            print("|---|---|---|---|")
+            for t in STEPS:
+                rt = simulate_c2_fixed(qnet, xte, t, keep_levels=False, batch_size=len(xte))[0] if t in (1,) else None
+                ints = rt.output_states[qnet.outputs[0]] if rt is not None else None
+                same_int = "-" if ints is None else f"{100 * np.mean(np.all(ints == iq, axis=1)):.2f}"
+                if t == max(STEPS):
+                    same_int = f"{100 * np.mean(np.all(fres.output_states[qnet.outputs[0]] == iq, axis=1)):.2f}"
+                print(f"| {t} | {100 * (fchecks[t].argmax(1) == yte).mean():.2f} | "
+                      f"{100 * (fchecks[t].argmax(1) == qpred).mean():.2f} | {same_int} |")
+            print(f"integer QANN ({label}): accuracy {100 * (iq.argmax(1) == yte).mean():.2f} %, same prediction as "
+                  f"the float QANN {100 * (iq.argmax(1) == qpred).mean():.2f} %")
+        xe = xte[:a.energy_samples]
+        for t in (1, 16, max(STEPS)):
+            print(f"energy T={t} ({len(xe)} samples, loihi2 profile, Horowitz 45 nm): float: {energy_row(net, xe, t)}; "
+                  f"fixed: {energy_row(fixed['loihi2'], xe, t)}")
 
 
 if __name__ == "__main__":

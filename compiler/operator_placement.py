@@ -13,7 +13,8 @@ there are taken from the neuron pool), ``host``. Rules, per operator:
   the node, the op and the profile.
 
 What they occupy (closed forms of the shapes, per sample): state words of 4 bytes (an EC operator
-keeps ``S`` and ``P``; a matrix-product EC ``S_A``, ``S_B``, ``S_K`` and the previous mean), and
+keeps ``S`` and ``P``; a matrix-product EC ``S_A``, ``S_B``, ``S_K`` and the previous mean; a C2
+operator ``S`` and ``F(S(t-1))``, the C2 product ``S_A``, ``S_B`` and the previous product), and
 the worst-case arithmetic of one step (every input neuron emitting; ``simulator.operator_work``).
 Embedded cores needed: ``ceil(state / embedded_memory_bytes)`` when the profile gives the memory
 of one embedded core (an operator larger than one core is split by rows over several), else one
@@ -30,6 +31,7 @@ import numpy as np
 
 from ..errors import SpikeportError
 from ..ir import operators as O
+from ..ir import operators_c2 as C2
 from ..ir.graph import Network
 from ..ir.nodes import Population
 from ..ir.operators_mbe import _IdentityPair as _MBE_PAIR
@@ -96,11 +98,11 @@ class OperatorPlacement:
 
 def _state_bytes(op: O.TypedOperator, shapes: list[tuple[int, ...]]) -> int:
     size = int(np.prod(op.shape, dtype=np.int64))
-    if isinstance(op, O.ECOperator):
+    if isinstance(op, (O.ECOperator, C2.C2Operator)):      # S and P (C2: S and F(S(t-1)))
         words = 2 * size
     elif isinstance(op, O.MatMulEC):
         words = sum(int(np.prod(s, dtype=np.int64)) for s in shapes) + 2 * size
-    elif isinstance(op, _MBE_PAIR):       # MBE product form (C3): the operands' integer sums, the output
+    elif isinstance(op, (_MBE_PAIR, C2.MatMulC2)):  # products (C3 MBE form, C2 difference form): operands' sums, output
         words = sum(int(np.prod(s, dtype=np.int64)) for s in shapes) + size
     else:
         words = 0

@@ -537,6 +537,8 @@ def _quantize_with_operators(net: Network, prof: Profile, dp: Datapath, bits: in
     qnet = net.copy()
     if net.coding == "C3":   # MBE Transformers (--method mbe): compiler/quantize_mbe_vit.py
         from .quantize_mbe_vit import quantize_mbe_network as quantize_operator_network
+    elif net.coding == "C2":   # stbif / pmsm on a ViT: compiler/quantize_c2.py
+        from .quantize_c2 import quantize_c2_network as quantize_operator_network
     table = quantize_operator_network(net, qnet, prof, dp, input_bits=bits, input_range=input_range,
                                       max_timesteps=max_timesteps)
     table.warnings = compile_warnings(table, qnet.outputs)

@@ -91,6 +91,11 @@ class _OpQuantizer:
         self.ranges = ranges if isinstance(ranges, dict) else {}
         self.ops: list[dict] = []
         self.t_max = 2 ** 31
+        # resolutions (the C2 quantiser, compiler/quantize_c2.py, takes finer ones)
+        self.ln_in_bits_cap = 16             # LayerNorm input bits
+        self.ln_norm_frac = LN_NORM_FRAC     # normalised LayerNorm values in units of 2^-ln_norm_frac
+        self.gelu_frac = GELU_FRAC           # GELU input grid 2^-gelu_frac
+        self.gamma_bits = MULT_BITS          # LayerNorm gamma_q in [2^(gamma_bits-1), 2^gamma_bits)
 
     # ------------------------------------------------------------------ helpers
     def err(self, where: str, msg: str) -> QuantizationError:
@@ -115,8 +120,7 @@ class _OpQuantizer:
             s, tb = self._mt_unit(pop, incoming)
             limited = f"theta {tb} bits"
         else:
-            r = self.real_range(pop.name) if pop.name in self.ranges else self._static_current(pop, incoming)
-            s = self.out_unit(r)
+            s = self._relay_unit(pop, incoming)
         # coarsen a relay / readout unit until every incoming projection's exponent fits
         while not isinstance(m, O.MultiThreshold):
             need = max((self._exp_for(p, s)[1] for p in incoming), default=self.dp.weight_exp_min)
@@ -172,6 +176,11 @@ class _OpQuantizer:
                           floor_comp=0.0, leak_dv=None, limited_by=limited,
                           worst_step_current=float(self.vmax[pop.name]), steps_to_saturation=None,
                           saturation_risk="counted per step (saturate)", projections=projections)
+
+    def _relay_unit(self, pop: Population, incoming) -> float:
+        """Unit of a Relay / Readout: the calibration range (or static bound) x 2^headroom fits the payload."""
+        r = self.real_range(pop.name) if pop.name in self.ranges else self._static_current(pop, incoming)
+        return self.out_unit(r)
 
     def _mt_unit(self, pop: Population, incoming) -> tuple[float, int]:
         m = pop.neuron
@@ -303,21 +312,22 @@ class _OpQuantizer:
         params.update(shift=int(m), sk_bound_per_t2=int(bound))
         return s, self.top
 
-    def _ec(self, op: O.ECOperator, where: str, params: dict) -> tuple[float, int]:
+    def _ec(self, op: O.TypedOperator, where: str, params: dict) -> tuple[float, int]:
         src = op.inputs[0]
         s_in, r_in = self.unit[src], self.real_range(src)
-        if isinstance(op, O.GELUEC):
-            rx = 2.0 ** -GELU_FRAC
+        fn = getattr(op, "fn", None)   # the function F (EC here, C2 in compiler/quantize_c2.py)
+        if fn == "gelu":
+            rx = 2.0 ** -self.gelu_frac
             r_out = self.real_range(op.name) if op.name in self.ranges else max(r_in, 0.17)
             s = self.out_unit(r_out)
             half = int(GELU_HALF / rx)
             grid = np.arange(-half, half + 1, dtype=np.float64) * rx
             lut = _round(_gelu(grid, op.approximate) / s).astype(np.int64)
             hm, hs = mult_shift(rx / s)
-            params.update(lut=lut, lut_half=half, hi_mult=hm, hi_shift=hs, in_bits=32, in_frac=GELU_FRAC)
+            params.update(lut=lut, lut_half=half, hi_mult=hm, hi_shift=hs, in_bits=32, in_frac=self.gelu_frac)
             mi, si = mult_shift(s_in / rx)
             worst_y = max(int(np.abs(lut).max(initial=0)), ((1 << 31) * hm) >> hs)
-        elif isinstance(op, O.SoftmaxEC):
+        elif fn == "softmax":
             rx = 2.0 ** -SOFTMAX_FRAC
             k = int(EXP_RANGE / rx)
             lut = _round(2.0 ** EXP_BITS * np.exp(-np.arange(k + 1, dtype=np.float64) * rx)).astype(np.int64)
@@ -328,9 +338,9 @@ class _OpQuantizer:
             if op.scale < 0:
                 raise self.err(where, f"negative scale {op.scale}")
             worst_y = 1 << SOFTMAX_OUT_FRAC
-        elif isinstance(op, O.LayerNormEC):
+        elif fn == "layernorm":
             c = int(op.shape[-1])
-            xb = min(16, int((62 - 3 * math.log2(c)) // 2) - 1)
+            xb = min(self.ln_in_bits_cap, int((62 - 3 * math.log2(c)) // 2) - 1)
             if xb < 4:
                 raise self.err(where, f"{c} channels leave {xb} bits for the int64 variance sum")
             rx = _pow2_at_least(2 * r_in / ((1 << (xb - 1)) - 1))
@@ -340,16 +350,17 @@ class _OpQuantizer:
             r_out = min(static, self.ranges[op.name]) if isinstance(self.ranges.get(op.name), (int, float)) else static
             s = self.out_unit(max(r_out, 1e-30))
             g = float(np.abs(gamma).max(initial=0)) / s
-            gs = (2 * MULT_BITS - 2) - math.floor(math.log2(g)) if g > 0 else 0
-            gq = _round(gamma * 2.0 ** (gs - LN_NORM_FRAC) / s).astype(np.int64)
+            nf = self.ln_norm_frac
+            gs = (self.gamma_bits - 1 + nf) - math.floor(math.log2(g)) if g > 0 else 0   # gamma_q's top bit
+            gq = _round(gamma * 2.0 ** (gs - nf) / s).astype(np.int64)
             bq = _round(beta / s).astype(np.int64)
             eps_q = max(1, int(_round(float(op.eps) * c * c / (rx * rx))))
             if eps_q >= 2 ** 62 or np.abs(bq).max(initial=0) > self.top:
                 raise self.err(where, f"eps {op.eps} / beta do not fit at input resolution {rx:.3g}")
-            params.update(in_bits=xb, in_res=float(rx), eps_q=eps_q, norm_frac=LN_NORM_FRAC, gamma_q=gq,
+            params.update(in_bits=xb, in_res=float(rx), eps_q=eps_q, norm_frac=nf, gamma_q=gq,
                           gamma_shift=int(gs), beta_q=bq)
             mi, si = mult_shift(s_in / rx)
-            worst_y = int(math.isqrt(c) + 1) * (1 << LN_NORM_FRAC) * int(np.abs(gq).max(initial=0)) // (1 << max(gs, 0)) \
+            worst_y = int(math.isqrt(c) + 1) * (1 << nf) * int(np.abs(gq).max(initial=0)) // (1 << max(gs, 0)) \
                 + int(np.abs(bq).max(initial=0))
         else:
             raise self.err(where, "has no fixed-point rule")

@@ -128,11 +128,38 @@ def _check_qann(ann: AnnModel, method: str) -> None:
                               "--epochs 3 --out MODEL_Q.pt2")
 
 
-def build_c2(ann: AnnModel, method: str) -> tuple[ir.Network, dict, dict]:
-    """The C2 network of a ViT QANN for ``method`` ('stbif' or 'pmsm'); also the per-neuron choices."""
+def value_ranges(ann: AnnModel, net: ir.Network, calib_x: np.ndarray, batch: int = 256) -> dict[str, float]:
+    """max |QANN value| over ``calib_x`` of every Relay / Readout (by its ANN source) and C2 function
+    operator (by name): in C2 the summed output of these IR nodes IS that ANN value. The fixed-point
+    quantiser sizes their units from it (compiler/quantize_c2.py; a static bound otherwise)."""
+    import torch
+
+    from ..frontend.ann_eval import evaluate_graph
+
+    seen: dict[str, float] = {}
+
+    def observe(name: str, v) -> None:
+        if v.is_floating_point() and v.numel():
+            seen[name] = max(seen.get(name, 0.0), float(v.abs().max()))
+    for a in range(0, len(calib_x), batch):
+        evaluate_graph(ann.graph, calib_x[a:a + batch], keep=[], dtype=torch.float64, observe=observe)
+    out = {}
+    for node in net.nodes():
+        if isinstance(node, ir.Population) and not node.neuron.spiking and node.source in seen:
+            out[node.name] = seen[node.source]
+        elif isinstance(node, C2.C2Operator) and node.name in seen:
+            out[node.name] = seen[node.name]
+    return {k: v for k, v in out.items() if v > 0}
+
+
+def build_c2(ann: AnnModel, method: str, calib_x: np.ndarray | None = None) -> tuple[ir.Network, dict, dict]:
+    """The C2 network of a ViT QANN for ``method`` ('stbif' or 'pmsm'); also the per-neuron choices.
+    With ``calib_x`` the network records ``meta["value_ranges"]`` (:func:`value_ranges`)."""
     _check_qann(ann, method)
     b = C2Builder(method, ann)
     net, pops = b.run()
+    if calib_x is not None and len(calib_x):
+        net.meta["value_ranges"] = value_ranges(ann, net, calib_x)
     return net, pops, b.chosen
 
 
@@ -151,7 +178,7 @@ class STBIFMethod(ConversionMethod):
         _check_qann(ann, "stbif")
 
     def build(self, ann: AnnModel, calib_x: np.ndarray) -> tuple[ir.Network, dict]:
-        net, pops, self._chosen = build_c2(ann, "stbif")
+        net, pops, self._chosen = build_c2(ann, "stbif", calib_x)
         return net, pops
 
     def calibration_summary(self) -> dict:

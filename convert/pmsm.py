@@ -112,7 +112,7 @@ class PMSMMethod(ConversionMethod):
 
     def build(self, ann: AnnModel, calib_x: np.ndarray):
         from .c2vit import build_c2
-        net, pops, self._chosen = build_c2(ann, "pmsm")
+        net, pops, self._chosen = build_c2(ann, "pmsm", calib_x)
         return net, pops
 
 

@@ -50,6 +50,9 @@ _OPERATOR_PARAMS.update({
     "MantExp": {"mult": (1, 2 ** 16), "exp_base": (-1100, 1100), "eps_q": (0, 2 ** 62), "frac_bits": (1, 30)},
     "Ldexp": {"shift": (-1100, 1100), "exponent_twice": (-2, 2)},
 })
+# C2 (sum-coded) forms share their function's constants (compiler/quantize_c2.py); MatMulC2 is exact
+_OPERATOR_PARAMS.update(GELUC2=_OPERATOR_PARAMS["GELUEC"], SoftmaxC2=_OPERATOR_PARAMS["SoftmaxEC"],
+                        LayerNormC2=_OPERATOR_PARAMS["LayerNormEC"], MatMulC2={})
 
 MAX_STEPS = 4096
 
@@ -138,6 +141,11 @@ def _check_quantized(net: Network, node, where: str) -> None:
         if name == "threshold":
             _limit(where, "neuron.threshold", arr, 1, dp.threshold_max << dp.vth_shift,
                    f"threshold_max {dp.threshold_max} << vth_shift {dp.vth_shift} of {src}")
+        elif name == "bias" and net.coding == "C2" and not m.spiking:
+            # C2: a Relay / Readout bias enters once, as one graded event at t = 1 (compiler/quantize_c2.py)
+            top = 2 ** (dp.payload_bits - 1) - 1 if m.__class__.__name__ != "Readout" else 2 ** 62
+            _limit(where, "neuron.bias", arr, -top, top, f"{dp.payload_bits}-bit payload of {src} (C2: bias sent once)"
+                   if top < 2 ** 62 else "the host's int64 sum (C2 Readout)")
         elif name == "bias":
             _limit(where, "neuron.bias", arr, -(dp.bias_max << dp.bias_exp_max), dp.bias_max << dp.bias_exp_max,
                    f"bias_max {dp.bias_max} << bias_exp_max {dp.bias_exp_max} of {src}")

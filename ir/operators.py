@@ -190,6 +190,7 @@ class LayerNormEC(ECOperator):
     """EC of ``F(x) = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias`` over the last axis."""
 
     op: str = "LayerNormEC"
+    fn: ClassVar[str] = "layernorm"   # the function F (shared with other codings' fixed-point kernels)
     weight: ArrayLike = field(default_factory=lambda: np.ones(1))
     bias: ArrayLike = field(default_factory=lambda: np.zeros(1))
     eps: float = 1e-5
@@ -205,6 +206,7 @@ class GELUEC(ECOperator):
     """EC of ``F(x) = x * Phi(x)`` (``approximate="none"``) or its tanh approximation."""
 
     op: str = "GELUEC"
+    fn: ClassVar[str] = "gelu"
     approximate: str = "none"
 
     def validate(self) -> None:
@@ -218,6 +220,7 @@ class SoftmaxEC(ECOperator):
     """EC of ``F(x) = softmax(scale * x)`` along ``axis`` (the attention scale folded in)."""
 
     op: str = "SoftmaxEC"
+    fn: ClassVar[str] = "softmax"
     axis: int = -1
     scale: float = 1.0
 

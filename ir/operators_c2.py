@@ -73,6 +73,7 @@ class LayerNormC2(C2Operator):
     """C2 of ``F(x) = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias`` over the last axis."""
 
     op: str = "LayerNormC2"
+    fn: ClassVar[str] = "layernorm"
     weight: ArrayLike = field(default_factory=lambda: np.ones(1))
     bias: ArrayLike = field(default_factory=lambda: np.zeros(1))
     eps: float = 1e-5
@@ -88,6 +89,7 @@ class GELUC2(C2Operator):
     """C2 of ``F(x) = x * Phi(x)`` (``approximate="none"``) or its tanh approximation."""
 
     op: str = "GELUC2"
+    fn: ClassVar[str] = "gelu"
     approximate: str = "none"
 
     def validate(self) -> None:
@@ -101,6 +103,7 @@ class SoftmaxC2(C2Operator):
     """C2 of ``F(x) = softmax(scale * x)`` along ``axis`` (the attention scale folded in)."""
 
     op: str = "SoftmaxC2"
+    fn: ClassVar[str] = "softmax"
     axis: int = -1
     scale: float = 1.0
 

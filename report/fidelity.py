@@ -216,6 +216,13 @@ def fidelity(net: Network, qnet: Network, x: np.ndarray, y: np.ndarray | None, t
     """
     from .ablation import _Runner, ablate
 
+    if net.coding == "C2" and net.operators():
+        from ..errors import UnsupportedError
+        node = next(n for n in net.nodes() if getattr(n, "neuron", None) is not None and n.neuron.spiking)
+        raise UnsupportedError(f"fidelity: node {node.name!r} ({type(node.neuron).__name__}) is in a C2 (sum-coded) "
+                               "stbif / pmsm network; the per-layer float-vs-fixed comparison decodes C1 means and does "
+                               "not read C2 sums yet. Compare with spikeport simulate on the float and the compiled "
+                               "network (docs/results/c2_digits_vit.md)")
     if ablation_at == -1:
         ablation_at = max(timesteps)
     if qnet.operators():   # the mixed float/fixed runs of the ablation do not run operator networks yet

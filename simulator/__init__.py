@@ -96,11 +96,13 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
             if len(x) != 1:
                 raise UnsupportedError("simulate: networks with operators take one input")
             x = next(iter(x.values()))
-        if net.coding == "C2" and not net.quantized:  # stbif / pmsm on a ViT (simulator/transformer_c2.py)
+        if net.coding == "C2":  # stbif / pmsm on a ViT: simulator/transformer_c2.py, transformer_c2_fixed.py
             from .transformer_c2 import simulate_c2
+            from .transformer_c2_fixed import simulate_c2_fixed
             if record_spikes:
                 raise UnsupportedError("simulate: per-step records are not available for C2 operator networks yet")
-            return simulate_c2(net, x, timesteps, batch_size=batch_size, device=device)[0]
+            run = simulate_c2_fixed if net.quantized else simulate_c2
+            return run(net, x, timesteps, batch_size=batch_size, device=device)[0]
         run = simulate_operators_fixed if net.quantized else simulate_operators
         return run(net, x, timesteps, batch_size=batch_size, device=device, record_spikes=record_spikes)[0]
     data = _as_inputs(net, x)

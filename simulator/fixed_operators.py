@@ -170,9 +170,10 @@ class FixedOperator:
             self.index = torch.as_tensor(np.asarray(op.index, dtype=np.int64), device=device).reshape(-1)
         if isinstance(op, O.Concat):
             self.prefix = None if op.prefix is None else t64(op.prefix).unsqueeze(0).expand((batch,) + np.shape(op.prefix))
-        if isinstance(op, (O.GELUEC, O.SoftmaxEC)):
+        self.fn = getattr(op, "fn", None)   # the function F of an EC (or C2) operator
+        if self.fn in ("gelu", "softmax"):
             self.lut = t64(pr["lut"])
-        if isinstance(op, O.LayerNormEC):
+        if self.fn == "layernorm":
             self.gamma, self.beta = t64(pr["gamma_q"]), t64(pr["beta_q"])
         if isinstance(op, O.MatMulEC):
             self.bound = int(pr["sk_bound_per_t2"])
@@ -201,28 +202,29 @@ class FixedOperator:
             xq = rdiv(self.S * int(pr["in_mult"]), t << int(pr["in_shift"]))
             top = (1 << (int(pr["in_bits"]) - 1)) - 1
             xq = xq.clamp(-top, top)
-            cur = t * self._function(xq)
+            cur = t * self.function(xq)
         out = cur if self.P is None else cur - self.P
         self.P = cur
         return saturate(out, self.out_bits, self.sat)
 
-    def _function(self, xq: torch.Tensor) -> torch.Tensor:
-        """y = F(x) in output units from the input mean xq in input-resolution units."""
+    def function(self, xq: torch.Tensor) -> torch.Tensor:
+        """y = F_int(xq) in output units from the input xq in input-resolution units (the EC form
+        passes the input mean, the C2 form the input sum; simulator/transformer_c2_fixed.py)."""
         op, pr = self.op, self.pr
-        if isinstance(op, O.GELUEC):
+        if self.fn == "gelu":
             half = int(pr["lut_half"])
             idx = xq.clamp(-half, half) + half
             y = self.lut[idx]
             hi = rshift(xq * int(pr["hi_mult"]), int(pr["hi_shift"]))
             return torch.where(xq > half, hi, y)
-        if isinstance(op, O.SoftmaxEC):
+        if self.fn == "softmax":
             axis = op.axis % len(op.shape) + 1
             d = xq.amax(dim=axis, keepdim=True) - xq
             k = self.lut.shape[0] - 1
             e = self.lut[d.clamp(max=k)]
             total = e.sum(dim=axis, keepdim=True)
             return rdiv(e << int(pr["out_frac"]), total)
-        if isinstance(op, O.LayerNormEC):
+        if self.fn == "layernorm":
             c = xq.shape[-1]
             d = c * xq - xq.sum(dim=-1, keepdim=True)
             q = torch.div((d * d).sum(dim=-1, keepdim=True), c, rounding_mode="floor") + int(pr["eps_q"])

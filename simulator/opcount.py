@@ -489,6 +489,10 @@ def count_ops(net: Network, x, timesteps: int, *, result=None, graded_as: str = 
                         weight 0 are skipped (NeuroBench's effective synaptic operations).
     """
     from . import simulate
+    if net.coding == "C2" and net.operators():   # stbif / pmsm ViTs: event-driven C2 counting
+        from .opcount_c2 import count_ops_c2
+        return count_ops_c2(net, x, timesteps, graded_as=graded_as, count_zero_weights=count_zero_weights,
+                            batch_size=batch_size, device=device)
     if graded_as not in GRADED_AS:
         raise ValueError(f"count_ops: graded_as {graded_as!r} must be one of {GRADED_AS}")
     if batch_size < 1:

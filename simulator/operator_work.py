@@ -187,4 +187,53 @@ def register_work_rule(name: str, ann: Callable, step: Callable) -> None:
     ANN_RULES[name], STEP_RULES[name] = ann, step
 
 
+# ------------------------------------------------------------------------------ C2 operators
+# (ir/operators_c2.py, ``--method stbif|pmsm`` on a ViT). Worst case per step (every input element
+# changed; simulator/opcount_c2.py counts the rows that did): ``S += x`` one add per input element,
+# F on every row, ``O = F(S) - P`` one add per output element. The difference form of the product,
+# ``A(t) S_B(t) + S_A(t-1) B(t)``: one ``ac`` per element of the running-sum row / column each event
+# meets (E_A m + E_B n), one add per event for the running sums; an analog operand B n k m MACs.
+def _c2_function_ann(op, in_shapes) -> Work:
+    shape = tuple(int(s) for s in op.shape)
+    if op.fn == "layernorm":
+        return layernorm_work(*_rows(shape, -1))
+    if op.fn == "softmax":
+        return softmax_work(*_rows(shape, op.axis))
+    return gelu_work(int(np.prod(shape, dtype=np.int64)), op.approximate)
+
+
+def _c2_function_step(op, in_shapes, t, events, samples) -> Work:
+    size = int(np.prod(op.shape, dtype=np.int64))
+    return scale_work(add_work(work(add=2 * size), _c2_function_ann(op, in_shapes)), samples)
+
+
+def matmul_c2_work(batch: int, n: int, k: int, m: int, events_a: int | None, events_b: int | None,
+                   samples: int = 1) -> Work:
+    """Difference form of the product at one step for ``samples`` samples (events summed over them)."""
+    s = int(samples)
+    w = work()
+    for ev, row, dense in ((events_a, m, batch * n * k), (events_b, n, batch * k * m)):
+        if ev is None:
+            w["mac"] += s * batch * n * k * m
+            w["add"] += s * dense
+        else:
+            w["ac"] += int(ev) * row
+            w["add"] += int(ev)
+    return w
+
+
+def _matmul_c2_ann(op, in_shapes) -> Work:
+    return work(mac=matmul_macs(*_dims(op, in_shapes)))
+
+
+def _matmul_c2_step(op, in_shapes, t, events, samples) -> Work:
+    ev = events if events is not None else [None, None]
+    return matmul_c2_work(*_dims(op, in_shapes), ev[0], ev[1], samples)
+
+
+for _name in ("LayerNormC2", "GELUC2", "SoftmaxC2"):
+    register_work_rule(_name, _c2_function_ann, _c2_function_step)
+register_work_rule("MatMulC2", _matmul_c2_ann, _matmul_c2_step)
+
+
 from . import operator_work_mbe  # noqa: E402,F401  (rules of the MBE operators, C3)

@@ -88,8 +88,10 @@ class _EC:
         self.t = 0
 
 
-def _f_int(op, pr, xq: np.ndarray) -> np.ndarray:
-    if isinstance(op, O.GELUEC):
+def f_int(op, pr, xq: np.ndarray) -> np.ndarray:
+    """F_int of an EC or C2 operator (``op.fn``) on the integer input xq (docs/fixed_point.md)."""
+    fn = getattr(op, "fn", None)
+    if fn == "gelu":
         half = int(pr["lut_half"])
         lut = np.asarray(pr["lut"], dtype=np.int64)
         out = np.empty_like(xq)
@@ -101,14 +103,14 @@ def _f_int(op, pr, xq: np.ndarray) -> np.ndarray:
             else:
                 out[i] = lut[max(v, -half) + half]
         return out
-    if isinstance(op, O.SoftmaxEC):
+    if fn == "softmax":
         ax = op.axis % len(op.shape) + 1
         lut = np.asarray(pr["lut"], dtype=np.int64)
         x = np.moveaxis(xq, ax, -1)
         e = lut[np.minimum(x.max(axis=-1, keepdims=True) - x, len(lut) - 1)]
         y = _rdiv(np.left_shift(e, int(pr["out_frac"])), e.sum(axis=-1, keepdims=True))
         return np.moveaxis(y, -1, ax)
-    if isinstance(op, O.LayerNormEC):
+    if fn == "layernorm":
         c = xq.shape[-1]
         d = c * xq - xq.sum(axis=-1, keepdims=True)
         q = np.floor_divide((d * d).sum(axis=-1, keepdims=True), c) + int(pr["eps_q"])
@@ -203,7 +205,7 @@ def _operator(op, ins, st: _EC, n: int, P: int) -> np.ndarray:
         st.S = ins[0].copy() if st.S is None else st.S + ins[0]
         top = (1 << (int(pr["in_bits"]) - 1)) - 1
         xq = np.clip(_rdiv(st.S * int(pr["in_mult"]), t << int(pr["in_shift"])), -top, top)
-        cur = t * _f_int(op, pr, xq)
+        cur = t * f_int(op, pr, xq)
     out = cur - st.P
     st.P = cur
     return _sat(out, P)

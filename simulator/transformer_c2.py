@@ -150,11 +150,13 @@ def _check(net: Network) -> None:
 
 
 def simulate_c2(net: Network, x, timesteps: int, *, checkpoints: tuple[int, ...] = (), batch_size: int = 64,
-                device=None, dtype: torch.dtype = torch.float64, keep_levels: bool = False
-                ) -> tuple[SimResult, dict[int, np.ndarray], C2Counts]:
+                device=None, dtype: torch.dtype = torch.float64, keep_levels: bool = False,
+                trace: dict | None = None) -> tuple[SimResult, dict[int, np.ndarray], C2Counts]:
     """Run ``net`` (C2) for ``timesteps``; returns the result (outputs = sum over steps), the summed
     output after each t in ``checkpoints`` and the event / spike counts. With ``keep_levels`` the
-    result's ``activations`` hold each spiking population's summed output level (sum_t n(t))."""
+    result's ``activations`` hold each spiking population's summed output level (sum_t n(t)).
+    ``trace``: a dict that receives every node's per-step emission, (T, N, *shape) (operation
+    counting, simulator/opcount_c2.py)."""
     _check(net)
     net.validate("simulate")
     T = int(timesteps)
@@ -170,6 +172,7 @@ def simulate_c2(net: Network, x, timesteps: int, *, checkpoints: tuple[int, ...]
     spikes = {k: 0 for k in spiking}
     levels = {k: [] for k in spiking}
     outs, checks = [], {c: [] for c in checkpoints}
+    traced: dict[str, list] = {}
     incoming = {p.name: net.incoming(p.name) for p in net.populations()}
     out_pop = net[net.outputs[0]]
     with torch.no_grad():
@@ -189,6 +192,7 @@ def simulate_c2(net: Network, x, timesteps: int, *, checkpoints: tuple[int, ...]
                     totals[node.name] = torch.zeros((batch,) + shape, device=dev, dtype=dtype)
                 elif isinstance(node, Operator):
                     kernels[node.name] = C2Kernel(node, batch, dev, dtype)
+            steps: dict[str, list] = {}
             for t in range(1, T + 1):
                 emit: dict[str, torch.Tensor] = {}
                 value: dict[str, torch.Tensor] = {}
@@ -218,13 +222,19 @@ def simulate_c2(net: Network, x, timesteps: int, *, checkpoints: tuple[int, ...]
                             totals[name] += e
                     elif isinstance(node, Operator):
                         emit[node.name] = value[node.name] = kernels[node.name].step([value[i] for i in node.inputs], t)
+                    if trace is not None and node.name in emit:
+                        steps.setdefault(node.name, []).append(emit[node.name].cpu().numpy())
                 if t in checkpoints:
                     checks[t].append(_decode(out_pop, totals[out_pop.name]).cpu().numpy())
             outs.append(_decode(out_pop, totals[out_pop.name]).cpu().numpy())
+            for k, v in steps.items():
+                traced.setdefault(k, []).append(np.stack(v))
             if keep_levels:
                 for k in spiking:
                     levels[k].append(totals[k].cpu().numpy())
     out = np.concatenate(outs)
+    if trace is not None:
+        trace.update({k: np.concatenate(v, axis=1) for k, v in traced.items()})
     layers = {pop.name: LayerStats.counted(pop.size, np.sum(events[pop.name]) if pop.name in events else None, n, T).as_dict()
               for pop in net.populations()}
     acts = {k: np.concatenate(v) for k, v in levels.items()} if keep_levels else {}

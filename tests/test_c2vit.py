@@ -115,13 +115,13 @@ def test_stbif_refuses_a_vit_without_quantisers(vit_onnx, digits):
         convert(load_model(vit_onnx), digits[0][:16], method="stbif")
 
 
-def test_c2_network_round_trips_and_the_commands_refuse_it_by_node(qanns, digits, tmp_path):
+def test_c2_network_round_trips_and_the_commands_accept_or_refuse_it_by_node(qanns, digits, tmp_path):
     from typer.testing import CliRunner
 
     from spikeport import ir
     from spikeport.cli import app
 
-    _, ann = qanns["stbif"]
+    s, ann = qanns["stbif"]
     net = convert(ann, digits[0][:64], method="stbif")
     path = ir.save(net, tmp_path / "net.h5")
     back = ir.load(path)
@@ -131,12 +131,18 @@ def test_c2_network_round_trips_and_the_commands_refuse_it_by_node(qanns, digits
     assert back.coding == "C2" and np.array_equal(a, b)
     np.savez(tmp_path / "d.npz", x=digits[2][:8], y=digits[3][:8])
     runner = CliRunner()
-    for args, says in ((["compile", path, "--profile", "loihi2", "--out", tmp_path / "q.h5"], "operator"),
-                       (["resources", path, "--profile", "loihi2"], "cannot be placed"),
-                       (["export", path, "--target", "lava", "--out", tmp_path / "lv"], "quantised"),
-                       (["verify", path, "--data", tmp_path / "d.npz", "--timesteps", "4"], "quantised")):
+    q = tmp_path / "q.h5"
+    for args in (["compile", path, "--profile", "loihi2", "--out", q], ["resources", q, "--profile", "loihi2"],
+                 ["simulate", q, "--data", tmp_path / "d.npz", "--timesteps", "4"],
+                 ["energy", q, "--data", tmp_path / "d.npz", "--timesteps", "4", "--profile", "loihi2"]):
         r = runner.invoke(app, [str(v) for v in args])
-        assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, (args[0], r.output)
+        assert r.exit_code == 0, (args[0], r.output)
+    for args, says in ((["export", q, "--target", "lava", "--out", tmp_path / "lv"], "C2"),
+                       (["verify", q, "--target", "lava", "--data", tmp_path / "d.npz", "--timesteps", "4"], "C2"),
+                       (["fidelity", s.out, path, q, "--data", tmp_path / "d.npz", "--timesteps", "4"], "C2")):
+        r = runner.invoke(app, [str(v) for v in args])
+        assert r.exit_code == 2 and says in r.output and "node '" in r.output and "Traceback" not in r.output, \
+            (args[0], r.output)
 
 
 def test_encoder_definition_also_converts_exactly(digits, tmp_path):

@@ -53,12 +53,30 @@ def refuse_staged(qnet: Network) -> None:
     raise LavaExportError("Lava export: staged coding C3 has no Lava schedule")
 
 
+def first_c2_node(net: Network):
+    """The first node that only C2 coding has (an ST-BIF / PMSM population in a C2 network, a C2
+    operator), or None."""
+    from ...ir import operators_c2 as C2
+    if net.coding != "C2":
+        return None
+    for node in net.nodes():
+        if isinstance(node, (C2.C2Operator, C2.MatMulC2)) or (
+                getattr(node, "neuron", None) is not None and node.neuron.spiking):
+            return node
+    return None
+
+
 def check_network(qnet: Network, timesteps: int) -> None:
     """Refuse what the Lava operator mapping cannot run, naming the node (LavaExportError)."""
     from ...errors import SpikeportError
     refuse_staged(qnet)
     from ...simulator.transformer_fixed import check_fixed_network, max_timesteps
     from .processes.transformer_process import MAX_OPERATOR_INPUTS
+    c2 = first_c2_node(qnet)
+    if c2 is not None:
+        raise LavaExportError(f"Lava export: node {c2.name!r} ({type(getattr(c2, 'neuron', c2)).__name__}): C2 (sum-coded) "
+                              "stbif / pmsm networks have no Lava processes yet (ST-BIF / PMSM neurons and the C2 "
+                              "operators' difference forms); run them bit-accurately with spikeport simulate")
     try:
         check_fixed_network(qnet)
     except SpikeportError as e:
@@ -254,7 +272,7 @@ def verify_operators(qnet: Network, x, timesteps: int):
     from ...simulator.transformer_fixed import simulate_operators_fixed
     from .verify import Divergence, VerifyReport
     T = int(timesteps)
-    refuse_staged(qnet)
+    check_network(qnet, T)
     trace: dict[str, np.ndarray] = {}
     sim, _ = simulate_operators_fixed(qnet, x, T, trace=trace)
     lava, values = run_operators_lava(qnet, x, T)
