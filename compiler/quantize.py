@@ -534,7 +534,7 @@ def _quantize_with_operators(net: Network, prof: Profile, dp: Datapath, bits: in
         net.validate()
     except IRError as e:
         raise QuantizationError(f"cannot quantise an invalid network: {e}") from None
-    qnet = net.copy()
+    qnet = net.copy(share_arrays=True)   # the pass replaces arrays, never writes into them
     table = quantize_operator_network(net, qnet, prof, dp, input_bits=bits, input_range=input_range,
                                       max_timesteps=max_timesteps)
     table.warnings = compile_warnings(table, qnet.outputs)
