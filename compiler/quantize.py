@@ -534,7 +534,7 @@ def _quantize_with_operators(net: Network, prof: Profile, dp: Datapath, bits: in
         net.validate()
     except IRError as e:
         raise QuantizationError(f"cannot quantise an invalid network: {e}") from None
-    qnet = net.copy()
+    qnet = net.copy(share_arrays=True)   # the passes replace arrays, never write into them
     if net.coding == "C3":   # MBE Transformers (--method mbe): compiler/quantize_mbe_vit.py
         from .quantize_mbe_vit import quantize_mbe_network as quantize_operator_network
     elif net.coding == "C2":   # stbif / pmsm on a ViT: compiler/quantize_c2.py

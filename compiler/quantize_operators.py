@@ -33,6 +33,7 @@ from ..hw_profiles import Profile
 from ..ir import Datapath, Identity, Input, Network, Population, Readout, SpikePayload, expand_channel
 from ..ir import operators as O
 from ..ir.nodes import Conv2d, Dense, Operator
+from ..ir.storage import narrowest
 from .errors import QuantizationError
 from .quant_table import LayerQuant, ProjectionQuant, QuantTable
 
@@ -158,7 +159,8 @@ class _OpQuantizer:
             bias_int, bias_exp, bias_mant_max = _quantize_bias(b, self.dp, pop.name)
             nz = b != 0
             bias_rel = float((np.abs(bias_int[nz] - b[nz]) / np.abs(b[nz])).max(initial=0.0))
-            m.bias = bias_int if np.any(bias_int != bias_int.flat[0]) else np.array(bias_int.flat[0], dtype=np.int64)
+            # per-neuron token biases in their narrowest integer type (readers widen to int64 as they add)
+            m.bias = narrowest(bias_int) if np.any(bias_int != bias_int.flat[0]) else np.array(bias_int.flat[0], dtype=np.int64)
             if isinstance(m, Readout):   # per-step values summed by the host (int64); v_init in the same units
                 m.v_init = _round(expand_channel(np.asarray(m.v_init, dtype=np.float64), shape) / s).astype(np.int64)
             else:
@@ -219,25 +221,30 @@ class _OpQuantizer:
     def _norm(self, p, s: float) -> np.ndarray:
         return np.asarray(p.weight, dtype=np.float64) * self.unit[p.source] / self.femit[p.source] / s
 
-    def _exp_for(self, p, s: float) -> tuple[np.ndarray, int]:
-        norm = self._norm(p, s)
-        peak = float(np.abs(norm).max(initial=0.0))
+    def _exp_for(self, p, s: float) -> tuple[None, int]:
+        # max |w * a / b / c| = max|w| * |a| / |b| / |c| exactly: rounding is monotone and sign-symmetric,
+        # so the exponent needs no normalised copy of the weights
+        peak = abs(float(np.abs(np.asarray(p.weight)).max(initial=0.0)) * self.unit[p.source] / self.femit[p.source] / s)
         if peak == 0:
-            return norm, self.dp.weight_exp_min
-        return norm, math.ceil(math.log2(peak / self.dp.weight_max))
+            return None, self.dp.weight_exp_min
+        return None, math.ceil(math.log2(peak / self.dp.weight_max))
 
     def _projection(self, p, s: float) -> ProjectionQuant:
         dp = self.dp
-        norm, e = self._exp_for(p, s)
+        _, e = self._exp_for(p, s)
+        norm = self._norm(p, s)
         e = max(dp.weight_exp_min, min(dp.weight_exp_max, e))
         q = _round(norm / 2.0 ** e / dp.weight_step) * dp.weight_step
         over = (q > dp.weight_max) | (q < dp.weight_min)
         q = np.clip(q, dp.weight_min, dp.weight_max)
         view = q * 2.0 ** e
         err = np.abs(view - norm) * s * self.femit[p.source] / self.unit[p.source]
-        wf = np.asarray(p.weight, dtype=np.float64)
+        wf = np.asarray(p.weight)
         peak = float(np.abs(wf).max(initial=0.0))
-        p.weight = q.astype(np.int64)
+        # the narrowest signed integer type of the datapath's weight range (int16 for 9-bit mantissas):
+        # a ViT-B's integer weights take 2 bytes each, not 8 (readers widen as they compute)
+        p.weight = q.astype(np.promote_types(np.result_type(np.min_scalar_type(dp.weight_min),
+                                                            np.min_scalar_type(dp.weight_max)), np.int8))
         p.weight_exp = int(e)
         p.scale = np.array(s * self.femit[p.source] / self.unit[p.source])
         p.delay = 0

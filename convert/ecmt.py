@@ -20,7 +20,7 @@ from ..frontend import AnnModel
 from ..frontend import ann_graph as G
 from ..frontend.ann_eval import evaluate_graph
 from ..ir import operators as O
-from .lower import ConversionError
+from .lower import ConversionError, natural_weight_dtype
 from .registry import ConversionMethod, register_method
 
 _THETA_FLOOR = 1e-6  # guard for tensors whose percentile is 0 (e.g. a tiny or one-sided tensor)
@@ -126,6 +126,7 @@ class _Builder:
         self.mt: dict[str, str] = {}  # ANN value -> its MT population
         self.populations: dict[str, list[str]] = {}
         self.ranges: dict[str, float] = {}  # IR node -> max |per-sample value| of its ANN tensor (calibration)
+        self.wdtype = natural_weight_dtype(self.g)  # float32 weights for a float32 ANN, as convert/lower.py
 
     def _method_ranges(self) -> dict:
         """Calibration ranges of the ANN tensors; builders of other methods (AIF, C2) record none."""
@@ -148,7 +149,8 @@ class _Builder:
     # ---------------------------------------------------------------- IR pieces
     def relay(self, base: str, shape, bias=0.0, source: str = "") -> str:
         name = self._name(base)
-        self.net.add(ir.Population(name, tuple(shape), O.Relay(bias=np.asarray(bias, np.float64)),
+        bias = bias if isinstance(bias, np.ndarray) and bias.dtype == np.float32 else np.asarray(bias, np.float64)
+        self.net.add(ir.Population(name, tuple(shape), O.Relay(bias=bias),
                                    ir.SpikePayload(kind="analog", bits=32, min_level=0, max_level=0), source=source))
         return name
 
@@ -212,30 +214,39 @@ class _Builder:
             raise self.err(node, "only the patch embedding (a Conv2d on the analog input) is supported inside a Transformer")
         r = self.relay(node.name, node.shape, 0.0 if node.bias is None else node.bias, source=node.name)
         self.net.add(ir.Conv2d(self._name(f"{node.name}_w"), source=src.name, target=r,
-                               weight=node.weight.astype(np.float64), stride=node.stride, padding=node.padding,
+                               weight=np.array(node.weight, dtype=self.wdtype), stride=node.stride, padding=node.padding,
                                dilation=node.dilation, groups=node.groups))
         self.h[node.name] = _Handle(r)
 
+    def _weight(self, w: np.ndarray, factor: float) -> np.ndarray:
+        """``w * factor`` computed in float64 and rounded to the ANN's width (``convert/lower.py``'s rule),
+        C-ordered: one layer's float64 product is the only temporary."""
+        return np.ascontiguousarray(np.multiply(w, factor, dtype=np.float64).astype(self.wdtype, copy=False))
+
     def _Linear(self, node: G.Linear) -> None:
         src = node.inputs[0]
-        w = node.weight.astype(np.float64)
         # a token population's parameters are given per neuron: a (C_out,) bias repeats over tokens
-        bias = np.broadcast_to(0.0 if node.bias is None else node.bias.astype(np.float64), node.shape).copy()
+        b = np.zeros((), self.wdtype) if node.bias is None else node.bias.astype(self.wdtype, copy=False)
+        bias = np.broadcast_to(b, node.shape).copy()
         if _is_head(self.g, node):  # analog into the readout, as the reference code
             h = self.h[src]
             out = self._name(node.name)
             self.net.add(ir.Population(out, tuple(node.shape), ir.Readout(bias=np.asarray(bias)),
                                        ir.SpikePayload(kind="analog", bits=32, min_level=0, max_level=0), source=node.name))
-            self.net.add(O.TokenDense(self._name(f"{node.name}_w"), source=h.node, target=out, weight=w * h.factor))
+            self.net.add(O.TokenDense(self._name(f"{node.name}_w"), source=h.node, target=out,
+                                      weight=self._weight(node.weight, h.factor)))
         else:
             mt = self.mt_population(src)
             out = self.relay(node.name, node.shape, bias, source=node.name)
-            self.net.add(O.TokenDense(self._name(f"{node.name}_w"), source=mt, target=out, weight=w * self.m._thresholds[src][0]))
+            self.net.add(O.TokenDense(self._name(f"{node.name}_w"), source=mt, target=out,
+                                      weight=self._weight(node.weight, self.m._thresholds[src][0])))
         self.h[node.name] = _Handle(out)
 
     def _rearrange(self, node, index: np.ndarray) -> None:
         h = self.h[node.inputs[0]]
-        name = self.operator(O.Rearrange(node.name, inputs=(h.node,), shape=tuple(node.shape), index=index.astype(np.int64)))
+        small = index.size == 0 or (int(index.min()) >= 0 and int(index.max()) < 2 ** 31)
+        index = index.astype(np.int32 if small else np.int64, copy=False)  # int32 maps are shared with the ANN graph
+        name = self.operator(O.Rearrange(node.name, inputs=(h.node,), shape=tuple(node.shape), index=index))
         self.note_range(name, node.name, h.factor)
         self.h[node.name] = _Handle(name, h.factor)
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from ..malloc_trim import release_free_memory
 from .ann_graph import FrontendError, UnsupportedOpError
 from .ann_model import AnnModel
 from .maxpool import replace_maxpool
@@ -133,16 +134,24 @@ def load_onnx(path: Path, input_shape=None) -> tuple[fx.GraphModule, tuple[int, 
 
     if not path.is_file():
         raise FrontendError(f"{path}: no such file")
+    # The checker reads the file itself into its own copy of the model: it runs before `model` is
+    # parsed, so the two copies of the weights are never alive together. Its verdict is reported after
+    # the parse, so a file that is not ONNX at all still says so first.
+    try:
+        onnx.checker.check_model(str(path))
+        invalid = None
+    except Exception as e:  # noqa: BLE001 - a non-ONNX file fails in the checker's parser too
+        invalid = e
     try:
         model = onnx.load(str(path))
     except Exception as e:  # noqa: BLE001 - protobuf raises several types
         raise FrontendError(f"{path}: not an ONNX model ({type(e).__name__}: {e})") from None
     if len(model.graph.node) == 0:
         raise FrontendError(f"{path}: not an ONNX model (the graph has no nodes)")
-    try:
-        onnx.checker.check_model(str(path))  # the checker reads the file itself (no serialised copy of `model`)
-    except onnx.checker.ValidationError as e:
-        raise FrontendError(f"{path}: invalid ONNX model ({str(e).splitlines()[0]})") from None
+    if isinstance(invalid, onnx.checker.ValidationError):
+        raise FrontendError(f"{path}: invalid ONNX model ({str(invalid).splitlines()[0]})") from None
+    if invalid is not None:
+        raise invalid
     shape, batch = _onnx_input_shape(model, path, input_shape)
     return _onnx_to_fx(model, path), shape, batch
 
@@ -250,6 +259,7 @@ def load_model(source, input_shape=None, maxpool: str = "keep") -> AnnModel:
         graph = normalise(gm, probe)
     except UnsupportedOpError as e:
         raise UnsupportedOpError(f"{name}: {e}") from None
+    release_free_memory()   # the ONNX protobuf and the probe's values are gone: return their pages
     ann = AnnModel(module=gm, graph=graph, input_shape=shape, source=name, fixed_batch=batch)
     if maxpool == "avg":
         ann = replace_maxpool(ann)

@@ -36,22 +36,78 @@ def _pair(v: Any, name: str = "") -> tuple[int, int]:
 
 
 def _np(t: Any) -> np.ndarray | None:
+    """A parameter as a C-ordered float32 array: the module's own memory when it already is one (the
+    typed graph and the module then share their weights instead of holding them twice), else a copy."""
     if t is None:
         return None
-    return t.detach().to("cpu", torch.float32).numpy().copy()
+    t = t.detach()
+    if t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() and not t.requires_grad:
+        return t.numpy()
+    return t.to("cpu", torch.float32).numpy().copy()
 
 
 class _Probe(fx.Interpreter):
-    """Runs the graph once and keeps every node's value."""
+    """Runs the graph once and records every node's value, keeping as data only what the
+    normaliser reads as data later: input-independent values (weights, shapes: kept whole) and
+    input-dependent ones until their last user has run and no pending composite-pattern seed can
+    read them (``normalise_tokens.PatternSearch``, matched here as soon as its window is computed);
+    after that a value is replaced by a ``meta`` tensor of the same shape and dtype (no memory), which
+    is all the main loop asks of it (shapes, ranks, dtypes). Keeping every value of a batch-2 probe
+    of a ViT-B would hold ~0.7 GB."""
 
-    def __init__(self, gm: fx.GraphModule):
-        super().__init__(gm, garbage_collect_values=False)
+    def __init__(self, gm: fx.GraphModule, s: "Normaliser"):
+        super().__init__(gm, garbage_collect_values=True)
+        self.s = s
         self.values: dict[fx.Node, Any] = {}
+        nodes = list(gm.graph.nodes)
+        order = {m: i for i, m in enumerate(nodes)}
+        self.search = T.PatternSearch(s)
+        self.pending = list(self.search.seeds)          # matched in graph order
+        self.trigger: list[int] = []                    # seed i can be matched once node trigger[i] ran
+        self.protect: dict[fx.Node, int] = {}           # node -> number of unmatched seeds that may read it
+        self.windows: list[set[fx.Node]] = []
+        t = -1
+        for seed, _ in self.pending:
+            w = self.search.window(seed)
+            t = max([t] + [order[m] for m in w])
+            self.trigger.append(t)
+            self.windows.append(w)
+            for m in w:
+                self.protect[m] = self.protect.get(m, 0) + 1
+        self.last_use = {m: max([order[m]] + [order[u] for u in m.users]) for m in nodes}
+        self.order = order
+        self.done = -1
+        self.next_seed = 0
 
     def run_node(self, n: fx.Node) -> Any:
         out = super().run_node(n)
         self.values[n] = out
+        self.done = self.order[n]
+        while self.next_seed < len(self.pending) and self.trigger[self.next_seed] <= self.done:
+            self.search.match(self.pending[self.next_seed][0])
+            for m in self.windows[self.next_seed]:
+                self.protect[m] -= 1
+                self._maybe_drop(m)
+            self.next_seed += 1
+        for m in n.all_input_nodes:
+            self._maybe_drop(m)
+        self._maybe_drop(n)
         return out
+
+    def _maybe_drop(self, m: fx.Node) -> None:
+        if (m in self.values and self.s.depends.get(m) and not self.protect.get(m) and self.last_use[m] <= self.done):
+            self.values[m] = _to_meta(self.values[m])
+
+
+def _to_meta(v: Any) -> Any:
+    """The same structure with every tensor replaced by a data-less ``meta`` tensor of its shape and dtype."""
+    if isinstance(v, torch.Tensor):
+        return v if v.device.type == "meta" else torch.empty_like(v, device="meta")
+    if isinstance(v, list):
+        return [_to_meta(a) for a in v]
+    if isinstance(v, tuple) and not isinstance(v, torch.Size):
+        return tuple(_to_meta(a) for a in v)
+    return v
 
 
 class Normaliser:
@@ -64,20 +120,22 @@ class Normaliser:
             raise G.UnsupportedOpError(f"the model has {len(placeholders)} inputs "
                                        f"({[p.name for p in placeholders]}); spikeport supports exactly one")
         self.input_node = placeholders[0]
-        probe = _Probe(gm)
-        with torch.no_grad():
-            probe.run(probe_input)
-        self.values = probe.values
         self.batch = int(probe_input.shape[0])
+        self.device = probe_input.device
         self.depends: dict[fx.Node, bool] = {}
         for n in gm.graph.nodes:  # shape arithmetic does not depend on the input's values
             self.depends[n] = n is self.input_node or (not T.is_shape_op(gm, n) and any(self.depends[a] for a in n.all_input_nodes))
+        self.values: dict[fx.Node, Any] = {}
+        probe = _Probe(gm, self)
+        self.values = probe.values   # filled as the probe runs (the pattern search reads it meanwhile)
+        with torch.no_grad():
+            probe.run(probe_input)
         self.graph = G.AnnGraph()
         self.alias: dict[fx.Node, str] = {}  # fx node -> ANN node name carrying its value
         self.layouts: dict[fx.Node, T.Layout] = {}  # where the batch sits, when not in front
         self.tuple_ops: dict[fx.Node, tuple[str, dict]] = {}
         self.quant_acts, self.quant_inner = _find_quant_acts(self)
-        self.patterns, pattern_inner = T.find_token_patterns(self)
+        self.patterns, pattern_inner = probe.search.found, probe.search.inner   # matched during the probe
         self.quant_inner |= pattern_inner
 
     # ------------------------------------------------------------------ helpers

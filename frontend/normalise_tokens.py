@@ -221,7 +221,7 @@ def index_map(s: "Normaliser", n: fx.Node, item: int | None = None) -> tuple[fx.
     lay_in = layout_of(s, x)
     sample_in = lay_in.sample_shape(tuple(xv.shape))
     per = int(np.prod(sample_in))
-    canon_idx = torch.arange(xv.numel(), dtype=torch.float64, device=xv.device).reshape((s.batch,) + sample_in)
+    canon_idx = torch.arange(xv.numel(), dtype=torch.float64, device=s.device).reshape((s.batch,) + sample_in)
     idx = lay_in.uncanon(canon_idx, tuple(xv.shape))
     try:
         out = _rerun(s, n, {x: idx})
@@ -251,7 +251,8 @@ def add_plumbing(s: "Normaliser", n: fx.Node, x: fx.Node, local: np.ndarray, lay
         else:
             s._add(n, G.Reshape, (src,))
     else:
-        s._add(n, G.Rearrange, (src,), index=local.astype(np.int64), note=note)
+        # int32 indices (a sample has fewer than 2^31 elements): a ViT-B's index maps take half the memory
+        s._add(n, G.Rearrange, (src,), index=local.astype(np.int32 if local.size < 2 ** 31 else np.int64), note=note)
 
 
 def plumbing(s: "Normaliser", n: fx.Node) -> None:
@@ -581,19 +582,54 @@ def _eps_of(s: "Normaliser", region: set[fx.Node], seed: fx.Node) -> float:
 
 def find_token_patterns(s: "Normaliser") -> tuple[dict[fx.Node, tuple], set[fx.Node]]:
     """Composite GELU / LayerNorm regions: ({exit node: (kind, x, params)}, inner nodes)."""
-    found: dict[fx.Node, tuple] = {}
-    inner: set[fx.Node] = set()
-    order = {m: i for i, m in enumerate(s.gm.graph.nodes)}
-    for seed in s.gm.graph.nodes:
-        if not s.depends.get(seed) or seed in inner:
-            continue
-        kind = _seed_kind(s, seed)
-        if kind is None:
-            continue
+    search = PatternSearch(s)
+    for seed, _ in search.seeds:
+        search.match(seed)
+    return search.found, search.inner
+
+
+class PatternSearch:
+    """The composite-region search, one seed at a time in graph order, so it can run while the probe
+    runs: a seed's candidate inputs and exits lie within ``window(seed)`` (a structural superset:
+    ancestors within ``_ANCESTORS`` and users within ``_DESCENDANTS`` steps), so once the probe has
+    computed every node up to ``trigger`` of a seed the seed can be matched, and values outside
+    every pending window are no longer needed as data (the normaliser keeps only their shapes)."""
+
+    def __init__(self, s: "Normaliser"):
+        self.s = s
+        self.order = {m: i for i, m in enumerate(s.gm.graph.nodes)}
+        self.found: dict[fx.Node, tuple] = {}
+        self.inner: set[fx.Node] = set()
+        self.seeds: list[tuple[fx.Node, str]] = []
+        for seed in s.gm.graph.nodes:
+            if s.depends.get(seed):
+                kind = _seed_kind(s, seed)
+                if kind is not None:
+                    self.seeds.append((seed, kind))
+        self._kind = dict(self.seeds)
+
+    def window(self, seed: fx.Node) -> set[fx.Node]:
+        """Every node ``match(seed)`` may read as data (without looking at values)."""
+        out, frontier = set(), [seed]
+        for _ in range(_ANCESTORS):
+            frontier = [a for f in frontier for a in f.all_input_nodes if self.s.depends.get(a) and a not in out]
+            out.update(frontier)
+        out.add(seed)
+        frontier = [seed]
+        for _ in range(_DESCENDANTS):
+            frontier = [u for f in frontier for u in f.users if u.op != "output" and u not in out]
+            out.update(frontier)
+        return out
+
+    def match(self, seed: fx.Node) -> None:
+        s, order = self.s, self.order
+        if seed in self.inner:
+            return
+        kind = self._kind[seed]
         # the widest region wins: a centred input also passes the LayerNorm test, and the affine
         # weight and bias come after the division
-        xs = sorted(_ancestors(s, seed, 8), key=order.get)
-        exits = sorted(_descendants(s, seed, 6), key=order.get, reverse=True)
+        xs = sorted(_ancestors(s, seed, _ANCESTORS), key=order.get)
+        exits = sorted(_descendants(s, seed, _DESCENDANTS), key=order.get, reverse=True)
         hit = None
         for e in exits:
             for x in xs:
@@ -615,11 +651,13 @@ def find_token_patterns(s: "Normaliser") -> tuple[dict[fx.Node, tuple], set[fx.N
             if hit:
                 break
         if hit is None:
-            continue  # an unexplained erf/tanh/sqrt is refused when the main loop reaches it
+            return  # an unexplained erf/tanh/sqrt is refused when the main loop reaches it
         e, spec, region = hit
-        found[e] = spec
-        inner.update(region - {e})
-    return found, inner
+        self.found[e] = spec
+        self.inner.update(region - {e})
+
+
+_ANCESTORS, _DESCENDANTS = 8, 6
 
 
 def add_pattern(s: "Normaliser", n: fx.Node, spec: tuple) -> None:

@@ -6,7 +6,7 @@ the node attribute ``obj``. A network is a plain value: passes take one and retu
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Iterator
 
 import networkx as nx
@@ -58,8 +58,14 @@ class Network:
                 self.graph.add_edge(src, node.name)
         return node
 
-    def copy(self) -> "Network":
-        return copy.deepcopy(self)
+    def copy(self, share_arrays: bool = False) -> "Network":
+        """A deep copy. ``share_arrays``: the nodes' numpy arrays are shared, not copied (for passes
+        that replace arrays and never write into them: a large network is not held twice)."""
+        memo: dict = {}
+        if share_arrays:
+            for node in self.nodes():
+                _collect_arrays(node, memo)
+        return copy.deepcopy(self, memo)
 
     # ------------------------------------------------------------------ queries
     def __getitem__(self, name: str) -> Node:
@@ -187,3 +193,18 @@ class Network:
                 "t_start": pop.t_start,
             })
         return rows
+
+
+def _collect_arrays(value, memo: dict, depth: int = 0) -> None:
+    """Put every numpy array reachable through dataclass fields, dicts and sequences into ``memo``."""
+    if isinstance(value, np.ndarray):
+        memo[id(value)] = value
+    elif depth < 8 and is_dataclass(value) and not isinstance(value, type):
+        for f in fields(value):
+            _collect_arrays(getattr(value, f.name), memo, depth + 1)
+    elif depth < 8 and isinstance(value, dict):
+        for v in value.values():
+            _collect_arrays(v, memo, depth + 1)
+    elif depth < 8 and isinstance(value, (list, tuple)):
+        for v in value:
+            _collect_arrays(v, memo, depth + 1)

@@ -30,7 +30,7 @@ from .datapath import Datapath
 from .graph import IRError, Network
 from .limits import check_limits
 from .nodes import NEURON_TYPES, NODE_TYPES, Projection, SpikePayload
-from .seal import USERBLOCK_SIZE, SealError, classify, sandbox_check, seal_file
+from .seal import USERBLOCK_SIZE, SealError, classify, private_copy, sandbox_check, seal_file
 from .storage import DTYPE_SUFFIX, StorageError, check_layout, widen, write_array
 
 FORMAT = "spikeport-ir"
@@ -368,14 +368,15 @@ def _parse(f: h5py.File, where: str) -> Network:
     return net
 
 
-def _from_bytes(data: bytes, where: str, sandbox: bool) -> Network:
+def _from_bytes(data, where: str, sandbox: bool) -> Network:
+    """Parse ``data``: the file's bytes, or a private verified copy of them (a binary file object)."""
     if sandbox:
         try:
             sandbox_check(data)
         except SealError as e:
             raise IRError(f"{where}: {e}") from None
     try:
-        f = h5py.File(io.BytesIO(data), "r")
+        f = h5py.File(io.BytesIO(data) if isinstance(data, bytes) else data, "r")
     except Exception as e:  # noqa: BLE001 - the HDF5 library reports damage as OSError and others
         raise IRError(f"{where}: file corrupted or truncated (not a readable HDF5 file: {e})") from None
     with f:
@@ -405,17 +406,25 @@ def _read_bytes(path: Path) -> bytes:
 def load(path: str | os.PathLike) -> Network:
     """Read, verify and validate a network; any problem raises IRError naming the file and node.
 
-    The file's SHA-256 seal is checked before the HDF5 library sees a byte (``ir/seal.py``); a file
+    The file's SHA-256 seal is checked before the HDF5 library sees a byte (``ir/seal.py``: on a
+    private temporary copy made in chunks, which HDF5 then reads dataset by dataset); a file
     without a seal (older spikeport) is parsed first by a sandbox child process. Then every field is
     read strictly (no defaults), the graph validated and the values checked (``ir/limits.py``).
     """
     path = Path(path)
-    data = _read_bytes(path)
+    if not path.exists():
+        raise IRError(f"{path}: no such file")
+    if not path.is_file():
+        raise IRError(f"{path}: not a file")
     try:
-        kind = classify(data)
+        with open(path, "rb") as src:
+            copy, kind = private_copy(src)   # verified while copied; never held in memory whole
     except SealError as e:
         raise IRError(f"{path}: {e}") from None
-    return _from_bytes(data, str(path), sandbox=kind == "unsealed")
+    except OSError as e:
+        raise IRError(f"{path}: cannot be read ({e.strerror or e})") from None
+    with copy:
+        return _from_bytes(copy, str(path), sandbox=kind == "unsealed")
 
 
 def reseal(path: str | os.PathLike) -> Path:

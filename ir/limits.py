@@ -107,7 +107,8 @@ def _check_quantized(net: Network, node, where: str) -> None:
     dp = net.datapath
     src = f"datapath {dp.profile!r}"
     if isinstance(node, Projection):
-        w = np.asarray(node.weight, dtype=np.float64)
+        w = np.asarray(node.weight)
+        w = w if w.dtype.kind in "iu" else w.astype(np.float64)   # integer weights are checked as they are
         _limit(where, "weight", w, dp.weight_min, dp.weight_max, f"{dp.weight_bits}-bit weights of {src}")
         if w.size and dp.weight_step > 1 and np.any(np.mod(w, dp.weight_step) != 0):
             bad = w[np.mod(w, dp.weight_step) != 0].ravel()[0]
@@ -137,7 +138,8 @@ def _check_quantized(net: Network, node, where: str) -> None:
         value = getattr(m, name)
         if value is None:
             continue
-        arr = np.asarray(value, dtype=np.float64)
+        arr = np.asarray(value)
+        arr = arr if arr.dtype.kind in "iu" else arr.astype(np.float64)
         if name == "threshold":
             _limit(where, "neuron.threshold", arr, 1, dp.threshold_max << dp.vth_shift,
                    f"threshold_max {dp.threshold_max} << vth_shift {dp.vth_shift} of {src}")

@@ -298,7 +298,8 @@ class Projection(Node):
     def validate_common(self) -> None:
         if self.delay < 0:
             raise ValueError(f"{self._where()}: delay {self.delay} must be >= 0")
-        if not np.all(np.isfinite(np.asarray(self.weight, dtype=float))):
+        w = np.asarray(self.weight)
+        if w.dtype.kind not in "biu" and not np.all(np.isfinite(w.astype(float, copy=False))):  # integers are finite
             raise ValueError(f"{self._where()}: weight contains NaN or infinity")
 
 

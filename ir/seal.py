@@ -7,9 +7,11 @@ it one ASCII line::
 
     <MAGIC> v1 sha256 <64 hex digits> length <total file bytes>\\n      (zero padded to 512 bytes)
 
-The digest covers every byte after the user block. Loading reads the whole file once, checks magic,
-length and digest on those bytes and only then opens the same in-memory bytes with h5py, so what
-HDF5 parses is exactly what was verified.
+The digest covers every byte after the user block. Loading copies the file once, in chunks, into an
+anonymous temporary file that only this process can reach (:func:`private_copy`), hashing the
+chunks as they pass; magic, length and digest are checked on that copy and only then does h5py
+open the same copy, so what HDF5 parses is exactly what was verified, and the file is never held
+in memory whole (a large network is read dataset by dataset).
 
 Files without the block (written before the seal existed, or by other tools) cannot be verified.
 They are first parsed completely by a throw-away child process (:func:`sandbox_check`) with a
@@ -23,7 +25,9 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 USERBLOCK_SIZE = 512
 MAGIC = b"\x89SPIKEPORT-IR\r\n"
@@ -63,28 +67,67 @@ def seal_file(path: str | os.PathLike) -> None:
 
 def classify(data: bytes) -> str:
     """``"sealed"`` (verified), ``"unsealed"`` (plain HDF5 at offset 0) or raise SealError."""
-    if data[:len(MAGIC)] == MAGIC:
-        block = data[len(MAGIC):USERBLOCK_SIZE]
+    head = bytes(data[:USERBLOCK_SIZE + len(HDF5_SIGNATURE)])
+    sha = hashlib.sha256(memoryview(data)[USERBLOCK_SIZE:]) if head[:len(MAGIC)] == MAGIC else None
+    return _judge(head, len(data), sha)
+
+
+def _judge(head: bytes, size: int, content_sha) -> str:
+    """The verdict from the first bytes, the total size and the SHA-256 of everything after the
+    user block (``content_sha``: a hashlib object, needed only when ``head`` starts with MAGIC)."""
+    if head[:len(MAGIC)] == MAGIC:
+        block = head[len(MAGIC):USERBLOCK_SIZE]
         m = _LINE.fullmatch(block)
         if m is None:
             raise SealError("file corrupted or truncated (damaged checksum block)")
         want_hex, length = m.group(1).decode(), int(m.group(2))
-        if len(data) < length:
-            raise SealError(f"file corrupted or truncated ({len(data)} bytes, the checksum block records {length})")
-        if len(data) > length:
-            raise SealError(f"file corrupted or truncated, or modified after spikeport wrote it ({len(data)} bytes, "
+        if size < length:
+            raise SealError(f"file corrupted or truncated ({size} bytes, the checksum block records {length})")
+        if size > length:
+            raise SealError(f"file corrupted or truncated, or modified after spikeport wrote it ({size} bytes, "
                             f"the checksum block records {length}; {_EDIT_HINT})")
-        if data[USERBLOCK_SIZE:USERBLOCK_SIZE + 8] != HDF5_SIGNATURE:
+        if head[USERBLOCK_SIZE:USERBLOCK_SIZE + 8] != HDF5_SIGNATURE:
             raise SealError("file corrupted or truncated (no HDF5 superblock after the checksum block)")
-        if digest(memoryview(data)[USERBLOCK_SIZE:]) != want_hex:
+        if content_sha.hexdigest() != want_hex:
             raise SealError("file corrupted or truncated, or modified after spikeport wrote it (the SHA-256 of "
                             f"the content differs from the checksum block; {_EDIT_HINT})")
         return "sealed"
-    if data[:8] == HDF5_SIGNATURE:
+    if head[:8] == HDF5_SIGNATURE:
         return "unsealed"
-    if len(data) == 0:
+    if size == 0:
         raise SealError("file corrupted or truncated (empty file)")
     raise SealError("not a spikeport IR file (neither a spikeport checksum block nor an HDF5 signature at the start)")
+
+
+CHUNK = 1 << 24
+
+
+def private_copy(src: BinaryIO) -> tuple[BinaryIO, str]:
+    """Copy ``src`` in chunks into an anonymous temporary file (unlinked: no other process can
+    change it), hashing the content as it passes; return (the copy, rewound; :func:`classify`'s
+    verdict on it) or raise SealError. At most one chunk is in memory at a time."""
+    dst = tempfile.TemporaryFile()
+    try:
+        head = b""
+        while len(head) < USERBLOCK_SIZE + len(HDF5_SIGNATURE):
+            part = src.read(USERBLOCK_SIZE + len(HDF5_SIGNATURE) - len(head))
+            if not part:
+                break
+            head += part
+        dst.write(head)
+        sha = hashlib.sha256(head[USERBLOCK_SIZE:])
+        size = len(head)
+        while chunk := src.read(CHUNK):
+            sha.update(chunk)
+            dst.write(chunk)
+            size += len(chunk)
+        kind = _judge(head, size, sha)
+        dst.flush()
+        dst.seek(0)
+        return dst, kind
+    except BaseException:
+        dst.close()
+        raise
 
 
 # A child that parses every object, attribute and dataset of the file given on stdin. It imports only
@@ -126,14 +169,25 @@ sys.stdout.write("ok")
 """
 
 
-def sandbox_check(data: bytes, timeout_s: float = SANDBOX_TIMEOUT_S) -> None:
-    """Parse ``data`` completely in a child process; raise SealError if it crashes, hangs or fails."""
+def sandbox_check(data: bytes | BinaryIO, timeout_s: float = SANDBOX_TIMEOUT_S) -> None:
+    """Parse ``data`` (bytes, or a file object whose whole content it is) completely in a child
+    process; raise SealError if it crashes, hangs or fails."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        size, feed = len(data), {"input": bytes(data)}
+    else:
+        data.seek(0, os.SEEK_END)
+        size = data.tell()
+        data.seek(0)
+        feed = {"stdin": data}
     try:
-        proc = subprocess.run([sys.executable, "-I", "-c", _CHILD, str(1100 * len(data) + (1 << 20))], input=data,
+        proc = subprocess.run([sys.executable, "-I", "-c", _CHILD, str(1100 * size + (1 << 20))], **feed,
                               capture_output=True, timeout=timeout_s, env={"PATH": os.environ.get("PATH", "")},
                               cwd=str(Path(__file__).resolve().parent))
     except subprocess.TimeoutExpired:
         raise SealError(f"file corrupted or truncated (the HDF5 reader did not finish within {timeout_s:.0f} s)") from None
+    finally:
+        if "stdin" in feed:
+            data.seek(0)
     if proc.returncode == 0 and proc.stdout == b"ok":
         return
     if proc.returncode < 0:
@@ -142,4 +196,4 @@ def sandbox_check(data: bytes, timeout_s: float = SANDBOX_TIMEOUT_S) -> None:
     raise SealError(f"file corrupted or truncated (the HDF5 reader failed: {last[:300]})")
 
 
-__all__ = ["MAGIC", "USERBLOCK_SIZE", "SealError", "classify", "sandbox_check", "seal_file"]
+__all__ = ["MAGIC", "USERBLOCK_SIZE", "SealError", "classify", "private_copy", "sandbox_check", "seal_file"]
