@@ -51,32 +51,3 @@ def test_weights_file_must_fit_the_model(tmp_path):
     path = save_state(random_vit("vit"), tmp_path / "w.npz")
     with pytest.raises(ValueError, match=r"w\.npz: weights do not fit DigitsTransformerEncoder"):
         load_state(DigitsTransformerEncoder(), path)
-
-
-def test_random_shift_moves_each_image_and_fills_zeros():
-    from spikeport.models.digits_vit import random_shift
-
-    x = torch.arange(2 * 64, dtype=torch.float32).reshape(2, 1, 8, 8) + 1
-    gen = torch.Generator().manual_seed(3)
-    out = random_shift(x, 1, gen)
-    gen = torch.Generator().manual_seed(3)
-    dx, dy = torch.randint(0, 3, (2,), generator=gen) - 1, torch.randint(0, 3, (2,), generator=gen) - 1
-    for i in range(2):  # out[y, x] = in[y + dy, x + dx] where that pixel exists, else 0
-        want = torch.zeros(1, 8, 8)
-        for r in range(8):
-            for c in range(8):
-                if 0 <= r + dy[i] < 8 and 0 <= c + dx[i] < 8:
-                    want[0, r, c] = x[i, 0, r + dy[i], c + dx[i]]
-        assert torch.equal(out[i], want)
-    assert torch.equal(random_shift(x, 0, gen), x)
-
-
-def test_vit_training_is_deterministic_and_checks_its_recipe(digits):
-    from spikeport.models.digits_vit import train_digits_vit
-
-    x, y = digits[0][:128], digits[1][:128]
-    a = train_digits_vit(DigitsTransformerEncoder(), x, y, epochs=1)
-    b = train_digits_vit(DigitsTransformerEncoder(), x, y, epochs=1)
-    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
-    with pytest.raises(ValueError, match=r"unknown recipe keys \['epoch'\]"):
-        train_digits_vit(DigitsViT(), x, y, epoch=1)
