@@ -178,6 +178,36 @@ def test_ecmt_encoder_definition_converts_within_bounds(digits, tmp_path):
     check_accuracy(ann, net, x_test, y_test, bound16=0.015)
 
 
+CURVE_T = (4, 8, 16, 32)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="open (docs/results/ecmt_digits_vit.md): on the shipped weights the vit "
+                   "curve falls from T = 8 to 32 (96.88, 96.44, 95.99) and the encoder is 1.11 points below its ANN "
+                   "at T = 16; the retrained weights that pass this break mbe's 1.5-point bound")
+@pytest.mark.parametrize("kind", ["vit", "encoder"])
+def test_ecmt_digits_vits_meet_issue_9_bounds_and_do_not_fall_as_T_grows(kind, digits, tmp_path):
+    """Issue 9's accuracy must-show on both shipped digits ViTs given as ONNX (timm layout and
+    nn.TransformerEncoder), ecmt with the paper's n = 8, p = 99 on 500 training images, float32
+    float simulation of all 449 test digits, one 32-step run read at T = 4, 8, 16, 32: within 3 points
+    of the ANN at T = 8 and 1 point at T = 16, accuracy never falls from one T to the next, and the
+    mean |SNN logit - ANN logit| falls at every doubling of T (expectation compensation's 1/T)."""
+    x_train, _, x_test, y_test = digits
+    ann = load_model(export_onnx(pretrained_digits_vit(kind), tmp_path / f"{kind}.onnx"))
+    net = convert(ann, x_train[:500], "ecmt")
+    ref = ann.forward(x_test)
+    ann_ok = int(np.sum(ref.argmax(1) == y_test))
+    _, checks = simulate_operators(net, x_test, max(CURVE_T), checkpoints=CURVE_T, batch_size=512)
+    ok = {t: int(np.sum(v.argmax(1) == y_test)) for t, v in checks.items()}  # correct samples of 449
+    dist = {t: float(np.abs(v - ref).mean()) for t, v in checks.items()}
+    n = len(y_test)
+    assert n == 449 and ann_ok >= 0.95 * n, ann_ok
+    assert ann_ok - ok[8] <= 0.03 * n, (ann_ok, ok)
+    assert ann_ok - ok[16] <= 0.01 * n, (ann_ok, ok)
+    assert all(ok[a] <= ok[b] for a, b in zip(CURVE_T, CURVE_T[1:])), (ann_ok, ok)
+    assert all(dist[a] > dist[b] for a, b in zip(CURVE_T, CURVE_T[1:])), dist
+
+
 def test_ecmt_refuses_what_it_cannot_convert(digits_onnx, calib_x):
     with pytest.raises(ConversionError, match=r"node '.*' \((BatchNorm|ReLU|Conv2d)\)"):
         convert(load_model(digits_onnx), calib_x, "ecmt")
