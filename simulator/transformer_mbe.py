@@ -29,7 +29,7 @@ from ..errors import UnsupportedError
 from ..ir import operators as O
 from ..ir import operators_mbe as OM
 from ..ir.graph import Network
-from ..ir.neurons_mbe import MBE, MBE_MODELS
+from ..ir.neurons_mbe import MBE, MBE_MODELS, MBETable
 from ..ir.nodes import Conv2d, Dense, Identity, Input, Operator, Population, Readout, expand_channel
 from .operators import OperatorKernel
 from .result import LayerStats, SimResult
@@ -115,37 +115,48 @@ def _project(proj, src: torch.Tensor, batch: int, dst_shape, w: torch.Tensor) ->
     raise UnsupportedError(f"projection {proj.name!r}: {type(proj).__name__} is not simulated in C3 ({SUPPORTED})")
 
 
-def check_mbe_network(net: Network, timesteps: int | None = None) -> int:
-    """Refuse what this simulator cannot run (naming the node and why); returns T of the MBE stages."""
-    if net.quantized:
-        raise UnsupportedError("bit-accurate simulation of MBE Transformer networks (operators in C3) is not "
-                               "implemented; simulate the float network")
+def check_mbe_network(net: Network, timesteps: int | None = None, quantized: bool = False) -> int:
+    """Refuse what the C3 simulators cannot run (naming the node and why); returns T of the MBE stages.
+
+    One check for both: the float simulator here (MBE neurons) and the bit-accurate one
+    (``transformer_mbe_fixed.py``, ``quantized=True``: MBETable neurons, fixed-point operators)."""
+    who = "simulate_mbe_fixed" if quantized else "simulate_mbe"
+    if net.quantized and not quantized:
+        raise UnsupportedError("simulate_mbe: the network is quantised (simulate_mbe_fixed runs it bit-accurately)")
+    if quantized and not net.quantized:
+        raise UnsupportedError("simulate_mbe_fixed: the network is not quantised (simulate_mbe runs float ones)")
     if net.coding != "C3":
-        raise UnsupportedError(f"simulate_mbe: networks in staged coding C3 only, this one is {net.coding}")
+        raise UnsupportedError(f"{who}: networks in staged coding C3 only, this one is {net.coding}")
     net.validate("simulate")
+    neurons = (MBETable if quantized else MBE, O.Relay, Readout)
     Ts = set()
     for node in net.nodes():
         if isinstance(node, Input) and node.coding not in ("once", "analog"):
             raise UnsupportedError(f"input {node.name!r}: coding {node.coding!r} (C3 operator networks take the input once)")
         if isinstance(node, Population):
-            if not isinstance(node.neuron, (MBE, O.Relay, Readout)):
+            if not isinstance(node.neuron, neurons):
                 raise UnsupportedError(f"population {node.name!r}: neuron {type(node.neuron).__name__} is not simulated in "
-                                       f"C3 operator networks ({SUPPORTED})")
-            if isinstance(node.neuron, MBE):
+                                       f"{'quantised ' if quantized else ''}C3 operator networks "
+                                       f"({', '.join(c.__name__ for c in neurons)})")
+            if isinstance(node.neuron, neurons[0]):
                 Ts.add(int(node.neuron.timesteps))
         if isinstance(node, Operator):
             if not isinstance(node, tuple(OM.MBE_OPERATOR_TYPES.values()) + STATELESS):
                 raise UnsupportedError(f"operator {node.name!r} ({type(node).__name__}): not simulated in C3 ({SUPPORTED})")
+            if quantized and node.arithmetic not in ("fixed", "none"):
+                raise UnsupportedError(f"operator {node.name!r}: arithmetic {node.arithmetic!r} in a quantised network")
             if isinstance(node, OM._IdentityPair):
-                Ts.add(int(node.timesteps))
+                Ts.add(int(np.asarray(node.params["threshold_a"]).shape[2]) if quantized else int(node.timesteps))
         if getattr(node, "delay", 0):
             raise UnsupportedError(f"projection {node.name!r}: delay {node.delay} (C3 operator networks use delay 0)")
     if len(Ts) > 1:
-        raise UnsupportedError(f"simulate_mbe: MBE stages with different T {sorted(Ts)}")
+        raise UnsupportedError(f"{who}: MBE stages with different T {sorted(Ts)}")
     T = Ts.pop() if Ts else int(timesteps or 1)
     if timesteps is not None and int(timesteps) != T:
-        raise UnsupportedError(f"simulate: timesteps {timesteps}, but the MBE neurons of this network were fitted for "
-                               f"T = {T} (each stage runs T steps; simulate with timesteps {T})")
+        held = f"MBE tables of this network hold T = {T} steps" if quantized else \
+            f"MBE neurons of this network were fitted for T = {T}"
+        raise UnsupportedError(f"simulate: timesteps {timesteps}, but the {held} (each stage runs T steps; "
+                               f"simulate with timesteps {T})")
     return T
 
 

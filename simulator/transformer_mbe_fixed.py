@@ -24,45 +24,14 @@ from .engine import encode_input
 from .fixed_operators import FixedOperator, FixedProjection, exact_matmul, rdiv, rshift, saturate
 from .result import LayerStats, SimResult
 from .transformer_fixed import node_max
-from .transformer_mbe import MBECounts, _stages
+from .transformer_mbe import STATELESS as WIRING
+from .transformer_mbe import MBECounts, _stages, check_mbe_network
 
-WIRING = (O.Rearrange, O.Concat, O.Mean)
 
 
 def check_mbe_fixed_network(net: Network, timesteps: int | None = None) -> int:
     """Refuse what this simulator does not run (naming the node); returns T of the MBE tables."""
-    if not net.quantized:
-        raise UnsupportedError("simulate_mbe_fixed: the network is not quantised (simulate_mbe runs float ones)")
-    if net.coding != "C3":
-        raise UnsupportedError(f"simulate_mbe_fixed: networks in staged coding C3 only, this one is {net.coding}")
-    net.validate("simulate")
-    Ts = set()
-    for node in net.nodes():
-        if isinstance(node, Input) and node.coding not in ("once", "analog"):
-            raise UnsupportedError(f"input {node.name!r}: coding {node.coding!r} (C3 operator networks take the input once)")
-        if isinstance(node, Population):
-            if not isinstance(node.neuron, (MBETable, O.Relay, Readout)):
-                raise UnsupportedError(f"population {node.name!r}: neuron {type(node.neuron).__name__} is not simulated in "
-                                       "quantised C3 operator networks (MBETable, Relay, Readout)")
-            if isinstance(node.neuron, MBETable):
-                Ts.add(node.neuron.timesteps)
-        if isinstance(node, Operator):
-            if not isinstance(node, tuple(OM.MBE_OPERATOR_TYPES.values()) + WIRING):
-                raise UnsupportedError(f"operator {node.name!r} ({type(node).__name__}): not simulated in quantised C3 "
-                                       "networks")
-            if node.arithmetic not in ("fixed", "none"):
-                raise UnsupportedError(f"operator {node.name!r}: arithmetic {node.arithmetic!r} in a quantised network")
-            if isinstance(node, OM._IdentityPair):
-                Ts.add(int(np.asarray(node.params["threshold_a"]).shape[2]))
-        if getattr(node, "delay", 0):
-            raise UnsupportedError(f"projection {node.name!r}: delay {node.delay} (C3 operator networks use delay 0)")
-    if len(Ts) > 1:
-        raise UnsupportedError(f"simulate_mbe_fixed: MBE tables with different T {sorted(Ts)}")
-    T = Ts.pop() if Ts else int(timesteps or 1)
-    if timesteps is not None and int(timesteps) != T:
-        raise UnsupportedError(f"simulate: timesteps {timesteps}, but the MBE tables of this network hold T = {T} steps "
-                               f"(each stage runs T steps; simulate with timesteps {T})")
-    return T
+    return check_mbe_network(net, timesteps, quantized=True)
 
 
 def run_table(x: torch.Tensor, threshold: torch.Tensor, reset: torch.Tensor, intensity: torch.Tensor,
