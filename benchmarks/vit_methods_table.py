@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import re
 import sys
 import tempfile
 import time
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vit_methods_digits import CALIB, ORDER_T, STEPS  # noqa: E402
+from vit_methods_digits import CALIB, MODELS, ORDER_T, STEPS  # noqa: E402
 
 METHODS = ("ecmt", "aif", "baseline", "mbe", "stbif", "pmsm")
 REF_T = {"ecmt": 16, "aif": 16, "baseline": 16, "mbe": 16, "stbif": 16, "pmsm": 1}
@@ -45,7 +46,7 @@ def _acc(logits, y) -> float:
     return 100 * float(np.mean(np.asarray(logits).argmax(1) == y))
 
 
-def run_method(method: str, samples: int, energy_samples: int, epochs: int) -> dict:
+def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs: int) -> dict:
     """Accuracy (float, fixed) per T and energy at the reference T of one method."""
     import warnings
     warnings.filterwarnings("ignore")
@@ -64,16 +65,16 @@ def run_method(method: str, samples: int, energy_samples: int, epochs: int) -> d
         xte, yte = xte[:samples], yte[:samples]
     xe = xte[:energy_samples]
     tmp = Path(tempfile.mkdtemp())
-    onnx = export_onnx(pretrained_digits_vit("vit"), tmp / "vit.onnx", xtr[:1])
+    onnx = export_onnx(pretrained_digits_vit(kind), tmp / f"{kind}.onnx", xtr[:1])
     ann = load_model(onnx)
-    out = {"method": method, "n": len(yte), "n_energy": len(xe), "ann": _acc(ann.forward(xte), yte),
+    out = {"method": method, "kind": kind, "n": len(yte), "n_energy": len(xe), "ann": _acc(ann.forward(xte), yte),
            "float": {}, "fixed": {}, "energy": {}, "note": "", "t0": time.time()}
     ref = REF_T[method]
 
     def energy_c12(net, qnet):
-        for kind, n in (("float", net), ("fixed", qnet)):
+        for ar, n in (("float", net), ("fixed", qnet)):
             if n is not None:
-                out["energy"][kind] = energy_figures(n, xe, ref, ann_macs=count_macs(ann))
+                out["energy"][ar] = energy_figures(n, xe, ref, ann_macs=count_macs(ann))
 
     def quantize_or_none(net):
         """The loihi2 net, or None with the quantiser's reason kept (signed IF has no operator-net rule yet)."""
@@ -129,9 +130,9 @@ def run_method(method: str, samples: int, energy_samples: int, epochs: int) -> d
             rq, cq = simulate_mbe_fixed(qnet, xte, t, batch_size=512)
             out["float"][t], out["fixed"][t] = 100 * rf.accuracy(yte), 100 * rq.accuracy(yte)
             if t == ref:       # priced from the same runs (all N samples), as `spikeport energy` does for C3
-                for kind, n, c in (("float", net, cf), ("fixed", qnet, cq)):
+                for ar, n, c in (("float", net, cf), ("fixed", qnet, cq)):
                     e = mbe_network_energy(n, c)
-                    out["energy"][kind] = {"events": mbe_events(c), "compute_only_pj": e.paper_pj,
+                    out["energy"][ar] = {"events": mbe_events(c), "compute_only_pj": e.paper_pj,
                                            "with_operators_pj": e.total_pj, "with_sum_form_pj": e.total_sum_form_pj,
                                            "ann_compute_pj": sum(r.macs for r in count_macs(ann).rows) * e.e_mac_pj}
                 out["n_energy"] = len(yte)
@@ -152,7 +153,7 @@ def run_method(method: str, samples: int, energy_samples: int, epochs: int) -> d
             out["float"][t], out["fixed"][t] = _acc(ch[t], yte), _acc(qch[t], yte)
         energy_c12(net, qnet)
     out["seconds"] = time.time() - out.pop("t0")
-    print(f"{method}: {out['seconds']:.0f} s", flush=True)
+    print(f"{kind} {method}: {out['seconds']:.0f} s", flush=True)
     return out
 
 
@@ -168,7 +169,24 @@ def _first_equal(r: dict, target: float):
     return ts[0] if ts else None
 
 
+MODEL_TITLE = {"vit": "`vit`: timm layout, class token", "encoder": "`encoder`: nn.TransformerEncoder, mean-pooled tokens"}
+
+
 def render(results: list[dict], total: float, jobs: int, cmd: str) -> str:
+    kinds = [k for k in MODELS if any(r.get("kind", "vit") == k for r in results)]
+    parts = []
+    for k in kinds:
+        rs = [r for r in results if r.get("kind", "vit") == k]
+        parts.append(f"## {MODEL_TITLE[k]}\n\n" + render_model(rs, k))
+    n_e = {r["method"]: r["n_energy"] for r in results}
+    head = HEAD.format(cmd=cmd, n=results[0]["n"], ne=min(n_e.values()), calib=CALIB)
+    tail = (f"Run time {total:.0f} s (wall, summed over the runs) with {jobs} process(es) per run, one torch "
+            "thread each, on 2 cores shared with other work.\n")
+    return head + "\n".join(parts) + NOTES.replace("{encoder}", "" if "encoder" in kinds else ENCODER_MISSING) + "\n" + tail
+
+
+def render_model(results: list[dict], kind: str) -> str:
+    """Table, notes and the papers' claims of one model."""
     by = {r["method"]: r for r in results}
     r0 = results[0]
     lines = ["| method | arithmetic | " + " | ".join(f"T={t}" for t in STEPS)
@@ -178,10 +196,10 @@ def render(results: list[dict], total: float, jobs: int, cmd: str) -> str:
         if m not in by:
             continue
         r = by[m]
-        for kind in ("float", "fixed"):
-            e = r["energy"].get(kind, {})
-            lines.append(f"| {LABEL[m]} | {'float' if kind == 'float' else 'loihi2 fixed'} | "
-                         + " | ".join(_cell(r, kind, t) for t in STEPS)
+        for ar in ("float", "fixed"):
+            e = r["energy"].get(ar, {})
+            lines.append(f"| {LABEL[m]} | {'float' if ar == 'float' else 'loihi2 fixed'} | "
+                         + " | ".join(_cell(r, ar, t) for t in STEPS)
                          + f" | {REF_T[m]} | " + (f"{e['events']:,.0f} | {e['compute_only_pj'] / 1e3:.1f} | "
                                                   f"{e['with_operators_pj'] / 1e3:.1f} |" if e else "- | - | - |"))
     extra = [f"- ANN (float32, ONNX): {r0['ann']:.2f} %."]
@@ -201,15 +219,12 @@ def render(results: list[dict], total: float, jobs: int, cmd: str) -> str:
         extra.append(f"- mbe: {by['mbe']['note']}; \"no fit\": no shipped fits of the five functions at that T "
                      "(`spikeport mbe-fit` makes them, about 2.5 minutes per function and T).")
     extra.append("- Run times (convert + simulate float and fixed + energy, s): "
-                 + ", ".join(f"{r['method']} {r['seconds']:.0f}" for r in results)
-                 + f"; total {total:.0f} s with {jobs} process(es), one torch thread each, 2 shared cores.")
-    n_e = {r["method"]: r["n_energy"] for r in results}
-    head = HEAD.format(cmd=cmd, n=r0["n"], ne=min(n_e.values()), calib=CALIB)
-    return head + "\n".join(lines) + "\n\n" + "\n".join(extra) + "\n\n" + claims(by) + NOTES
+                 + ", ".join(f"{r['method']} {r['seconds']:.0f}" for r in results) + ".")
+    return "\n".join(lines) + "\n\n" + "\n".join(extra) + "\n\n" + claims(by, kind)
 
 
-def claims(by: dict) -> str:
-    out = ["## The papers' claims on this model", "",
+def claims(by: dict, kind: str = "vit") -> str:
+    out = [f"### The papers' claims on `{kind}`", "",
            "Numbers are from the table above (float rows unless said); per-method detail on the linked pages.", ""]
 
     def acc(m, t, kind="float"):
@@ -258,15 +273,14 @@ def claims(by: dict) -> str:
             out.append(f"- ECMT's energy claim (paper 003 section 5.5: Table 3's counts, MACs_SNN taken as zero, "
                        f"E_SNN / E_ANN = 35 % at T = 4 on EVA): at T = 16 on this model E_SNN / E_ANN = {r:.2f} in the "
                        f"papers' convention ({e['compute_only_pj'] / 1e3:.1f} vs {ann / 1e3:.1f} nJ; the SNN's MACs are "
-                       f"not zero here: {e['snn_macs']:,.0f} per sample, the analog patch embedding and the analog-fed "
-                       f"projections) and {r_ops:.2f} with the operators' arithmetic counted on both sides "
+                       f"not zero here: {e['snn_macs']:,.0f} per sample, from projections fed by analog values such as the "
+                       f"patch embedding) and {r_ops:.2f} with the operators' arithmetic counted on both sides "
                        f"({e['with_operators_pj'] / 1e3:.1f} vs {ann_ops / 1e3:.1f} nJ): "
                        + ("**holds** (below the ANN)" if r < 1 else "**does not hold** (above the ANN)")
                        + " on this small model"
                        + (" in the papers' convention" if (r < 1) != (r_ops < 1) else "")
-                       + ". The ratio grows with T (every step sends events) and falls with the model's width (the "
-                       "ANN's MACs grow as C^2, the events as C). Same ratio, papers' convention, other methods at their "
-                       f"reference T: {', '.join(others)}.")
+                       + ". The ratio grows with T (every step sends events; the paper's 35 % is at T = 4). Same "
+                       f"ratio, papers' convention, other methods at their reference T: {', '.join(others)}.")
     return "\n".join(out) + "\n"
 
 
@@ -284,8 +298,8 @@ WHY = {("ecmt", "aif"): ("An ecmt event carries one of 2n signed levels, an AIF 
 
 HEAD = """# Every Transformer method on the digits ViT: float and loihi2 fixed point
 
-Generated by `{cmd}` (benchmarks/vit_methods_table.py; do not edit by hand). Model:
-`pretrained_digits_vit("vit")` (timm layout, class token) as ONNX. Accuracy (%) on the first {n} test
+Generated by `{cmd}` (benchmarks/vit_methods_table.py; do not edit by hand). Models:
+`pretrained_digits_vit(kind)` as ONNX, one section per kind. Accuracy (%) on the first {n} test
 digits (split seed 0); calibration: the first {calib} training images (C2: 128, after `finetune`).
 Events and energy per sample at the reference T (column "ref. T": T = 16 for the C1/C3 methods and
 for stbif, which has settled by then; T = 1 for pmsm, its design point) on the first {ne} test digits
@@ -307,11 +321,27 @@ docs/results/ecmt_digits_vit.md, docs/results/mbe_vit.md, docs/results/c2_digits
 """
 
 NOTES = """
-## Not in this table
+## Notes
 
-- The `encoder` ViT definition (nn.TransformerEncoder): float ecmt / aif / baseline on
-  docs/results/vit_methods_digits.md, mbe on docs/results/mbe_vit.md.
+- aif runs with the converter's defaults (`convert(..., "aif", timesteps=T)`: 4096 calibration values
+  per channel in the grid search, what `spikeport convert --method aif` does);
+  docs/results/vit_methods_digits.md used 1024 for speed, so its aif row differs by a few samples.
+  ecmt and the baseline are the same conversions as there.
+- Fixed rows of aif and the baseline: `compiler.quantize` refuses the signed IF neuron in operator
+  networks (message above), so there is no loihi2 figure for them yet; their float rows stand.
+- Energy of the fixed rows: synaptic operations at the same fp32 Horowitz figures as the float rows
+  (the papers' convention; only the counts differ), operators at the arithmetic they declare
+  (fixed-point operators at the int32 figures, report/operator_energy.py), as `spikeport energy`
+  prices a compiled net.
+
+## Not in this table
+{encoder}
 - mbe at T = 1, 2, 32, 64: no shipped fits.
+"""
+
+ENCODER_MISSING = """
+- The `encoder` ViT definition (nn.TransformerEncoder; `--models vit,encoder` runs it): float ecmt /
+  aif / baseline on docs/results/vit_methods_digits.md, mbe on docs/results/mbe_vit.md.
 """
 
 
@@ -321,9 +351,11 @@ def main() -> None:
     ap.add_argument("--energy-samples", type=int, default=32, help="test samples priced for energy")
     ap.add_argument("--epochs", type=int, default=3, help="stbif/pmsm: finetune epochs")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--models", default="vit", help="digits ViT definitions: vit, encoder or vit,encoder")
     ap.add_argument("--jobs", type=int, default=1, help="methods run in parallel processes")
     ap.add_argument("--json", type=Path, default=None, help="save the measured figures here")
-    ap.add_argument("--render", type=Path, default=None, help="no run: write the page from a saved --json")
+    ap.add_argument("--render", type=Path, nargs="+", default=None,
+                    help="no run: write the page from saved --json files (several: their results on one page)")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown page here")
     a = ap.parse_args()
     methods = [m for m in a.methods.split(",") if m]
@@ -332,15 +364,28 @@ def main() -> None:
             ap.error(f"--methods: unknown method {m!r}; one of {', '.join(METHODS)}")
     t0 = time.time()
     if a.render is not None:
-        saved = json.loads(a.render.read_text())
-        results, total, jobs, cmd = saved["results"], saved["total"], saved["jobs"], saved["cmd"]
+        saved = [json.loads(p.read_text()) for p in a.render]      # several runs (e.g. one per model): one page
+        results = [r for sv in saved for r in sv["results"]]
+        total, jobs = sum(sv["total"] for sv in saved), saved[0]["jobs"]
+        cmds = [re.sub(r" --(json|render|out) \S+", "", sv["cmd"]) for sv in saved]
+        if len(cmds) == 1:
+            cmd = f"{cmds[0]} --out docs/results/vit_methods_table.md"
+        else:
+            cmd = ("`, `".join(f"{c} --json run{i}.json" for i, c in enumerate(cmds)) + "`, then `python3 "
+                   "benchmarks/vit_methods_table.py --render " + " ".join(f"run{i}.json" for i in range(len(cmds)))
+                   + " --out docs/results/vit_methods_table.md")
         for r in results:
             for k in ("float", "fixed"):
                 r[k] = {int(t): v for t, v in r[k].items()}
     else:
         cmd = "python3 benchmarks/vit_methods_table.py " + " ".join(sys.argv[1:])
+        cmd_page = re.sub(r" --(json|render|out) \S+", "", cmd) + " --out docs/results/vit_methods_table.md"
         order = [m for m in ("aif", "mbe", "stbif", "pmsm", "ecmt", "baseline") if m in methods]   # longest first
-        args = [(m, a.samples, a.energy_samples, a.epochs) for m in order]
+        models = [k for k in a.models.split(",") if k]
+        for k in models:
+            if k not in MODELS:
+                ap.error(f"--models: unknown model {k!r}; one of {', '.join(MODELS)}")
+        args = [(m, k, a.samples, a.energy_samples, a.epochs) for k in models for m in order]
         if a.jobs > 1:
             with mp.get_context("spawn").Pool(a.jobs) as pool:
                 results = pool.starmap(run_method, args)
@@ -349,7 +394,7 @@ def main() -> None:
         total, jobs = time.time() - t0, a.jobs
         if a.json is not None:
             a.json.write_text(json.dumps({"results": results, "total": total, "jobs": jobs, "cmd": cmd}))
-    page = render(results, total, jobs, cmd)
+    page = render(results, total, jobs, cmd if a.render is not None else cmd_page)
     print(page)
     if a.out is not None:
         tmp = a.out.with_suffix(".tmp")
