@@ -333,6 +333,11 @@ NOTES = """
   (the papers' convention; only the counts differ), operators at the arithmetic they declare
   (fixed-point operators at the int32 figures, report/operator_energy.py), as `spikeport energy`
   prices a compiled net.
+- Why ecmt's fixed row costs more than its float row in the papers' convention (vit: 3399 vs 2588 nJ):
+  the synaptic ACs are alike (2.35 M vs 2.58 M per sample on 8 digits), but the operation count of
+  the compiled net prices the input of every MT population and residual add once per neuron and
+  step as a MAC (its integer scale-and-add) where the float net counts an AC (vit at T = 16: 274 k
+  MACs fixed vs 55 k float per sample); measured with report/energy.py's per-layer rows.
 
 ## Not in this table
 {encoder}
