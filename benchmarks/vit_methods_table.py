@@ -2,9 +2,10 @@
 pmsm, float and loihi2 fixed point, accuracy at T = 1..64, events and energy per sample.
 
     python3 benchmarks/vit_methods_table.py [--samples N] [--energy-samples M] [--jobs 2]
-        [--json runs.json] [--render runs.json] [--out docs/results/vit_methods_table.md]
+        [--models vit,encoder] [--json run.json] [--render run.json ...] [--out docs/results/vit_methods_table.md]
 
-Model: ``pretrained_digits_vit("vit")`` (timm layout) given as ONNX. Test set: the first N test digits
+Models: ``pretrained_digits_vit(kind)`` given as ONNX (``--models``: vit, the timm layout, by default;
+encoder too on request), one page section each. Test set: the first N test digits
 (split seed 0; 0 = all 449). Per method, the cheapest run that gives every T:
 - ecmt, baseline (C1 operator nets, T-independent conversions): one 64-step run read at every T,
   float (simulator/transformer.py) and loihi2 fixed (compiler.quantize + simulator/transformer_fixed.py);
