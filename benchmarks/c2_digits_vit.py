@@ -43,14 +43,25 @@ def wide_weights(profile: str):
     return replace(prof, name=f"{profile} (16-bit weights)", datapath=dp)
 
 
-def energy_row(net, x, T: int) -> str:
-    e = energy_report(net, x, T, "loihi2")
-    j = e.to_json()
-    ev = j["snn"]["events"]                  # per sample: every population's and the input's non-zero emissions
+def energy_figures(net, x, T: int, ann_macs=None) -> dict:
+    """Per sample on ``x`` at ``T`` (report/energy.py, loihi2 profile, Horowitz 45 nm fp32): events,
+    SNN compute-only pJ (the papers' synaptic-op count), + the operators' arithmetic, with memory, chip;
+    with ``ann_macs`` (frontend.count_macs of the ANN) the ANN's compute, MACs only and with operators."""
+    j = energy_report(net, x, T, "loihi2", ann_macs=ann_macs).to_json()
     ops = j.get("operators", {})
-    return (f"events/sample {ev:.0f}, SNN compute-only {j['snn']['compute_only_pj'] / 1e3:.2f} nJ, + operators' "
-            f"arithmetic {ops.get('snn_compute_with_operators_pj', 0) / 1e3:.2f} nJ, with memory "
-            f"{j['snn']['with_memory_pj'] / 1e3:.2f} nJ, chip {j['chip']['total_pj'] / 1e3:.2f} nJ")
+    return {"events": j["snn"]["events"], "snn_macs": j["snn"]["macs"], "compute_only_pj": j["snn"]["compute_only_pj"],
+            "with_operators_pj": j["snn"]["compute_only_pj"] + ops.get("snn_operator_pj", 0),
+            "with_memory_pj": j["snn"]["with_memory_pj"], "chip_pj": j["chip"]["total_pj"],
+            "ann_compute_pj": j["ann"]["compute_only_pj"],
+            "ann_with_operators_pj": (None if j["ann"]["compute_only_pj"] is None
+                                      else j["ann"]["compute_only_pj"] + ops.get("ann_operator_pj", 0))}
+
+
+def energy_row(net, x, T: int) -> str:
+    f = energy_figures(net, x, T)         # events: every population's and the input's non-zero emissions
+    return (f"events/sample {f['events']:.0f}, SNN compute-only {f['compute_only_pj'] / 1e3:.2f} nJ, + operators' "
+            f"arithmetic {f['with_operators_pj'] / 1e3:.2f} nJ, with memory "
+            f"{f['with_memory_pj'] / 1e3:.2f} nJ, chip {f['chip_pj'] / 1e3:.2f} nJ")
 
 
 def main() -> None:
