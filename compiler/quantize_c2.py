@@ -209,8 +209,6 @@ class _C2Quantizer(_OpQuantizer):
 def quantize_c2_network(net: Network, qnet: Network, prof: Profile, dp: Datapath, *, input_bits: int, input_range,
                         max_timesteps: int, headroom_bits: int = C2_HEADROOM_BITS) -> QuantTable:
     """Quantise ``qnet`` (a C2 copy of ``net``) in place; returns the table (``table.operators`` rows)."""
-    from .quantize import _quantize_input
-
     allowed_ops = (C2.C2Operator, C2.MatMulC2, O.Rearrange, O.Concat, O.Mean)
     for node in qnet.nodes():
         if isinstance(node, Population) and not isinstance(node.neuron, C2_NEURONS + (O.Relay, Readout)):
@@ -226,17 +224,7 @@ def quantize_c2_network(net: Network, qnet: Network, prof: Profile, dp: Datapath
     table = QuantTable(profile=prof.name, options={"input_bits": input_bits, "max_timesteps": max_timesteps,
                                                    "headroom_bits": headroom_bits, "coding": "C2"})
     q = _C2Quantizer(qnet, dp, max_timesteps, headroom_bits)
-    for node in qnet.nodes():
-        if isinstance(node, Input):
-            src, row = _quantize_input(qnet, node, dp, input_bits, input_range)
-            table.inputs.append(row)
-            q.unit[node.name] = src.unit
-            q.femit[node.name] = 1.0
-            q.vmax[node.name] = int(max(abs(node.payload.min_level), abs(node.payload.max_level)))
-        elif isinstance(node, Population):
-            table.layers.append(q.population(node))
-        elif isinstance(node, Operator):
-            q.operator(node)
+    q.walk(table, input_bits, input_range)
     for p in qnet.projections():
         exact = p.weight_exp >= 0 or not np.any(np.mod(np.asarray(p.weight, dtype=np.int64), 1 << -p.weight_exp))
         if not exact and not isinstance(qnet[p.source], Input):

@@ -80,6 +80,15 @@ class _MBEQuantizer(_OpQuantizer):
         self.payload_units = 1 << (dp.payload_bits - 2)
 
     # ------------------------------------------------------------------ MBE tables
+    def population(self, pop: Population) -> LayerQuant:
+        return self.mbe_population(pop) if isinstance(pop.neuron, MBE) else super().population(pop)
+
+    def operator(self, op) -> None:
+        if isinstance(op, MBE_OPERATORS):
+            self.mbe_operator(op)
+        else:
+            super().operator(op)
+
     def _tables(self, m: MBE, in_range: float, where: str):
         """(state unit, payload unit, MBETable, offset units) of one MBE neuron for operands up to ``in_range``."""
         alpha = float(np.max(np.asarray(m.alpha, dtype=np.float64)))
@@ -237,8 +246,6 @@ class _MBEQuantizer(_OpQuantizer):
 def quantize_mbe_network(net: Network, qnet: Network, prof: Profile, dp: Datapath, *, input_bits: int,
                          input_range, max_timesteps: int, headroom_bits: int = HEADROOM_BITS) -> QuantTable:
     """Quantise ``qnet`` (a copy of the C3 network ``net``) in place; returns the table."""
-    from .quantize import _quantize_input
-
     for node in qnet.nodes():
         where = f"{node.name!r}"
         if isinstance(node, Population) and not isinstance(node.neuron, (MBE, O.Relay, Readout)):
@@ -262,18 +269,7 @@ def quantize_mbe_network(net: Network, qnet: Network, prof: Profile, dp: Datapat
     table = QuantTable(profile=prof.name, options={"input_bits": input_bits, "headroom_bits": headroom_bits,
                                                    "coding": "C3"})
     q = _MBEQuantizer(qnet, dp, headroom_bits)
-    for node in qnet.nodes():
-        if isinstance(node, Input):
-            src, row = _quantize_input(qnet, node, dp, input_bits, input_range)
-            table.inputs.append(row)
-            q.unit[node.name], q.femit[node.name] = src.unit, 1.0
-            q.vmax[node.name] = int(max(abs(node.payload.min_level), abs(node.payload.max_level)))
-        elif isinstance(node, Population):
-            table.layers.append(q.mbe_population(node) if isinstance(node.neuron, MBE) else q.population(node))
-        elif isinstance(node, MBE_OPERATORS):
-            q.mbe_operator(node)
-        elif isinstance(node, Operator):
-            q.operator(node)
+    q.walk(table, input_bits, input_range)
     table.operators = q.ops
     table.operator_max_timesteps = max(T) if T else int(max_timesteps)   # the MBE tables fix T
     return table

@@ -113,6 +113,21 @@ class _OpQuantizer:
         return _pow2_at_least(r * 2.0 ** self.hb / self.top)
 
     # ------------------------------------------------------------------ populations
+    def walk(self, table, input_bits: int, input_range) -> None:
+        """Quantise every node in graph order into ``table``: inputs here, populations and operators
+        by :meth:`population` / :meth:`operator` (which the C2 and MBE quantisers override)."""
+        from .quantize import _quantize_input
+        for node in self.net.nodes():
+            if isinstance(node, Input):
+                src, row = _quantize_input(self.net, node, self.dp, input_bits, input_range)
+                table.inputs.append(row)
+                self.unit[node.name], self.femit[node.name] = src.unit, 1.0
+                self.vmax[node.name] = int(max(abs(node.payload.min_level), abs(node.payload.max_level)))
+            elif isinstance(node, Population):
+                table.layers.append(self.population(node))
+            elif isinstance(node, Operator):
+                self.operator(node)
+
     def population(self, pop: Population) -> LayerQuant:
         m, shape, where = pop.neuron, tuple(pop.shape), f"layer {pop.name!r}"
         incoming = self.net.incoming(pop.name)
@@ -382,8 +397,6 @@ class _OpQuantizer:
 def quantize_operator_network(net: Network, qnet: Network, prof: Profile, dp: Datapath, *, input_bits: int,
                               input_range, max_timesteps: int, headroom_bits: int = HEADROOM_BITS) -> QuantTable:
     """Quantise ``qnet`` (a copy of ``net``) in place; returns the table (``table.operators`` rows)."""
-    from .quantize import _quantize_input
-
     for op in qnet.operators():
         if type(op).__name__ not in O.OPERATOR_TYPES:
             raise QuantizationError(f"operator {op.name!r} (op {op.op!r}): untyped operators have no fixed-point form "
@@ -405,17 +418,7 @@ def quantize_operator_network(net: Network, qnet: Network, prof: Profile, dp: Da
     table = QuantTable(profile=prof.name, options={"input_bits": input_bits, "max_timesteps": max_timesteps,
                                                    "headroom_bits": headroom_bits})
     q = _OpQuantizer(qnet, dp, max_timesteps, headroom_bits)
-    for node in qnet.nodes():
-        if isinstance(node, Input):
-            src, row = _quantize_input(qnet, node, dp, input_bits, input_range)
-            table.inputs.append(row)
-            q.unit[node.name] = src.unit
-            q.femit[node.name] = 1.0
-            q.vmax[node.name] = int(max(abs(node.payload.min_level), abs(node.payload.max_level)))
-        elif isinstance(node, Population):
-            table.layers.append(q.population(node))
-        elif isinstance(node, Operator):
-            q.operator(node)
+    q.walk(table, input_bits, input_range)
     table.operators = q.ops
     table.operator_max_timesteps = int(q.t_max)
     if q.t_max < max_timesteps:
