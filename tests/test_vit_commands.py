@@ -61,10 +61,15 @@ def files(request, vit):
     out.mkdir()
     model = onnx
     if m != "mbe":
-        r = _invoke("finetune", onnx, "--method", m, "--train", d / "train.npz", "--epochs", 0, "--out", out / "q.pt2")
+        r = _invoke("finetune", onnx, "--method", m, "--train", d / "train.npz", "--epochs", 1, "--levels", 8,
+                    "--out", out / "q.pt2")
         _no_traceback(r)
         assert r.exit_code == 0, r.output
         model = out / "q.pt2"
+        from spikeport.frontend import ann_graph as G
+        from spikeport.frontend import load_model
+        q = [n for n in load_model(model).graph if isinstance(n, G.QuantAct)]   # L = 8: -L/2..L/2-1 (PQA: ..L/2)
+        assert q and {(n.min_level, n.max_level) for n in q} == {(-4, 3 if m == "stbif" else 4)}
     r = _invoke("convert", model, "--calib", d / "train.npz", "--method", m, "--out", out / "net.h5",
                 *(["--timesteps", T] if m == "mbe" else []))
     _no_traceback(r)
