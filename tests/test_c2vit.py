@@ -123,6 +123,98 @@ def test_c2_emissions_are_the_differences_of_the_running_sums(qanns, digits):
     assert ops and all(np.count_nonzero(trace[o.name][1:]) > 0 for o in ops)  # they do emit after t = 1
 
 
+def _incremental_c2(net, x: np.ndarray, T: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The C2 equations as written, step by step (methods.md sections 0, 1, 4), for comparison with
+    the running-sum simulator: input, biases and prefixes at t = 1; ST-BIF ``q += I/step``; PMSM
+    ``u += I/theta``; operators ``F(S(t)) - F(S(t-1))``; products in difference form; the Readout
+    sums its inputs. Returns the summed output and every neuron's per-step output (T, N, *shape)."""
+    from spikeport.ir import operators as O
+    from spikeport.ir.nodes import Input, Operator, Population, expand_channel
+    from spikeport.simulator.operators import module_function
+    from spikeport.simulator.transformer import _project
+
+    f64 = torch.float64
+    xb = torch.as_tensor(x, dtype=f64)
+    n = xb.shape[0]
+    w = {p.name: torch.as_tensor(np.asarray(p.weight), dtype=f64) for p in net.projections()}
+    arr = lambda a, shape: torch.as_tensor(expand_channel(a, shape), dtype=f64)  # noqa: E731
+    state, total, spikes = {}, {}, {}
+    for t in range(1, T + 1):
+        emit, value = {}, {}
+        for node in net.nodes():
+            k = node.name
+            if isinstance(node, Input):
+                emit[k] = value[k] = xb if t == 1 else torch.zeros_like(xb)
+            elif isinstance(node, Population):
+                shape = tuple(node.shape)
+                cur = torch.zeros((n,) + shape, dtype=f64)
+                for p in net.incoming(k):
+                    cur = cur + _project(p, emit[p.source], n, shape, w[p.name])
+                m = node.neuron
+                if isinstance(m, C2.STBIF):
+                    q, A = state.get(k, (torch.full((n,) + shape, 0.5, dtype=f64), torch.zeros((n,) + shape, dtype=f64)))
+                    q = q + cur / arr(m.step, shape)
+                    out = ((q >= 1) & (A < m.n_max)).to(f64) - ((q < 0) & (A > m.n_min)).to(f64)
+                    state[k] = (q - out, A + out)
+                elif isinstance(m, MultiSpikeIF):
+                    th = arr(m.threshold, shape)
+                    u = state.get(k, arr(m.v_init, shape) / th)
+                    u = u + (cur + (arr(m.bias, shape) if t == 1 else 0)) / th
+                    out = torch.clamp(torch.floor(u), -float(m.n_neg), float(m.n_pos))
+                    state[k] = u - out
+                else:
+                    out = cur + arr(m.bias, shape) if t == 1 else cur
+                    total[k] = total.get(k, 0) + out
+                    emit[k] = value[k] = out
+                    continue
+                spikes.setdefault(k, []).append(out.numpy())
+                emit[k], value[k] = out, out * arr(node.decode_scale, shape)
+            elif isinstance(node, Operator):
+                ins = [value[i] for i in node.inputs]
+                if isinstance(node, C2.C2Operator):
+                    S, P = state.get(k, (0, None))
+                    S = S + ins[0]
+                    cur = module_function(node, "cpu", f64)(S)
+                    out = cur if P is None else cur - P
+                    state[k] = (S, cur)
+                elif isinstance(node, C2.MatMulC2):
+                    a, b = ins
+                    SA, SB = state.get(k, (torch.zeros_like(a), torch.zeros_like(b)))
+                    out = (a @ b + a @ SB + SA @ b) * node.scale
+                    state[k] = (SA + a, SB + b)
+                elif isinstance(node, O.Rearrange):
+                    idx = torch.as_tensor(node.index).reshape(-1)
+                    out = ins[0].reshape(n, -1)[:, idx].reshape((n,) + tuple(node.shape))
+                elif isinstance(node, O.Concat):
+                    pre = [] if node.prefix is None else [torch.as_tensor(node.prefix, dtype=f64).expand(
+                        (n,) + np.shape(node.prefix)) * (1.0 if t == 1 else 0.0)]
+                    out = torch.cat(pre + ins, dim=node.axis % len(node.shape) + 1)
+                elif isinstance(node, O.Mean):
+                    out = ins[0].mean(dim=tuple(a + 1 for a in node.axes))
+                else:
+                    raise TypeError(type(node).__name__)
+                emit[k] = value[k] = out
+    out = net[net.outputs[0]]
+    return total[out.name].numpy(), {k: np.stack(v) for k, v in spikes.items()}
+
+
+@pytest.mark.parametrize("method,T", [("stbif", 20), ("pmsm", 6)])
+def test_running_sums_give_the_spikes_of_the_step_by_step_c2_equations(qanns, digits, method, T):
+    """The simulator keeps running sums; the C2 network is defined step by step. Every neuron emits
+    the same output at every step under both (equality), and the outputs agree to float64 rounding
+    of the telescoped sums."""
+    _, ann = qanns[method]
+    x = digits[2][:24]
+    net = convert(ann, digits[0][:64], method=method)
+    trace: dict = {}
+    res = simulate_c2(net, x, T, batch_size=len(x), trace=trace)[0]
+    want, spikes = _incremental_c2(net, x, T)
+    assert spikes and set(spikes) == {p.name for p in net.populations() if p.neuron.spiking}
+    for k, s in spikes.items():
+        assert np.array_equal(trace[k], s), k
+    assert np.abs(res.outputs - want).max() <= 1e-12 * np.abs(want).max()
+
+
 def test_stbif_refuses_a_vit_without_quantisers(vit_onnx, digits):
     with pytest.raises(ConversionError, match="spikeport finetune"):
         convert(load_model(vit_onnx), digits[0][:16], method="stbif")
