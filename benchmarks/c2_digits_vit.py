@@ -4,7 +4,10 @@ with the float QANN and with the integer QANN (simulator/reference_c2.integer_qa
 energy per sample (report/energy.py with the operators' arithmetic) and PMSM's power formula in
 both counting conventions.
 
-    python3 benchmarks/c2_digits_vit.py [--epochs 3] [--levels 16] [--energy-samples 64]
+    python3 benchmarks/c2_digits_vit.py [--epochs 3] [--levels 16] [--energy-samples 64] [--float-only]
+
+"logits = float QANN's": samples whose 10 float64 logits equal, bit for bit, those of the float QANN
+the network stands for (simulator.transformer_c2.float_qann: the network once, neurons as quantisers).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from spikeport.report.pmsm_power import pmsm_power
 from spikeport.hw_profiles import load_profile
 from spikeport.report.energy import energy_report
 from spikeport.simulator.reference_c2 import integer_qann
-from spikeport.simulator.transformer_c2 import simulate_c2
+from spikeport.simulator.transformer_c2 import float_qann, simulate_c2
 from spikeport.simulator.transformer_c2_fixed import simulate_c2_fixed
 
 STEPS = (1, 2, 4, 8, 16, 32, 64)
@@ -70,6 +73,7 @@ def main() -> None:
     ap.add_argument("--levels", type=int, default=16)
     ap.add_argument("--kind", default="vit", choices=("vit", "encoder"))
     ap.add_argument("--energy-samples", type=int, default=64)
+    ap.add_argument("--float-only", action="store_true", help="skip the fixed-point and energy rows")
     a = ap.parse_args()
     torch.set_num_threads(1)
     xtr, ytr, xte, yte = load_digits_split(seed=0)
@@ -88,18 +92,22 @@ def main() -> None:
         res, checks, counts = simulate_c2(net, xte, max(STEPS), checkpoints=STEPS, batch_size=len(xte))
         print(f"\n{m}: QANN test accuracy {100 * q_acc:.2f}% (fine-tune {t1 - t0:.0f} s, simulate T={max(STEPS)} "
               f"{time.time() - t1:.0f} s)")
-        print("| T | accuracy % | same prediction as QANN % |")
-        print("|---|---|---|")
+        print("| T | accuracy % | same prediction as QANN % | logits = float QANN's (samples %) |")
+        print("|---|---|---|---|")
         qpred = np.asarray(q.evaluate(xte, yte)["logits"]).argmax(1)
+        exact = float_qann(net, xte)[0]
         for t in STEPS:
+            same = 100 * np.mean(np.all(checks[t] == exact, axis=1))
             print(f"| {t} | {100 * (checks[t].argmax(1) == yte).mean():.2f} | "
-                  f"{100 * (checks[t].argmax(1) == qpred).mean():.2f} |")
+                  f"{100 * (checks[t].argmax(1) == qpred).mean():.2f} | {same:.2f} |")
         for t in (1, max(STEPS)):
             _, _, c = simulate_c2(net, xte, t, batch_size=len(xte)) if t != max(STEPS) else (None, None, counts)
             p = pmsm_power(c.total_events, c.total_spikes, c.samples, t)
             print(f"T={t}: events/sample {p['events']['per_sample']:.0f} -> P = {1e6 * p['events']['power_w']:.3f} uW "
                   f"(one graded event); spikes/sample {p['spikes']['per_sample']:.0f} -> P = "
                   f"{1e6 * p['spikes']['power_w']:.3f} uW (|n| spikes); E_AC 0.9 pJ, 1 ms steps")
+        if a.float_only:
+            continue
         # loihi2 fixed point, and the same operators with 16-bit weights (operators' rounding alone)
         fixed = {}
         for label, prof in (("loihi2", "loihi2"), ("loihi2 operators, 16-bit weights (ablation)", wide_weights("loihi2"))):

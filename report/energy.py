@@ -112,6 +112,7 @@ class EnergyReport:
     chip_figures: dict = field(default_factory=dict)
     assumptions: list[str] = field(default_factory=list)
     operators: list[OperatorEnergy] = field(default_factory=list)
+    spike_power: dict | None = None   # C2 ST-BIF / PMSM: report.pmsm_power.pmsm_power of the measured counts
 
     def total(self, name: str) -> float:
         return float(sum(getattr(layer, name) for layer in self.layers))
@@ -164,6 +165,7 @@ class EnergyReport:
             "chip": {"dynamic_pj": self.total("chip_pj"), "static_pj": self.chip_static_pj, "total_pj": self.chip_total_pj},
             "ann": {"macs": self.ann_macs, "compute_only_pj": self.ann_compute_pj, "memory_pj": self.ann_memory_pj},
             "ratio_snn_over_ann": self.ratios(), "power_w": self.power_w(),
+            **({"spike_power": self.spike_power} if self.spike_power is not None else {}),
             "assumptions": list(self.assumptions), "op_counts": self.counts.to_json(),
             **({"operators": {"convention": "papers' compute-only counts operators as zero; compute_with_operators "
                                             "adds their arithmetic by kind",
@@ -235,8 +237,21 @@ class EnergyReport:
                   f"{self.operator_pj:,.1f}", style="bold")
         return t
 
+    def spike_power_table(self) -> Table:
+        """PMSM's power figure (paper 002) from the measured neuron counts, both conventions."""
+        sp = self.spike_power
+        t = Table(title=f"PMSM power P = {sp['e_ac_pj']} pJ x N / (T x {sp['t_step_s'] * 1e3:g} ms) per sample, "
+                        f"T = {sp['timesteps']} (ST-BIF / PMSM neurons' outputs)")
+        for c in ("count", "N per sample", "P"):
+            t.add_column(c, justify="left" if c == "count" else "right")
+        t.add_row("events (a graded n != 0 is one event)", f"{sp['events']['per_sample']:,.1f}", _w(sp["events"]["power_w"]))
+        t.add_row("spikes (n counted as |n| spikes, the paper's)", f"{sp['spikes']['per_sample']:,.1f}",
+                  _w(sp["spikes"]["power_w"]))
+        return t
+
     def tables(self) -> list[Table]:
-        return [self.layer_table()] + ([self.operator_table()] if self.operators else []) + [self.summary_table()]
+        return ([self.layer_table()] + ([self.operator_table()] if self.operators else []) + [self.summary_table()]
+                + ([self.spike_power_table()] if self.spike_power is not None else []))
 
     def plot(self, path: str | os.PathLike) -> Path:
         return plot_energy(self, path)
@@ -341,8 +356,16 @@ def energy_report(net, x, timesteps: int, profile, *, ann_macs=None, convention:
     if ops:
         notes.extend(operator_assumptions())
     chip_figs = {k: v for k, v in en.__dict__.items() if v is not None and not k.startswith(("int", "fp", "sram", "dram"))}
+    spike_power = None
+    if getattr(counts, "neuron_spikes", None):   # C2 ST-BIF / PMSM (simulator/opcount_c2.py)
+        from .pmsm_power import pmsm_power
+        spike_power = pmsm_power(sum(counts.neuron_events.values()), sum(counts.neuron_spikes.values()), n,
+                                 counts.timesteps, t_step_s=timestep_s)
+        notes.append("PMSM power (paper 002): P = 0.9 pJ x N / (T x t_step) per sample from the measured ST-BIF / PMSM "
+                     "outputs, N as events (a graded n is one event) and as spikes (|n| each).")
     return EnergyReport(prof.name, counts.timesteps, counts.steps_run, n, timestep_s, fig, layers, static, ann, ann_c,
-                        ann_m, counts, chip_figs, notes + [f"{prof.name}: {a}" for a in prof.assumptions], ops)
+                        ann_m, counts, chip_figs, notes + [f"{prof.name}: {a}" for a in prof.assumptions], ops,
+                        spike_power)
 
 
 def plot_energy(report: EnergyReport, path: str | os.PathLike) -> Path:

@@ -9,6 +9,10 @@ rounded to zero, threshold rounding). At one T (the largest by default) the caus
 ablation (:mod:`spikeport.report.ablation`): own vs inherited error per layer, each layer's share
 of the accuracy lost, and the datapath setting whose relaxation recovers it. Without ablation the
 cause column is a heuristic ranking of the event counts (``cause_source`` says which).
+
+C2 networks (``stbif`` / ``pmsm`` on a ViT) read the same way: a population's decoded activation is
+its summed output (a neuron's level times its step), the count mismatch compares events per neuron,
+and the ANN is the QANN the network was converted from (its quantisers' values).
 """
 from __future__ import annotations
 
@@ -216,13 +220,6 @@ def fidelity(net: Network, qnet: Network, x: np.ndarray, y: np.ndarray | None, t
     """
     from .ablation import _Runner, ablate
 
-    if net.coding == "C2" and net.operators():
-        from ..errors import UnsupportedError
-        node = next(n for n in net.nodes() if getattr(n, "neuron", None) is not None and n.neuron.spiking)
-        raise UnsupportedError(f"fidelity: node {node.name!r} ({type(node.neuron).__name__}) is in a C2 (sum-coded) "
-                               "stbif / pmsm network; the per-layer float-vs-fixed comparison decodes C1 means and does "
-                               "not read C2 sums yet. Compare with spikeport simulate on the float and the compiled "
-                               "network (docs/results/c2_digits_vit.md)")
     if ablation_at == -1:
         ablation_at = max(timesteps)
     if qnet.operators():   # the mixed float/fixed runs of the ablation do not run operator networks yet

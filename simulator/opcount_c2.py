@@ -18,12 +18,15 @@ per-step emission (``simulate_c2`` / ``simulate_c2_fixed`` traces):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 
 from ..ir import operators as O
 from ..ir import operators_c2 as C2
 from ..ir.graph import Network
+from ..ir.neurons_extra import MultiSpikeIF
 from ..ir.nodes import Input, Operator, Population
 from .opcount import GRADED_AS, OpCounts, _Counter, _Source, _input_dict, chunk_samples
 from .operator_work import OP_KINDS, add_work, gelu_work, layernorm_work, matmul_c2_work, softmax_work, work
@@ -37,11 +40,34 @@ def _rows(op, nz: np.ndarray) -> np.ndarray:
     return nz.any(axis=ax).reshape(nz.shape[0], -1).sum(axis=1)
 
 
+@dataclass
+class C2OpCounts(OpCounts):
+    """``OpCounts`` plus, per ST-BIF / PMSM population (all samples), its output events (one per
+    non-zero output n) and spikes (sum |n|, the paper's count of a graded n as |n| spikes): the two
+    counts PMSM's power figure is given for (report/pmsm_power.py)."""
+
+    neuron_events: dict[str, int] = field(default_factory=dict)
+    neuron_spikes: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "neuron_events": dict(self.neuron_events), "neuron_spikes": dict(self.neuron_spikes)}
+
+
 class _C2Counter(_Counter):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.neuron_events: dict[str, int] = {}
+        self.neuron_spikes: dict[str, int] = {}
+
     def add_chunk_c2(self, trace: dict[str, np.ndarray]) -> None:
         """Count one chunk from its trace {node: (T, B, *shape)}."""
         net, T, steps = self.net, self.T, self.steps
         batch = next(iter(trace.values())).shape[1]
+        for pop in net.populations():
+            if isinstance(pop.neuron, (C2.STBIF, MultiSpikeIF)):
+                n = trace[pop.name]
+                self.neuron_events[pop.name] = self.neuron_events.get(pop.name, 0) + int(np.count_nonzero(n))
+                self.neuron_spikes[pop.name] = self.neuron_spikes.get(pop.name, 0) + int(np.abs(n).sum())
         sources: dict[str, _Source] = {}
         for node in net.nodes():
             if not isinstance(node, (Input, Population, Operator)) or node.name not in trace:
@@ -72,6 +98,10 @@ class _C2Counter(_Counter):
             for kind in OP_KINDS:
                 rec.work[kind] += per_step[kind]
 
+    def result(self, samples: int) -> C2OpCounts:
+        base = super().result(samples)
+        return C2OpCounts(**base.__dict__, neuron_events=dict(self.neuron_events), neuron_spikes=dict(self.neuron_spikes))
+
     def _op_work(self, op, nzs: list[np.ndarray], batch: int) -> dict[str, np.ndarray]:
         out = {k: np.zeros(self.steps, dtype=np.int64) for k in OP_KINDS}
         if isinstance(op, (O.Rearrange, O.Concat)):
@@ -98,7 +128,7 @@ class _C2Counter(_Counter):
 
 
 def count_ops_c2(net: Network, x, timesteps: int, *, graded_as: str = "ac", count_zero_weights: bool = True,
-                 batch_size: int = 256, device=None) -> OpCounts:
+                 batch_size: int = 256, device=None) -> C2OpCounts:
     """Simulate the C2 network ``net`` (float or quantised) for ``timesteps`` and count its
     operations (module docstring)."""
     from .transformer_c2 import simulate_c2
@@ -121,4 +151,4 @@ def count_ops_c2(net: Network, x, timesteps: int, *, graded_as: str = "ac", coun
     return counter.result(n)
 
 
-__all__ = ["count_ops_c2"]
+__all__ = ["C2OpCounts", "count_ops_c2"]

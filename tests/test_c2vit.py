@@ -1,6 +1,9 @@
 """C2 coding on the digits ViT (issue 11): ST-BIF (SpikeZIP-TF) and PMSM, from fine-tuned QANN to
-spikes. Exactness is checked on integer levels with equality; logits, which are float64 sums of
-telescoped operator differences, to float64 rounding."""
+spikes. Exactness with equality: every neuron's summed level against the QANN's quantiser level,
+and the logits against the float QANN the network stands for (``float_qann``: the same network
+once, each neuron replaced by its quantiser; the simulator keeps running sums, so no telescoped
+float rounding enters). Against the frontend's QANN, whose Linears multiply ``step * level`` by the
+unfolded weights, levels and predictions are equal and the logits differ by that fold's rounding."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +19,7 @@ from spikeport.ir import operators_c2 as C2
 from spikeport.ir.neurons_extra import MultiSpikeIF
 from spikeport.models.digits_vit import pretrained_digits_vit
 from spikeport.report.pmsm_power import pmsm_power
-from spikeport.simulator.transformer_c2 import simulate_c2
+from spikeport.simulator.transformer_c2 import float_qann, simulate_c2
 
 from conftest import export_onnx
 
@@ -66,11 +69,16 @@ def test_stbif_summed_over_enough_steps_equals_the_qann(qanns, digits):
     assert net.coding == "C2"
     pops = {p.source: p for p in net.populations() if isinstance(p.neuron, C2.STBIF)}
     assert set(pops) == set(levels)
-    res, checks, counts = simulate_c2(net, x, 32, checkpoints=(24, 32), batch_size=len(x), keep_levels=True)
+    res, checks, counts = simulate_c2(net, x, 32, checkpoints=(1, 24, 32), batch_size=len(x), keep_levels=True)
+    exact, exact_levels = float_qann(net, x)
     for src, pop in pops.items():  # every ST-BIF neuron's spike sum IS its QANN level (integer equality)
         assert np.array_equal(res.activations[pop.name], levels[src]), src
+        assert np.array_equal(exact_levels[pop.name], levels[src]), src
     assert np.array_equal(checks[24], checks[32])  # settled: no spikes after step 24
+    assert not np.array_equal(checks[1], checks[32])  # ... and not before: the equality below is reached, not given
+    assert np.array_equal(res.outputs, exact)  # the summed logits ARE the float QANN's, bit for bit
     assert np.array_equal(res.predictions, logits.argmax(1))
+    # the frontend's QANN multiplies step * level by the unfolded weights: float64 rounding of that fold only
     assert np.abs(res.outputs - logits).max() <= 1e-12 * max(1.0, np.abs(logits).max())
     assert counts.total_events == counts.total_spikes  # at most one signed spike per step
 
@@ -83,9 +91,12 @@ def test_pmsm_at_T1_gives_the_qann_predictions_on_every_test_sample(qanns, digit
     assert net.coding == "C2" and all(isinstance(p.neuron, MultiSpikeIF) for p in net.populations()
                                       if p.source in levels)
     res, _, counts = simulate_c2(net, x, 1, batch_size=len(x), keep_levels=True)
+    exact, _ = float_qann(net, x)
     for p in net.populations():
         if p.source in levels:
             assert np.array_equal(res.activations[p.name], levels[p.source]), p.name
+    assert np.array_equal(res.outputs, exact)  # the logits at T = 1 ARE the float QANN's, bit for bit
+    assert np.array_equal(res.predictions, exact.argmax(1))
     assert np.array_equal(res.predictions, logits.argmax(1))
     assert np.abs(res.outputs - logits).max() <= 1e-12 * max(1.0, np.abs(logits).max())
     # the power figure from the measured counts, both conventions (graded event vs |n| spikes)
@@ -95,19 +106,113 @@ def test_pmsm_at_T1_gives_the_qann_predictions_on_every_test_sample(qanns, digit
     assert p["events"]["power_w"] == pytest.approx(0.9e-12 * counts.total_events / len(x) / 1e-3, rel=1e-12)
 
 
-def test_c2_operators_telescope_to_F_of_the_sum():
-    rng = np.random.default_rng(0)
-    xs = [torch.as_tensor(rng.normal(size=(2, 3, 5))) for _ in range(4)]
-    from spikeport.simulator.transformer_c2 import C2Kernel
-    op = C2.SoftmaxC2("s", inputs=("a",), shape=(3, 5), scale=0.7)
-    k = C2Kernel(op, 2, "cpu", torch.float64)
-    total = sum(k.step([x], t + 1) for t, x in enumerate(xs))
-    assert torch.allclose(total, torch.softmax(0.7 * sum(xs), -1), rtol=0, atol=1e-14)
-    a = [torch.as_tensor(rng.integers(-3, 4, size=(2, 3, 4)).astype(np.float64)) for _ in range(4)]
-    b = [torch.as_tensor(rng.integers(-3, 4, size=(2, 4, 5)).astype(np.float64)) for _ in range(4)]
-    mk = C2Kernel(C2.MatMulC2("m", inputs=("a", "b"), shape=(3, 5)), 2, "cpu", torch.float64)
-    total = sum(mk.step([p, q], t + 1) for t, (p, q) in enumerate(zip(a, b)))
-    assert torch.equal(total, sum(a) @ sum(b))  # small integers: exact arithmetic, equality
+def test_c2_emissions_are_the_differences_of_the_running_sums(qanns, digits):
+    """What each node sends per step (the trace energy counts) sums to its running value: the
+    differential form O(t) = F(S(t)) - F(S(t-1)) telescopes (float64 rounding of that sum only)."""
+    _, ann = qanns["stbif"]
+    x = digits[2][:16]
+    net = convert(ann, digits[0][:64], method="stbif")
+    trace: dict = {}
+    res = simulate_c2(net, x, 12, batch_size=len(x), trace=trace, keep_levels=True)[0]
+    out = net.outputs[0]
+    summed = trace[out].sum(axis=0)
+    assert np.abs(summed - res.outputs).max() <= 1e-12 * np.abs(res.outputs).max()
+    for k, lv in res.activations.items():  # spikes: integers, so their sum is exact
+        assert np.array_equal(trace[k].sum(axis=0), lv) and set(np.unique(trace[k])) <= {-1.0, 0.0, 1.0}
+    ops = [o for o in net.operators() if isinstance(o, (C2.SoftmaxC2, C2.MatMulC2))]
+    assert ops and all(np.count_nonzero(trace[o.name][1:]) > 0 for o in ops)  # they do emit after t = 1
+
+
+def _incremental_c2(net, x: np.ndarray, T: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The C2 equations as written, step by step (methods.md sections 0, 1, 4), for comparison with
+    the running-sum simulator: input, biases and prefixes at t = 1; ST-BIF ``q += I/step``; PMSM
+    ``u += I/theta``; operators ``F(S(t)) - F(S(t-1))``; products in difference form; the Readout
+    sums its inputs. Returns the summed output and every neuron's per-step output (T, N, *shape)."""
+    from spikeport.ir import operators as O
+    from spikeport.ir.nodes import Input, Operator, Population, expand_channel
+    from spikeport.simulator.operators import module_function
+    from spikeport.simulator.transformer import _project
+
+    f64 = torch.float64
+    xb = torch.as_tensor(x, dtype=f64)
+    n = xb.shape[0]
+    w = {p.name: torch.as_tensor(np.asarray(p.weight), dtype=f64) for p in net.projections()}
+    arr = lambda a, shape: torch.as_tensor(expand_channel(a, shape), dtype=f64)  # noqa: E731
+    state, total, spikes = {}, {}, {}
+    for t in range(1, T + 1):
+        emit, value = {}, {}
+        for node in net.nodes():
+            k = node.name
+            if isinstance(node, Input):
+                emit[k] = value[k] = xb if t == 1 else torch.zeros_like(xb)
+            elif isinstance(node, Population):
+                shape = tuple(node.shape)
+                cur = torch.zeros((n,) + shape, dtype=f64)
+                for p in net.incoming(k):
+                    cur = cur + _project(p, emit[p.source], n, shape, w[p.name])
+                m = node.neuron
+                if isinstance(m, C2.STBIF):
+                    q, A = state.get(k, (torch.full((n,) + shape, 0.5, dtype=f64), torch.zeros((n,) + shape, dtype=f64)))
+                    q = q + cur / arr(m.step, shape)
+                    out = ((q >= 1) & (A < m.n_max)).to(f64) - ((q < 0) & (A > m.n_min)).to(f64)
+                    state[k] = (q - out, A + out)
+                elif isinstance(m, MultiSpikeIF):
+                    th = arr(m.threshold, shape)
+                    u = state.get(k, arr(m.v_init, shape) / th)
+                    u = u + (cur + (arr(m.bias, shape) if t == 1 else 0)) / th
+                    out = torch.clamp(torch.floor(u), -float(m.n_neg), float(m.n_pos))
+                    state[k] = u - out
+                else:
+                    out = cur + arr(m.bias, shape) if t == 1 else cur
+                    total[k] = total.get(k, 0) + out
+                    emit[k] = value[k] = out
+                    continue
+                spikes.setdefault(k, []).append(out.numpy())
+                emit[k], value[k] = out, out * arr(node.decode_scale, shape)
+            elif isinstance(node, Operator):
+                ins = [value[i] for i in node.inputs]
+                if isinstance(node, C2.C2Operator):
+                    S, P = state.get(k, (0, None))
+                    S = S + ins[0]
+                    cur = module_function(node, "cpu", f64)(S)
+                    out = cur if P is None else cur - P
+                    state[k] = (S, cur)
+                elif isinstance(node, C2.MatMulC2):
+                    a, b = ins
+                    SA, SB = state.get(k, (torch.zeros_like(a), torch.zeros_like(b)))
+                    out = (a @ b + a @ SB + SA @ b) * node.scale
+                    state[k] = (SA + a, SB + b)
+                elif isinstance(node, O.Rearrange):
+                    idx = torch.as_tensor(node.index).reshape(-1)
+                    out = ins[0].reshape(n, -1)[:, idx].reshape((n,) + tuple(node.shape))
+                elif isinstance(node, O.Concat):
+                    pre = [] if node.prefix is None else [torch.as_tensor(node.prefix, dtype=f64).expand(
+                        (n,) + np.shape(node.prefix)) * (1.0 if t == 1 else 0.0)]
+                    out = torch.cat(pre + ins, dim=node.axis % len(node.shape) + 1)
+                elif isinstance(node, O.Mean):
+                    out = ins[0].mean(dim=tuple(a + 1 for a in node.axes))
+                else:
+                    raise TypeError(type(node).__name__)
+                emit[k] = value[k] = out
+    out = net[net.outputs[0]]
+    return total[out.name].numpy(), {k: np.stack(v) for k, v in spikes.items()}
+
+
+@pytest.mark.parametrize("method,T", [("stbif", 20), ("pmsm", 6)])
+def test_running_sums_give_the_spikes_of_the_step_by_step_c2_equations(qanns, digits, method, T):
+    """The simulator keeps running sums; the C2 network is defined step by step. Every neuron emits
+    the same output at every step under both (equality), and the outputs agree to float64 rounding
+    of the telescoped sums."""
+    _, ann = qanns[method]
+    x = digits[2][:24]
+    net = convert(ann, digits[0][:64], method=method)
+    trace: dict = {}
+    res = simulate_c2(net, x, T, batch_size=len(x), trace=trace)[0]
+    want, spikes = _incremental_c2(net, x, T)
+    assert spikes and set(spikes) == {p.name for p in net.populations() if p.neuron.spiking}
+    for k, s in spikes.items():
+        assert np.array_equal(trace[k], s), k
+    assert np.abs(res.outputs - want).max() <= 1e-12 * np.abs(want).max()
 
 
 def test_stbif_refuses_a_vit_without_quantisers(vit_onnx, digits):
@@ -134,12 +239,12 @@ def test_c2_network_round_trips_and_the_commands_accept_or_refuse_it_by_node(qan
     q = tmp_path / "q.h5"
     for args in (["compile", path, "--profile", "loihi2", "--out", q], ["resources", q, "--profile", "loihi2"],
                  ["simulate", q, "--data", tmp_path / "d.npz", "--timesteps", "4"],
-                 ["energy", q, "--data", tmp_path / "d.npz", "--timesteps", "4", "--profile", "loihi2"]):
+                 ["energy", q, "--data", tmp_path / "d.npz", "--timesteps", "4", "--profile", "loihi2"],
+                 ["fidelity", s.out, path, q, "--data", tmp_path / "d.npz", "--timesteps", "4", "--no-ablation"]):
         r = runner.invoke(app, [str(v) for v in args])
         assert r.exit_code == 0, (args[0], r.output)
     for args, says in ((["export", q, "--target", "lava", "--out", tmp_path / "lv"], "C2"),
-                       (["verify", q, "--target", "lava", "--data", tmp_path / "d.npz", "--timesteps", "4"], "C2"),
-                       (["fidelity", s.out, path, q, "--data", tmp_path / "d.npz", "--timesteps", "4"], "C2")):
+                       (["verify", q, "--target", "lava", "--data", tmp_path / "d.npz", "--timesteps", "4"], "C2")):
         r = runner.invoke(app, [str(v) for v in args])
         assert r.exit_code == 2 and says in r.output and "node '" in r.output and "Traceback" not in r.output, \
             (args[0], r.output)
@@ -158,4 +263,5 @@ def test_encoder_definition_also_converts_exactly(digits, tmp_path):
         for p in net.populations():
             if p.source in levels:
                 assert np.array_equal(res.activations[p.name], levels[p.source]), (m, p.name)
+        assert np.array_equal(res.outputs, float_qann(net, x)[0]), m
         assert np.array_equal(res.predictions, logits.argmax(1)), m
