@@ -327,6 +327,10 @@ NOTES = """
   the compiled net prices the input of every MT population and residual add once per neuron and
   step as a MAC (its integer scale-and-add) where the float net counts an AC (vit at T = 16: 274 k
   MACs fixed vs 55 k float per sample); measured with report/energy.py's per-layer rows.
+- The same holds for the aif and baseline fixed rows: their synaptic ACs agree with float layer by
+  layer, while the Identity into every signed IF population and the residual adds are priced as
+  one MAC per neuron and step in the compiled net and as an AC in the float one (per-layer rows of
+  `spikeport energy` on the float and the loihi2 aif ViT).
 
 ## Not in this table
 {encoder}
