@@ -5,6 +5,8 @@ against the plain integer reference (simulator/reference_operators.py) with equa
 count formula in integers, bad inputs, and the command line on the digits ViT."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -75,6 +77,21 @@ def test_fixed_aif_simulator_equals_integer_reference(kind, seed, kw, search, pr
     assert any(np.any(ref[p.name] == -1) for p in ifs) and any(np.any(ref[p.name] == 1) for p in ifs)
     for p in ifs:     # spike counts are the codes' non-zeros
         np.testing.assert_array_equal(res.spike_counts[p.name], (ref[p.name] != 0).sum(axis=0))
+
+
+@pytest.mark.skipif(os.environ.get("SPIKEPORT_TEST_DEVICE", "cuda").startswith("cuda") and not torch.cuda.is_available(),
+                    reason="needs CUDA (SPIKEPORT_TEST_DEVICE=cpu dry-runs it)")
+def test_fixed_aif_network_on_cuda_equals_cpu(tmp_path):
+    dev = os.environ.get("SPIKEPORT_TEST_DEVICE", "cuda")
+    ann = _tiny("vit", 9, tmp_path, dim=8, depth=1, heads=2, mlp_ratio=2, patch=4, classes=3)
+    x = np.random.default_rng(9).random((20, 1, 8, 8)).astype(np.float32)
+    qnet, _ = compiler.quantize(convert(ann, x, "aif", timesteps=6, **SMALL), "loihi2")
+    a, b = {}, {}
+    ra, _ = simulate_operators_fixed(qnet, x[:4], 6, trace=a)
+    rb, _ = simulate_operators_fixed(qnet, x[:4], 6, trace=b, device=dev)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert ra.layers == rb.layers
 
 
 # ---------------------------------------------------------------------- AIF's count formula in integers
