@@ -255,13 +255,11 @@ def _if_params(pop: Population, T: int) -> dict:
 
 def _if_decode(node) -> tuple[np.ndarray, np.ndarray] | None:
     """(threshold, offset) integers an operator decodes a quantised IF population's +-1 codes with."""
+    from ...simulator.transformer_fixed import if_operator_view
     if not isinstance(node, Population) or type(node.neuron) is not IF:
         return None
-    shape = tuple(node.shape)
-    unit = float(np.asarray(node.state_scale, dtype=np.float64).reshape(-1)[0])
-    th = expand_channel(np.asarray(node.neuron.threshold, dtype=np.int64), shape)
-    off = np.rint(expand_channel(np.asarray(node.decode_offset, dtype=np.float64), shape) / unit).astype(np.int64)
-    return th, off
+    th, off = if_operator_view(node)
+    return th.numpy(), off.numpy()
 
 
 def _decode(pop: Population, total: np.ndarray, T: int) -> np.ndarray:
