@@ -55,7 +55,6 @@ def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs
     from c2_digits_vit import DIGITS_RANGE, energy_figures
     from mbe_digits_vit import mbe_events
     from spikeport.compiler import quantize
-    from spikeport.compiler.errors import QuantizationError
     from spikeport.convert import convert
     from spikeport.datasets import load_digits_split
     from spikeport.frontend import count_macs, export_onnx, load_model
@@ -77,26 +76,16 @@ def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs
             if n is not None:
                 out["energy"][ar] = energy_figures(n, xe, ref, ann_macs=count_macs(ann))
 
-    def quantize_or_none(net):
-        """The loihi2 net, or None with the quantiser's reason kept (signed IF has no operator-net rule yet)."""
-        try:
-            return quantize(net, "loihi2")[0]
-        except QuantizationError as e:
-            out["fixed_error"] = str(e)
-            return None
-
     if method in ("ecmt", "baseline"):
         from spikeport.simulator.transformer import simulate_operators
         from spikeport.simulator.transformer_fixed import simulate_operators_fixed
         net = (convert(ann, xtr[:CALIB], "ecmt") if method == "ecmt"
                else convert(ann, xtr[:CALIB], "aif", timesteps=max(STEPS), search="none"))
         _, ch = simulate_operators(net, xte, max(STEPS), checkpoints=STEPS, batch_size=512)
-        qnet = quantize_or_none(net)
-        qch = simulate_operators_fixed(qnet, xte, max(STEPS), checkpoints=STEPS, batch_size=512)[1] if qnet else {}
+        qnet = quantize(net, "loihi2")[0]     # aif / baseline: signed IF rule, compiler/quantize_signed_if.py
+        qch = simulate_operators_fixed(qnet, xte, max(STEPS), checkpoints=STEPS, batch_size=512)[1]
         for t in STEPS:
-            out["float"][t] = _acc(ch[t], yte)
-            if qch:
-                out["fixed"][t] = _acc(qch[t], yte)
+            out["float"][t], out["fixed"][t] = _acc(ch[t], yte), _acc(qch[t], yte)
         energy_c12(net, qnet)
     elif method == "aif":
         from spikeport.simulator.transformer import simulate_operators
@@ -104,11 +93,9 @@ def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs
         for t in STEPS:
             net = convert(ann, xtr[:CALIB], "aif", timesteps=t)
             _, ch = simulate_operators(net, xte, t, checkpoints=(t,), batch_size=512)
-            qnet = quantize_or_none(net)
-            qch = simulate_operators_fixed(qnet, xte, t, checkpoints=(t,), batch_size=512)[1] if qnet else {}
-            out["float"][t] = _acc(ch[t], yte)
-            if qch:
-                out["fixed"][t] = _acc(qch[t], yte)
+            qnet = quantize(net, "loihi2")[0]
+            qch = simulate_operators_fixed(qnet, xte, t, checkpoints=(t,), batch_size=512)[1]
+            out["float"][t], out["fixed"][t] = _acc(ch[t], yte), _acc(qch[t], yte)
             if t == ref:
                 energy_c12(net, qnet)
             print(f"  aif T={t}: {out['float'][t]:.2f} / {out['fixed'].get(t)}", flush=True)
@@ -161,7 +148,7 @@ def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs
 def _cell(r: dict, kind: str, t: int) -> str:
     if t in r[kind]:
         return f"{r[kind][t]:.2f}"
-    return "not quantisable" if kind == "fixed" and r.get("fixed_error") else "no fit"
+    return "no fit"
 
 
 def _first_equal(r: dict, target: float):
@@ -213,10 +200,6 @@ def render_model(results: list[dict], kind: str) -> str:
     for m in ("stbif", "pmsm"):
         if m in by and "qann" in by[m]:
             extra.append(f"- {m} QANN (fine-tuned, L = 16): {by[m]['qann']:.2f} %.")
-    for m in METHODS:
-        if m in by and by[m].get("fixed_error"):
-            extra.append(f"- {m}, loihi2 fixed: not quantisable on this branch: `compiler.quantize` says \"{by[m]['fixed_error']}\" "
-                         "(the signed IF neuron of aif and the baseline has no fixed-point rule in operator networks yet).")
     if "mbe" in by:
         extra.append(f"- mbe: {by['mbe']['note']}; \"no fit\": no shipped fits of the five functions at that T "
                      "(`spikeport mbe-fit` makes them, about 2.5 minutes per function and T).")
@@ -329,8 +312,12 @@ NOTES = """
   per channel in the grid search, what `spikeport convert --method aif` does);
   docs/results/vit_methods_digits.md used 1024 for speed, so its aif row differs by a few samples.
   ecmt and the baseline are the same conversions as there.
-- Fixed rows of aif and the baseline: `compiler.quantize` refuses the signed IF neuron in operator
-  networks (message above), so there is no loihi2 figure for them yet; their float rows stand.
+- Fixed rows of aif and the baseline: their signed IF populations are quantised by the operator
+  networks' IF rule (compiler/quantize_signed_if.py: one state unit per population, a power of two
+  times its source's so the feeding Identity is exact, per-neuron thresholds of 12 mantissa bits
+  << vth_shift, bias -z, thresholds re-folded into the outgoing weights) and run on the CNN's
+  bit-accurate IF kernel (Lava's LIF order, u = a_in << 6); operators read the decoded integers
+  e theta + z (docs/fixed_point.md, "Transformer operator networks").
 - Energy of the fixed rows: synaptic operations at the same fp32 Horowitz figures as the float rows
   (the papers' convention; only the counts differ), operators at the arithmetic they declare
   (fixed-point operators at the int32 figures, report/operator_energy.py), as `spikeport energy`
@@ -340,6 +327,10 @@ NOTES = """
   the compiled net prices the input of every MT population and residual add once per neuron and
   step as a MAC (its integer scale-and-add) where the float net counts an AC (vit at T = 16: 274 k
   MACs fixed vs 55 k float per sample); measured with report/energy.py's per-layer rows.
+- The same holds for the aif and baseline fixed rows: their synaptic ACs agree with float layer by
+  layer, while the Identity into every signed IF population and the residual adds are priced as
+  one MAC per neuron and step in the compiled net and as an AC in the float one (per-layer rows of
+  `spikeport energy` on the float and the loihi2 aif ViT).
 
 ## Not in this table
 {encoder}

@@ -332,6 +332,12 @@ def _quantize_bias(b_exact: np.ndarray, dp: Datapath, where: str) -> tuple[np.nd
                             f"<< bias_exp_max {dp.bias_exp_max}")
 
 
+def floor_compensation(projections: list[ProjectionQuant], dp: Datapath) -> float:
+    """State units added to the bias for the floor ``>>`` of negative weight exponents: the mean loss
+    of ``acc >> -e`` is ``(1 - 2^e) / 2`` activation units, ``2^act_shift`` state units each."""
+    return sum(2.0 ** dp.act_shift * (1 - 2.0 ** pq.weight_exp) / 2 for pq in projections if pq.weight_exp < 0)
+
+
 def _cuba_decays(pop: Population, dp: Datapath, s_full: np.ndarray) -> int:
     """CubaLIF: float decay fractions -> Lava's 12-bit registers (docs/fixed_point.md), u_init to state units.
 
@@ -433,8 +439,7 @@ def _quantize_population(net: Network, pop: Population, dp: Datapath, sources: d
 
     projections = [_quantize_weights(inc, gain, s_rows, dp, pop.name) for inc in incoming]
 
-    floor_comp = sum(2.0 ** dp.act_shift * (1 - 2.0 ** pq.weight_exp) / 2 for pq in projections
-                     if pq.weight_exp < 0) if opt.compensate_floor else 0.0
+    floor_comp = floor_compensation(projections, dp) if opt.compensate_floor else 0.0
     b_exact = expand_channel(np.asarray(m.bias, dtype=np.float64), shape) / s_full + floor_comp
     bias_int, bias_exp, bias_mant_max = _quantize_bias(b_exact, dp, pop.name)
     nz = b_exact != 0

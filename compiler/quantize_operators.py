@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 from ..hw_profiles import Profile
-from ..ir import Datapath, Identity, Input, Network, Population, Readout, SpikePayload, expand_channel
+from ..ir import IF, Datapath, Identity, Input, Network, Population, Readout, SpikePayload, expand_channel
 from ..ir import operators as O
 from ..ir.nodes import Conv2d, Dense, Operator
 from ..ir.storage import narrowest
@@ -87,7 +87,9 @@ class _OpQuantizer:
         self.top = (1 << (dp.payload_bits - 1)) - 1
         self.unit: dict[str, float] = {}     # real value of one payload unit
         self.femit: dict[str, float] = {}    # real value of one float-emission unit (MT: theta1)
-        self.vmax: dict[str, int] = {}       # largest |payload| per step
+        self.vmax: dict[str, int] = {}       # largest |payload| per step (IF: of the value operators read)
+        self.pmax: dict[str, int] = {}       # IF populations: largest |event code| projections read (1)
+        self.eratio: dict[str, np.ndarray] = {}   # IF populations: quantised / float threshold per neuron
         ranges = qnet.meta.get("value_ranges")
         self.ranges = ranges if isinstance(ranges, dict) else {}
         self.ops: list[dict] = []
@@ -132,6 +134,9 @@ class _OpQuantizer:
         m, shape, where = pop.neuron, tuple(pop.shape), f"layer {pop.name!r}"
         incoming = self.net.incoming(pop.name)
         limited = "range"
+        if type(m) is IF:   # AIF / layer-wise signed IF: compiler/quantize_signed_if.py
+            from .quantize_signed_if import quantize_if_population
+            return quantize_if_population(self, pop, incoming)
         if isinstance(m, O.MultiThreshold):
             s, tb = self._mt_unit(pop, incoming)
             limited = f"theta {tb} bits"
@@ -207,6 +212,11 @@ class _OpQuantizer:
             raise self.err(f"layer {pop.name!r}", f"levels = {n} leave no threshold bits in the {self.dp.payload_bits}-bit "
                                                    f"payload / {self.dp.state_bits}-bit state")
         th = float(max(np.max(m.theta1), np.max(m.theta2)))
+        return self._aligned_unit(incoming, th, tb), tb
+
+    def _aligned_unit(self, incoming, th: float, tb: int) -> float:
+        """State unit s with th / s in [2^(tb-1), 2^tb); a power of two times the source's unit when
+        the population is fed by one scalar Identity (that projection is then exact)."""
         if len(incoming) == 1 and isinstance(incoming[0], Identity) and np.ndim(incoming[0].weight) == 0:
             p = incoming[0]
             base = abs(float(p.weight)) * self.unit[p.source] / self.femit[p.source]
@@ -217,29 +227,43 @@ class _OpQuantizer:
                     s *= 2.0
                 while th / s < 2 ** (tb - 1):
                     s /= 2.0
-                return s, tb
-        return th / 2.0 ** (tb - 1), tb
+                return s
+        return th / 2.0 ** (tb - 1)
 
     def _static_current(self, pop: Population, incoming) -> float:
         tot = float(np.abs(np.asarray(pop.neuron.bias, dtype=np.float64)).max(initial=0.0))
-        for p in incoming:
-            w = np.abs(np.asarray(p.weight, dtype=np.float64))
-            if isinstance(p, (O.TokenDense, Dense)):
-                l1 = float(w.sum(axis=1).max(initial=0.0))
-            elif isinstance(p, Conv2d):
-                l1 = float(w.reshape(w.shape[0], -1).sum(axis=1).max(initial=0.0))
-            else:
-                l1 = float(w.max(initial=0.0))
-            tot += l1 * self.vmax[p.source] * self.unit[p.source] / self.femit[p.source]
+        tot += sum(self.current_bound(p) for p in incoming)
         return max(tot, 1e-30)
 
+    def current_bound(self, p, calibrated: bool = False) -> float:
+        """Largest real |current| one step of projection ``p`` delivers: its largest row sum of |w| times
+        the source's largest emission (the payload bound, or with ``calibrated`` the calibration range)."""
+        w = np.abs(np.asarray(p.weight, dtype=np.float64))
+        if isinstance(p, (O.TokenDense, Dense)):
+            l1 = float(w.sum(axis=1).max(initial=0.0))
+        elif isinstance(p, Conv2d):
+            l1 = float(w.reshape(w.shape[0], -1).sum(axis=1).max(initial=0.0))
+        else:
+            l1 = float(w.max(initial=0.0))
+        src = p.source
+        if src in self.pmax:             # IF: +-1 codes, the weights carry the threshold
+            return l1 * self.pmax[src]
+        peak = self.real_range(src) if calibrated else self.vmax[src] * self.unit[src]
+        return l1 * peak / self.femit[src]
+
     def _norm(self, p, s: float) -> np.ndarray:
-        return np.asarray(p.weight, dtype=np.float64) * self.unit[p.source] / self.femit[p.source] / s
+        from .quantize_signed_if import refold
+        w = refold(self, p, np.asarray(p.weight, dtype=np.float64))
+        return w * self.unit[p.source] / self.femit[p.source] / s
 
     def _exp_for(self, p, s: float) -> tuple[None, int]:
         # max |w * a / b / c| = max|w| * |a| / |b| / |c| exactly: rounding is monotone and sign-symmetric,
         # so the exponent needs no normalised copy of the weights
-        peak = abs(float(np.abs(np.asarray(p.weight)).max(initial=0.0)) * self.unit[p.source] / self.femit[p.source] / s)
+        w = np.asarray(p.weight)
+        if p.source in self.eratio:      # IF source: the re-folded weights (compiler/quantize_signed_if.py)
+            from .quantize_signed_if import refold
+            w = refold(self, p, w.astype(np.float64))
+        peak = abs(float(np.abs(w).max(initial=0.0)) * self.unit[p.source] / self.femit[p.source] / s)
         if peak == 0:
             return None, self.dp.weight_exp_min
         return None, math.ceil(math.log2(peak / self.dp.weight_max))
@@ -402,9 +426,10 @@ def quantize_operator_network(net: Network, qnet: Network, prof: Profile, dp: Da
             raise QuantizationError(f"operator {op.name!r} (op {op.op!r}): untyped operators have no fixed-point form "
                                     f"(typed ones: {sorted(O.OPERATOR_TYPES)})")
     for node in qnet.nodes():
-        if isinstance(node, Population) and not isinstance(node.neuron, (O.MultiThreshold, O.Relay, Readout)):
+        if isinstance(node, Population) and not isinstance(node.neuron, (O.MultiThreshold, O.Relay, Readout)) \
+                and type(node.neuron) is not IF:
             raise QuantizationError(f"layer {node.name!r}: neuron {type(node.neuron).__name__} has no quantisation rule "
-                                    "in an operator network (MultiThreshold, Relay, Readout)")
+                                    "in an operator network (MultiThreshold, IF, Relay, Readout)")
         if isinstance(node, Operator) and type(node).__name__ not in O.OPERATOR_TYPES:
             raise QuantizationError(f"operator {node.name!r} (op {node.op!r}): untyped operators have no fixed-point form")
         if hasattr(node, "connectivity") and not isinstance(node, (O.TokenDense, Dense, Conv2d, Identity)):

@@ -453,6 +453,7 @@ class AIFMethod(ConversionMethod):
     _params: dict = field(default_factory=dict, repr=False)   # ANN node -> GridResult
     _offsets: dict = field(default_factory=dict, repr=False)  # IR population -> (z, event value, shape)
     _vit: dict = field(default_factory=dict, repr=False)      # ViT: ANN value -> full-shape (theta, z)
+    _ranges: dict = field(default_factory=dict, repr=False)   # ViT: ANN value -> max |calibration value|
 
     def __post_init__(self) -> None:
         if self.timesteps is None:

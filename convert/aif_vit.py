@@ -135,8 +135,12 @@ def prepare(method, ann: AnnModel, calib_x: np.ndarray) -> None:
     names = ECMT().mt_sources(ann.graph)
     batch = 100
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    method._ranges = {}   # max |value| per ANN tensor: the quantiser sizes relays and operators from these
+
+    def observe(name: str, value) -> None:
+        ECMT._observe_range(method, name, value)
     for a in range(0, len(calib_x), batch):
-        vals = evaluate_graph(ann.graph, calib_x[a:a + batch], keep=names, dtype=torch.float64)
+        vals = evaluate_graph(ann.graph, calib_x[a:a + batch], keep=names, dtype=torch.float64, observe=observe)
         for n in names:
             parts[n].append(vals[n].cpu().numpy())
     memo: dict = {}

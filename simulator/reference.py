@@ -113,6 +113,24 @@ def _fire_if(m, nd: Population, vv: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return vv, s
 
 
+def lava_current(xs: np.ndarray, dp) -> np.ndarray:
+    """u from ``xs`` (a_in << act_shift, already wrapped to int32): one wrap into the current range
+    (Lava: u > 2^23 -> u - 2^24, u <= -2^23 -> u + 2^24) or the clip."""
+    half_u = 2 ** (dp.current_bits - 1)
+    if dp.current_overflow == "wrap":
+        u = np.where(xs > half_u, xs - 2 * half_u, xs)
+        return np.where(u <= -half_u, xs + 2 * half_u, u)
+    return np.clip(xs, -half_u + 1, half_u - 1)
+
+
+def lava_state(vv: np.ndarray, dp) -> np.ndarray:
+    """v to the state range: clip to +-(2^(b-1) - 1) (saturate) or two's-complement wrap."""
+    vmax = 2 ** (dp.state_bits - 1) - 1
+    if dp.state_overflow == "saturate":
+        return np.clip(vv, -vmax, vmax)
+    return (vv + vmax + 1) % (2 * vmax + 2) - (vmax + 1)
+
+
 def _fire_multispike(m: MultiSpikeIF, nd: Population, vv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """MultiSpikeIF: n = clip(v // theta, -n_neg, n_pos) with Python floor division, one neuron at a time."""
     th = _full(nd, m.threshold)
@@ -173,8 +191,6 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
     sat = {p.name: 0 for p in pops}
     wrap = {p.name: 0 for p in pops}
     conv_wrap = {p.name: np.zeros(steps, np.int64) for p in pops}
-    half_u = 2 ** (dp.current_bits - 1)
-    vmax = 2 ** (dp.state_bits - 1) - 1
     for k in range(n):
         v = {p.name: _full(p, p.neuron.v_init).copy() for p in pops}
         cur = {p.name: _full(p, getattr(p.neuron, "u_init", 0)).copy() for p in pops}   # CubaLIF's u
@@ -204,11 +220,7 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
                     y = cur[nd.name] * (2 ** dp.decay_bits - (int(m.du) + 1))
                     xs = np.sign(y) * (np.abs(y) >> dp.decay_bits) + xs
                     xs = (xs + 2 ** 31) % 2 ** 32 - 2 ** 31 + _full(nd, m.current_bias)
-                if dp.current_overflow == "wrap":
-                    u = np.where(xs > half_u, xs - 2 * half_u, xs)
-                    u = np.where(u <= -half_u, xs + 2 * half_u, u)
-                else:
-                    u = np.clip(xs, -half_u + 1, half_u - 1)
+                u = lava_current(xs, dp)
                 wrap[nd.name] += int(np.sum(u != xs))
                 cur[nd.name] = u
                 vv = v[nd.name]
@@ -219,10 +231,7 @@ def reference_simulate(net: Network, x, timesteps: int) -> ReferenceResult:
                 vv = vv + u + _full(nd, m.bias)
                 if isinstance(m, CubaLIF) and m.reset == "subtract" and m.reset_timing == "next_step":
                     vv = vv - _full(nd, m.threshold) * last[nd.name]
-                if dp.state_overflow == "saturate":
-                    clipped = np.clip(vv, -vmax, vmax)
-                else:
-                    clipped = (vv + vmax + 1) % (2 * vmax + 2) - (vmax + 1)
+                clipped = lava_state(vv, dp)
                 sat[nd.name] += int(np.sum(clipped != vv))
                 vv = clipped
                 if isinstance(m, Readout):

@@ -3,7 +3,10 @@ operator networks"), written independently of the torch kernels: numpy int64 arr
 loops where the rule is a scan (MT levels), Python's ``math.isqrt``. Slow; for tests.
 
 ``run_reference(net, x, T)`` returns ``{node: (T, N, *shape) int64}`` (every node's per-step
-payload; a Readout's entry is its per-step value) and the final Readout sums.
+payload; a Readout's entry is its per-step value, an IF population's its +1 / -1 codes) and the
+final Readout sums. IF populations (AIF) follow the CNN reference's Lava LIF rules
+(simulator/reference.py: ``lava_current``, ``lava_state``, ``_fire_if``), one sample at a time;
+operators read them as ``e * threshold + round(decode_offset / state_scale)``.
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ import math
 import numpy as np
 
 from ..ir import operators as O
-from ..ir.nodes import Conv2d, Dense, Identity, Input, Operator, Population, Readout, expand_channel
+from ..ir.nodes import IF, Conv2d, Dense, Identity, Input, Operator, Population, Readout, expand_channel
+from .reference import _fire_if, lava_current, lava_state
 
 
 def _rdiv(a, b):
@@ -132,6 +136,9 @@ def run_reference(net, x, timesteps: int) -> tuple[dict[str, np.ndarray], dict[s
     for node in order:
         if isinstance(node, Population):
             shape = tuple(node.shape)
+            if type(node.neuron) is IF:
+                state[node.name] = np.broadcast_to(expand_channel(np.asarray(node.neuron.v_init, dtype=np.int64), shape),
+                                                   (n,) + shape).reshape(n, -1).copy()
             if isinstance(node.neuron, O.MultiThreshold):
                 state[node.name] = np.broadcast_to(expand_channel(np.asarray(node.neuron.v_init, dtype=np.int64), shape),
                                                    (n,) + shape).copy()
@@ -142,7 +149,7 @@ def run_reference(net, x, timesteps: int) -> tuple[dict[str, np.ndarray], dict[s
             trace[node.name] = []
             ec[node.name] = _EC()
     for t in range(1, int(timesteps) + 1):
-        val = {}
+        val, seen = {}, {}     # seen: what operators read (IF: the decoded integers)
         for node in order:
             name = node.name
             if isinstance(node, Input):
@@ -165,13 +172,27 @@ def run_reference(net, x, timesteps: int) -> tuple[dict[str, np.ndarray], dict[s
                         e[i] = s * int(t1[i]) if s > 0 else s * int(t2[i])
                     state[name] = mm - e
                     val[name] = e
+                elif type(m) is IF:
+                    codes = np.zeros((n, node.size), dtype=np.int64)
+                    for k in range(n):        # one sample at a time, as the CNN reference
+                        xs = np.left_shift(cur[k].reshape(-1), dp.act_shift) if dp.act_shift >= 0 \
+                            else np.right_shift(cur[k].reshape(-1), -dp.act_shift)
+                        xs = (xs + 2 ** 31) % 2 ** 32 - 2 ** 31          # Lava's int32 a_in << 6
+                        vv = lava_state(state[name][k] + lava_current(xs, dp)
+                                        + expand_channel(np.asarray(m.bias, dtype=np.int64), shape).reshape(-1), dp)
+                        state[name][k], codes[k] = _fire_if(m, node, vv)
+                    val[name] = codes.reshape((n,) + shape)
+                    unit = float(np.asarray(node.state_scale, dtype=np.float64).reshape(-1)[0])
+                    th = expand_channel(np.asarray(m.threshold, dtype=np.int64), shape)
+                    off = np.rint(expand_channel(np.asarray(node.decode_offset, dtype=np.float64), shape) / unit)
+                    seen[name] = val[name] * th + off.astype(np.int64)
                 else:
                     bias = expand_channel(np.asarray(m.bias, dtype=np.int64), shape)
                     val[name] = _sat(cur + bias, P)
                     if isinstance(m, Readout):
                         readout[name] = readout[name] + val[name]
             elif isinstance(node, Operator):
-                ins = [val[i] for i in node.inputs]
+                ins = [seen.get(i, val[i]) for i in node.inputs]
                 val[name] = _operator(node, ins, ec[name], n, P)
             if name in trace:
                 trace[name].append(val[name])

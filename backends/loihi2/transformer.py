@@ -2,7 +2,9 @@
 
 Each IR node becomes one Lava process (processes/transformer_process.py) on batch-wide ports:
 the analog input a ``RingBuffer`` (Lava's own), MultiThreshold populations ``MTNeuron`` (graded
-event = the signed level times its threshold), Relay / Readout ``RelayNeuron``, every projection a
+event = the signed level times its threshold), AIF / baseline signed IF populations the CNN path's
+``SpikeportNeuron`` (Lava's LIF arithmetic, +-1 events; operators reading one decode
+``s * threshold + z`` with its integer tables), Relay / Readout ``RelayNeuron``, every projection a
 ``TokenSynapse`` (TokenDense: one weight shared by all tokens), every typed operator an
 ``OperatorProcess`` - a Python process, **not on neuro cores**. All of them answer within the Lava
 time step they receive in, which is the IR's delay-0, node-order evaluation (docs/fixed_point.md,
@@ -22,7 +24,7 @@ import numpy as np
 from ...atomic import atomic_dir
 from ...ir import Network, expand_channel
 from ...ir import operators as O
-from ...ir.nodes import Conv2d, Dense, Identity, Input, Operator, Population, Readout
+from ...ir.nodes import IF, Conv2d, Dense, Identity, Input, Operator, Population, Readout
 from .plan import LavaExportError
 from .runner import LavaResult, input_integers
 
@@ -106,7 +108,11 @@ def layer_report(qnet: Network, timesteps: int) -> list[dict]:
                              payload=f"graded ({node.payload.bits} bits)", runs="Lava", note="analog input every step"))
         elif isinstance(node, Population):
             m = node.neuron
-            if isinstance(m, O.MultiThreshold):
+            if type(m) is IF:
+                rows.append(dict(layer=node.name, process="SpikeportNeuron (signed IF)", runs="spikeport",
+                                 hardware="neuro core (custom neuron microcode; simulation-only)",
+                                 payload="+1 / -1 events", note="operators read s * threshold + z"))
+            elif isinstance(m, O.MultiThreshold):
                 rows.append(dict(layer=node.name, process="MTNeuron", runs="spikeport",
                                  hardware="neuro core (custom neuron microcode; simulation-only)",
                                  payload=f"graded: signed level x threshold, {m.levels} levels ({node.payload.bits} bits)",
@@ -157,6 +163,9 @@ class OperatorLavaNet:
         """Every node's sent value at every step, (T, N, *shape) int64 (inputs excluded)."""
         out = {}
         for name, proc in self.procs.items():
+            if name in self.net and type(getattr(self.net[name], "neuron", None)) is IF:   # (N, ..., T) codes
+                out[name] = np.moveaxis(np.asarray(proc.s_hist.get()), -1, 0).astype(np.int64)
+                continue
             var = getattr(proc, "e_hist", None)
             var = getattr(proc, "hist", None) if var is None else var
             if var is not None:
@@ -172,6 +181,7 @@ def build(qnet: Network, x_int: np.ndarray, timesteps: int) -> OperatorLavaNet:
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.source import RingBuffer
 
+    from .processes.process import SpikeportNeuron
     from .processes.transformer_process import MTNeuron, RelayNeuron, TokenSynapse, operator_process
     dp = qnet.datapath
     T, n = int(timesteps), int(x_int.shape[0])
@@ -189,7 +199,9 @@ def build(qnet: Network, x_int: np.ndarray, timesteps: int) -> OperatorLavaNet:
 
             def arr(v):
                 return expand_channel(np.asarray(v, dtype=np.int64), own)
-            if isinstance(m, O.MultiThreshold):
+            if type(m) is IF:
+                procs[node.name] = SpikeportNeuron(shape=shape, **_if_params(node, T))
+            elif isinstance(m, O.MultiThreshold):
                 procs[node.name] = MTNeuron(shape=shape, theta1=arr(m.theta1), theta2=arr(m.theta2),
                                             v_init=arr(m.v_init), levels=m.levels, strict=m.neg_compare == "<",
                                             state_bits=dp.state_bits, steps=T, name=node.name)
@@ -199,8 +211,10 @@ def build(qnet: Network, x_int: np.ndarray, timesteps: int) -> OperatorLavaNet:
                                                readout=isinstance(m, Readout), steps=T, name=node.name)
         elif isinstance(node, Operator):
             in_shapes = [(n,) + tuple(qnet[i].shape) for i in node.inputs]
+            decode = [_if_decode(qnet[i]) for i in node.inputs]
             procs[node.name] = operator_process(len(node.inputs))(spec=node, in_shapes=in_shapes, out_shape=shape,
-                                                                  payload_bits=dp.payload_bits, steps=T, name=node.name)
+                                                                  payload_bits=dp.payload_bits, steps=T, name=node.name,
+                                                                  decode=decode)
     for p in qnet.projections():
         src_shape = (n,) + tuple(qnet[p.source].shape)
         dst_shape = (n,) + tuple(qnet[p.target].shape)
@@ -222,6 +236,30 @@ def build(qnet: Network, x_int: np.ndarray, timesteps: int) -> OperatorLavaNet:
         for k, src in enumerate(op.inputs):
             procs[src].s_out.connect(getattr(procs[op.name], f"in{k}"))
     return OperatorLavaNet(qnet, T, n, source, procs, Loihi2SimCfg(select_tag="fixed_pt"))
+
+
+def _if_params(pop: Population, T: int) -> dict:
+    """SpikeportNeuron arguments of a quantised IF population (IR layout: the process holds the batch in
+    front); the thresholds and biases are split as the CNN plan splits them (plan.py)."""
+    from .plan import _int_array, _vth, split_bias
+    m, own, where = pop.neuron, tuple(pop.shape), f"population {pop.name!r}"
+    mant, exp = split_bias(_int_array(m.bias, own, where, "bias"), where)
+    signed = m.neg_threshold is not None
+    return dict(vth=_vth(_int_array(m.threshold, own, where, "threshold"), where), bias_mant=mant, bias_exp=exp,
+                v_init=_int_array(m.v_init, own, where, "v_init"), dv=0, du=4095,
+                neg_threshold=_int_array(m.neg_threshold, own, where, "neg_threshold") if signed else None,
+                neg_reset=_int_array(m.neg_reset, own, where, "neg_reset") if signed else None,
+                reset_subtract=True, compare_ge=m.compare == ">=", spiking=True, neg_value=1, pos_value=1,
+                t_start=0, t_end=T, period=T, record=True, name=pop.name)
+
+
+def _if_decode(node) -> tuple[np.ndarray, np.ndarray] | None:
+    """(threshold, offset) integers an operator decodes a quantised IF population's +-1 codes with."""
+    from ...simulator.transformer_fixed import if_operator_view
+    if not isinstance(node, Population) or type(node.neuron) is not IF:
+        return None
+    th, off = if_operator_view(node)
+    return th.numpy(), off.numpy()
 
 
 def _decode(pop: Population, total: np.ndarray, T: int) -> np.ndarray:
@@ -252,10 +290,16 @@ def run_operators_lava(qnet: Network, x, timesteps: int) -> tuple[LavaResult, di
         finals = {p.name: np.asarray(lnet.procs[p.name].v.get()).astype(np.int64) for p in qnet.populations()}
         levels = {p.name: np.asarray(lnet.procs[p.name].s_hist.get()).astype(np.int64)
                   for p in qnet.populations() if isinstance(p.neuron, O.MultiThreshold)}
+        levels.update({p.name: values[p.name] for p in qnet.populations() if type(p.neuron) is IF})
     n = x.shape[0]
     all_outputs = {}
     for o in qnet.outputs:
         pop = qnet[o]
+        if type(pop.neuron) is IF:       # the codes decode with the integer tables operators use
+            th, off = _if_decode(pop)
+            total = (values[o] * th + off).sum(axis=0)
+            all_outputs[o] = total.astype(np.float64) / T * float(np.asarray(pop.state_scale).reshape(-1)[0])
+            continue
         total = finals[o] if isinstance(pop.neuron, Readout) else values[o].sum(axis=0)
         all_outputs[o] = _decode(pop, total, T)
     out = all_outputs[qnet.outputs[0]]

@@ -159,6 +159,9 @@ class _OperatorModel(PyLoihiProcessModel):
         p = self.proc_params
         op = p["spec"]
         ins = [getattr(self, f"in{k}").recv().astype(np.int64) for k in range(len(op.inputs))]
+        for k, dec in enumerate(p["decode"]):       # a signed IF source: s * threshold + z (integers)
+            if dec is not None:
+                ins[k] = ins[k] * dec[0] + dec[1]
         y = ref._operator(op, ins, self.state, ins[0].shape[0], p["payload_bits"]).astype(np.int64)
         self.s_out.send(y)
         t = _step_index(self)

@@ -96,17 +96,19 @@ class OperatorProcess(AbstractProcess):
     (``simulator/reference_operators.py``), in a Python process: not on neuro cores.
 
     ``spec`` is the operator (its class, fields and fixed-point ``params``); inputs arrive on
-    ``in0 .. in{k-1}`` in the operator's input order; ``hist`` records every step's output. One
+    ``in0 .. in{k-1}`` in the operator's input order; ``decode[k]`` = (value, offset) integer arrays
+    turn a signed IF population's +-1 codes into ``s * value + offset`` (AIF's decoded operand); ``hist`` records every step's output. One
     subclass per input count (Lava binds a model's ports by name): :func:`operator_process`.
     """
 
     n_in = 0
 
     def __init__(self, *, spec, in_shapes: list[tuple[int, ...]], out_shape: tuple[int, ...], payload_bits: int,
-                 steps: int, name: str | None = None) -> None:
+                 steps: int, name: str | None = None, decode: list | None = None) -> None:
         if len(in_shapes) != self.n_in:
             raise ValueError(f"operator {name!r}: {len(in_shapes)} inputs, {type(self).__name__} takes {self.n_in}")
-        super().__init__(spec=spec, payload_bits=int(payload_bits), out_shape=tuple(out_shape), name=name)
+        super().__init__(spec=spec, payload_bits=int(payload_bits), out_shape=tuple(out_shape), name=name,
+                         decode=list(decode) if decode is not None else [None] * self.n_in)
         for k, shape in enumerate(in_shapes):
             setattr(self, f"in{k}", InPort(shape=tuple(shape)))
         self.s_out = OutPort(shape=tuple(out_shape))
