@@ -136,6 +136,7 @@ def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs
                 qnet, _ = quantize(net, "loihi2")
             except QuantizationError as e:       # T = 1: the identity fits never fire (w = 0), products refused
                 out["fixed_error"] = f"T = {t}: {e}"
+                out.setdefault("fixed_refused", []).append(t)
                 print(f"  mbe T={t}: {out['float'][t]:.2f} / not quantisable", flush=True)
                 continue
             rq, cq = simulate_mbe_fixed(qnet, xte, t, batch_size=512)
@@ -192,6 +193,7 @@ def merge(results: list[dict]) -> list[dict]:
         m["seconds"] += r["seconds"]
         if r.get("fixed_error"):
             m["fixed_error"] = r["fixed_error"]
+        m["fixed_refused"] = sorted(set(m.get("fixed_refused", [])) | set(r.get("fixed_refused", [])))
         if key[0] == "mbe":
             m["note"] = mbe_note(m["float"])
     return list(out.values())
@@ -200,7 +202,9 @@ def merge(results: list[dict]) -> list[dict]:
 def _cell(r: dict, kind: str, t: int) -> str:
     if t in r[kind]:
         return f"{r[kind][t]:.2f}"
-    return "not quantisable" if kind == "fixed" and r.get("fixed_error") else "no fit"
+    if kind == "fixed" and r.get("fixed_error") and t in r.get("fixed_refused", [t]):   # per T (mbe) or every T
+        return "not quantisable"
+    return "no fit"
 
 
 def _first_equal(r: dict, target: float):
@@ -264,7 +268,8 @@ def render_model(results: list[dict], kind: str) -> str:
             extra.append(f"- {m} QANN (fine-tuned, L = 16): {by[m]['qann']:.2f} %.")
     for m in METHODS:
         if m in by and by[m].get("fixed_error"):
-            extra.append(f"- {m}, loihi2 fixed: not quantisable on this branch: `compiler.quantize` says \"{by[m]['fixed_error']}\""
+            extra.append(f"- {m}, loihi2 fixed: not quantisable" + (" on this branch" if m in ("aif", "baseline") else "")
+                         + f": `compiler.quantize` says \"{by[m]['fixed_error']}\""
                          + (" (the signed IF neuron of aif and the baseline has no fixed-point rule in operator networks yet)."
                             if m in ("aif", "baseline") else "."))
     if "mbe" in by:
