@@ -276,8 +276,9 @@ def render_model(results: list[dict], kind: str) -> str:
         unfitted = [t for t in STEPS if t not in by["mbe"]["float"]]
         extra.append(f"- mbe: {by['mbe']['note']} (fit MSE per function and T: docs/results/mbe_fits.md)"
                      + ("; \"no fit\": no shipped fits of the five functions at that T (`spikeport mbe-fit` makes them)"
-                        if unfitted else "; at T = 1 every kernel is alpha at its only step, so each MBE neuron is one "
-                        "step at x = alpha and the network cannot classify: the honest floor of the method") + ".")
+                        if unfitted else "; at T = 1 every kernel is alpha at its only step, so each MBE branch is one "
+                        "step at |x - shift| = alpha (the identity, 2^x and 1/x fits have w = 0) and the network cannot "
+                        "classify: the honest floor of the method") + ".")
     extra.append("- Run times (convert + simulate float and fixed + energy, s): "
                  + ", ".join(f"{r['method']} {r['seconds']:.0f}" for r in results) + ".")
     return "\n".join(lines) + "\n\n" + "\n".join(extra) + "\n\n" + claims(by, kind)
