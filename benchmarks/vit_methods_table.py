@@ -2,7 +2,8 @@
 pmsm, float and loihi2 fixed point, accuracy at T = 1..64, events and energy per sample.
 
     python3 benchmarks/vit_methods_table.py [--samples N] [--energy-samples M] [--jobs 2]
-        [--models vit,encoder] [--json run.json] [--render run.json ...] [--out docs/results/vit_methods_table.md]
+        [--models vit,encoder] [--steps 1,2,4] [--json run.json] [--render run.json ... [--json merged.json]]
+        [--out docs/results/vit_methods_table.md]
 
 Models: ``pretrained_digits_vit(kind)`` given as ONNX (``--models``: vit, the timm layout, by default;
 encoder too on request), one page section each. Test set: the first N test digits
@@ -13,7 +14,9 @@ encoder too on request), one page section each. Test set: the first N test digit
 - mbe (C3): converted and run per T with shipped fits (convert/mbe_fits/), float and fixed;
 - stbif, pmsm (C2): the QANN fine-tuned with ``finetune`` (3 epochs, L = 16), one 64-step run
   read at every T, float and fixed.
-Energy per sample at one reference T per method (T = 16 for ecmt, aif, baseline, mbe and stbif
+``--steps`` limits the per-T methods (aif, mbe) to some T, so their long runs can be split; ``--render``
+of several runs merges the results of one method and model (per-T figures united; with ``--json`` the
+merged figures are saved). Energy per sample at one reference T per method (T = 16 for ecmt, aif, baseline, mbe and stbif
 (settled by T = 16, docs/results/c2_digits_vit.md), T = 1 for pmsm) on the first M test digits, with
 the functions ``spikeport energy`` uses: report.energy.energy_report (C1, C2) and
 report.mbe_energy.mbe_network_energy (C3). Shared pieces come from the per-method benchmarks.
@@ -47,8 +50,9 @@ def _acc(logits, y) -> float:
     return 100 * float(np.mean(np.asarray(logits).argmax(1) == y))
 
 
-def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs: int) -> dict:
-    """Accuracy (float, fixed) per T and energy at the reference T of one method."""
+def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs: int,
+               steps: tuple[int, ...] = STEPS) -> dict:
+    """Accuracy (float, fixed) per T and energy at the reference T of one method (per-T methods: at ``steps``)."""
     import warnings
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -90,7 +94,7 @@ def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs
     elif method == "aif":
         from spikeport.simulator.transformer import simulate_operators
         from spikeport.simulator.transformer_fixed import simulate_operators_fixed
-        for t in STEPS:
+        for t in steps:
             net = convert(ann, xtr[:CALIB], "aif", timesteps=t)
             _, ch = simulate_operators(net, xte, t, checkpoints=(t,), batch_size=512)
             qnet = quantize(net, "loihi2")[0]
@@ -105,7 +109,7 @@ def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs
         from spikeport.simulator.transformer_mbe import simulate_mbe
         from spikeport.simulator.transformer_mbe_fixed import simulate_mbe_fixed
         fitted = []
-        for t in STEPS:
+        for t in steps:
             try:
                 for fn in ("gelu", "identity", "exp2", "reciprocal", "invsqrt"):
                     default_fit(fn, timesteps=t)
@@ -114,9 +118,16 @@ def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs
             fitted.append(t)
             net = convert(ann, xtr[:CALIB], "mbe", timesteps=t)
             rf, cf = simulate_mbe(net, xte, t, batch_size=512)
-            qnet, _ = quantize(net, "loihi2")
+            out["float"][t] = 100 * rf.accuracy(yte)
+            try:
+                qnet, _ = quantize(net, "loihi2")
+            except QuantizationError as e:       # T = 1: the identity fits never fire (w = 0), products refused
+                out["fixed_error"] = f"T = {t}: {e}"
+                out.setdefault("fixed_refused", []).append(t)
+                print(f"  mbe T={t}: {out['float'][t]:.2f} / not quantisable", flush=True)
+                continue
             rq, cq = simulate_mbe_fixed(qnet, xte, t, batch_size=512)
-            out["float"][t], out["fixed"][t] = 100 * rf.accuracy(yte), 100 * rq.accuracy(yte)
+            out["fixed"][t] = 100 * rq.accuracy(yte)
             if t == ref:       # priced from the same runs (all N samples), as `spikeport energy` does for C3
                 for ar, n, c in (("float", net, cf), ("fixed", qnet, cq)):
                     e = mbe_network_energy(n, c)
@@ -125,7 +136,7 @@ def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs
                                            "ann_compute_pj": sum(r.macs for r in count_macs(ann).rows) * e.e_mac_pj}
                 out["n_energy"] = len(yte)
             print(f"  mbe T={t}: {out['float'][t]:.2f} / {out['fixed'][t]:.2f}", flush=True)
-        out["note"] = "fits ship for T = " + ", ".join(map(str, fitted))
+        out["note"] = mbe_note(fitted)
     else:                  # stbif, pmsm: C2 from the fine-tuned QANN
         from spikeport.convert.finetune import finetune_file
         from spikeport.simulator.transformer_c2 import simulate_c2
@@ -145,9 +156,41 @@ def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs
     return out
 
 
+def mbe_note(fitted) -> str:
+    return "fits ship for T = " + ", ".join(map(str, sorted(fitted)))
+
+
+def merge(results: list[dict]) -> list[dict]:
+    """One result per (method, model): runs of the same method split over T (``--steps``) united, per-T
+    figures of a later run replacing an earlier one's; energy from the run that has it; seconds summed."""
+    out: dict[tuple, dict] = {}
+    for r in results:
+        key = (r["method"], r.get("kind", "vit"))
+        if key not in out:
+            out[key] = {**r, "float": dict(r["float"]), "fixed": dict(r["fixed"]), "energy": dict(r["energy"])}
+            continue
+        m = out[key]
+        if m["n"] != r["n"]:
+            raise SystemExit(f"--render: {key[0]} on {key[1]} was run on {m['n']} and {r['n']} test samples; "
+                             "merge only runs on the same samples")
+        m["float"].update(r["float"])
+        m["fixed"].update(r["fixed"])
+        if r["energy"]:
+            m["energy"], m["n_energy"] = dict(r["energy"]), r["n_energy"]
+        m["seconds"] += r["seconds"]
+        if r.get("fixed_error"):
+            m["fixed_error"] = r["fixed_error"]
+        m["fixed_refused"] = sorted(set(m.get("fixed_refused", [])) | set(r.get("fixed_refused", [])))
+        if key[0] == "mbe":
+            m["note"] = mbe_note(m["float"])
+    return list(out.values())
+
+
 def _cell(r: dict, kind: str, t: int) -> str:
     if t in r[kind]:
         return f"{r[kind][t]:.2f}"
+    if kind == "fixed" and r.get("fixed_error") and t in r.get("fixed_refused", [t]):   # per T (mbe) or every T
+        return "not quantisable"
     return "no fit"
 
 
@@ -171,7 +214,17 @@ def render(results: list[dict], total: float, jobs: int, cmd: str) -> str:
     head = HEAD.format(cmd=cmd, n=f"all {n}" if n == 449 else f"the first {n}", ne=min(n_e.values()), calib=CALIB)
     tail = (f"Run time {total:.0f} s (wall, summed over the runs) with {jobs} process(es) per run, one torch "
             "thread each, on 2 cores shared with other work.\n")
-    return head + "\n".join(parts) + NOTES.replace("{encoder}", "" if "encoder" in kinds else ENCODER_MISSING) + "\n" + tail
+    return head + "\n".join(parts) + NOTES + not_in_table(results, kinds) + "\n" + tail
+
+
+def not_in_table(results: list[dict], kinds: list[str]) -> str:
+    """The "Not in this table" notes, from what the results lack (nothing: no section)."""
+    lines = [] if "encoder" in kinds else [ENCODER_MISSING]
+    mbe_t = sorted({t for r in results if r["method"] == "mbe" for t in STEPS if t not in r["float"]})
+    if mbe_t:
+        lines.append(f"- mbe at T = {', '.join(map(str, mbe_t))}: no shipped fits of the five functions "
+                     "(convert/mbe_fits/; `spikeport mbe-fit` makes them).\n")
+    return "\n## Not in this table\n" + "".join(lines) if lines else ""
 
 
 def render_model(results: list[dict], kind: str) -> str:
@@ -200,9 +253,16 @@ def render_model(results: list[dict], kind: str) -> str:
     for m in ("stbif", "pmsm"):
         if m in by and "qann" in by[m]:
             extra.append(f"- {m} QANN (fine-tuned, L = 16): {by[m]['qann']:.2f} %.")
+    for m in METHODS:
+        if m in by and by[m].get("fixed_error"):
+            extra.append(f"- {m}, loihi2 fixed: not quantisable: `compiler.quantize` says \"{by[m]['fixed_error']}\".")
     if "mbe" in by:
-        extra.append(f"- mbe: {by['mbe']['note']}; \"no fit\": no shipped fits of the five functions at that T "
-                     "(`spikeport mbe-fit` makes them, about 2.5 minutes per function and T).")
+        unfitted = [t for t in STEPS if t not in by["mbe"]["float"]]
+        extra.append(f"- mbe: {by['mbe']['note']} (fit MSE per function and T: docs/results/mbe_fits.md)"
+                     + ("; \"no fit\": no shipped fits of the five functions at that T (`spikeport mbe-fit` makes them)"
+                        if unfitted else "; at T = 1 every kernel is alpha at its only step, so each MBE branch is one "
+                        "step at |x - shift| = alpha (the identity, 2^x and 1/x fits have w = 0) and the network cannot "
+                        "classify: the honest floor of the method") + ".")
     extra.append("- Run times (convert + simulate float and fixed + energy, s): "
                  + ", ".join(f"{r['method']} {r['seconds']:.0f}" for r in results) + ".")
     return "\n".join(lines) + "\n\n" + "\n".join(extra) + "\n\n" + claims(by, kind)
@@ -332,13 +392,9 @@ NOTES = """
   one MAC per neuron and step in the compiled net and as an AC in the float one (per-layer rows of
   `spikeport energy` on the float and the loihi2 aif ViT).
 
-## Not in this table
-{encoder}
-- mbe at T = 1, 2, 32, 64: no shipped fits.
 """
 
-ENCODER_MISSING = """
-- The `encoder` ViT definition (nn.TransformerEncoder; `--models vit,encoder` runs it): float ecmt /
+ENCODER_MISSING = """- The `encoder` ViT definition (nn.TransformerEncoder; `--models vit,encoder` runs it): float ecmt /
   aif / baseline on docs/results/vit_methods_digits.md, mbe on docs/results/mbe_vit.md.
 """
 
@@ -351,7 +407,9 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--models", default="vit", help="digits ViT definitions: vit, encoder or vit,encoder")
     ap.add_argument("--jobs", type=int, default=1, help="methods run in parallel processes")
-    ap.add_argument("--json", type=Path, default=None, help="save the measured figures here")
+    ap.add_argument("--steps", default=",".join(map(str, STEPS)),
+                    help="per-T methods (aif, mbe): run only these T (split a long run; --render merges the parts)")
+    ap.add_argument("--json", type=Path, default=None, help="save the measured (with --render: merged) figures here")
     ap.add_argument("--render", type=Path, nargs="+", default=None,
                     help="no run: write the page from saved --json files (several: their results on one page)")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown page here")
@@ -375,6 +433,9 @@ def main() -> None:
         for r in results:
             for k in ("float", "fixed"):
                 r[k] = {int(t): v for t, v in r[k].items()}
+        results = merge(results)
+        if a.json is not None:
+            a.json.write_text(json.dumps({"results": results, "total": total, "jobs": jobs, "cmd": cmd}))
     else:
         cmd = "python3 benchmarks/vit_methods_table.py " + " ".join(sys.argv[1:])
         cmd_page = re.sub(r" --(json|render|out) \S+", "", cmd) + " --out docs/results/vit_methods_table.md"
@@ -383,7 +444,13 @@ def main() -> None:
         for k in models:
             if k not in MODELS:
                 ap.error(f"--models: unknown model {k!r}; one of {', '.join(MODELS)}")
-        args = [(m, k, a.samples, a.energy_samples, a.epochs) for k in models for m in order]
+        try:
+            steps = tuple(sorted({int(t) for t in a.steps.split(",") if t}))
+        except ValueError:
+            ap.error(f"--steps: {a.steps!r} is not a comma-separated list of T")
+        if not steps or not set(steps) <= set(STEPS):
+            ap.error(f"--steps: {a.steps!r} must be some of {', '.join(map(str, STEPS))}")
+        args = [(m, k, a.samples, a.energy_samples, a.epochs, steps) for k in models for m in order]
         if a.jobs > 1:
             with mp.get_context("spawn").Pool(a.jobs) as pool:
                 results = pool.starmap(run_method, args)

@@ -19,6 +19,15 @@ which every slice fits every per-core limit. The memory model (docs/energy.md, "
   bounded by ``neurons_per_core`` alone); chip SDRAM when ``sdram_per_chip_bytes`` is set (SpiNNaker
   1; shared conv kernels stay in the core's DTCM); otherwise one pool of ``memory_per_core_bytes``.
 
+MBE neurons (``ir.neurons_mbe``, paper 001): each of a neuron's B branches x N bases has its own
+potential u_bn, so on a chip every basis is a compartment (Loihi 1) or a state of a programmable
+neuron (Loihi 2, SpiNNaker): one MBE neuron counts B*N compartments against ``neurons_per_core`` and
+``max_neurons_per_chip`` and holds B*N times ``neuron_state_bytes``; its input enters once and it
+emits one graded event per step (the firing bases' intensities summed, what the simulators and the
+fixed-point datapath send), so synapses, fan-in and fan-out are per neuron. Each core also keeps the
+population's kernel tables once: threshold and reset (``state_bits``) and intensity
+(``payload_bits``) for every branch, basis and step, B*N*T entries each.
+
 Fan-in per core (distinct source neurons) is checked against ``fan_in_per_core`` and fan-out per
 core (sum over its neurons of the number of target cores each reaches) against ``fan_out_per_core``
 when the profile sets them; a source population whose cores drive too many output axons is split
@@ -36,6 +45,7 @@ from ..errors import UnsupportedError
 from ..ir import Conv2d, Dense, Identity, Network, Population, Projection
 from ..errors import SpikeportError
 from ..ir.conv_counts import conv_covers, conv_fan_in
+from ..ir.neurons_mbe import MBE, MBETable
 from ..ir.operators import TokenDense
 from .operator_placement import OperatorPlacement, place_operators
 
@@ -69,10 +79,15 @@ class CoreUse:
     sdram_bytes: int = 0           # synapse bytes held in chip SDRAM (SpiNNaker 1), else 0
     fan_in: int = 0
     fan_out: int = 0
+    states: int = 1                # compartments per neuron (MBE: one per branch and basis)
 
     @property
     def neurons(self) -> int:
         return self.stop - self.start
+
+    @property
+    def compartments(self) -> int:
+        return self.neurons * self.states
 
 
 @dataclass
@@ -86,17 +101,23 @@ class LayerPlacement:
     binding: str
     cores: list[CoreUse] = field(default_factory=list)
     usage: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    states: int = 1                # compartments per neuron (MBE: one per branch and basis)
 
     @property
     def n_cores(self) -> int:
         return len(self.cores)
+
+    @property
+    def compartments(self) -> int:
+        return self.neurons * self.states
 
     def utilisation(self) -> dict[str, float | None]:
         """Largest per-core use / limit for every resource (None: the profile sets no limit)."""
         return {k: (used / lim if lim else None) for k, (used, lim) in self.usage.items()}
 
     def to_json(self) -> dict:
-        return {"layer": self.name, "neurons": self.neurons, "cores": self.n_cores,
+        return {"layer": self.name, "neurons": self.neurons, "compartments": self.compartments,
+                "compartments_per_neuron": self.states, "cores": self.n_cores,
                 "neurons_per_core": self.neurons_per_core, "binding": self.binding,
                 "max_per_core": {k: {"used": u, "limit": lim} for k, (u, lim) in self.usage.items()},
                 "utilisation": self.utilisation(),
@@ -276,6 +297,7 @@ class _LayerModel:
     def __init__(self, net: Network, pop: Population, profile):
         self.net, self.pop, self.lim = net, pop, profile.limits
         self.size = pop.size
+        self.states, self.table_bytes = _compartments(pop.neuron, profile)
         self.incoming: list[tuple[Projection, tuple, tuple]] = []
         self.true_fan_in: dict[str, np.ndarray] = {}
         for proj in net.incoming(pop.name):
@@ -319,9 +341,9 @@ class _LayerModel:
         bits = lim.synapse_word_bits
         syn_bytes = -(-syn_words * bits // 8)
         kern_bytes = -(-kern_words * bits // 8)
-        state = neurons * lim.neuron_state_bytes
+        state = neurons * self.states * lim.neuron_state_bytes + np.where(neurons > 0, self.table_bytes, 0)
         axon = fan * (lim.axon_entry_bytes or 0)
-        use: dict[str, np.ndarray] = {"neurons_per_core": neurons, "synapses": syn_words + kern_words,
+        use: dict[str, np.ndarray] = {"neurons_per_core": neurons * self.states, "synapses": syn_words + kern_words,
                                       "synapse_bytes": syn_bytes + kern_bytes, "state_bytes": state,
                                       "axon_bytes": axon, "fan_in_per_core": fan}
         if lim.synapse_memory_per_core_bytes:
@@ -354,6 +376,17 @@ class _LayerModel:
             if limit is not None and name in use and use[name].size and int(use[name].max()) > limit:
                 out.append((name, int(use[name].max()), int(limit)))
         return out
+
+
+def _compartments(neuron, profile) -> tuple[int, int]:
+    """(compartments per neuron, bytes of kernel tables per core) of a neuron model: MBE neurons have
+    B*N basis potentials and B*N*T-entry threshold, reset and intensity tables; others (1, 0)."""
+    if isinstance(neuron, (MBE, MBETable)):
+        b, n = np.asarray(neuron.threshold if isinstance(neuron, MBETable) else neuron.w).shape[:2]
+        entries = int(b) * int(n) * int(neuron.timesteps)
+        dp = profile.datapath
+        return int(b) * int(n), -(-entries * (2 * dp.state_bits + dp.payload_bits) // 8)
+    return 1, 0
 
 
 def _largest_fit(model: _LayerModel, profile_name: str) -> tuple[int, str]:
@@ -401,8 +434,8 @@ def _token_rows(src_shape, dst_shape) -> tuple[np.ndarray, np.ndarray]:
     return tokens * c_out, (tokens + 1) * c_out
 
 
-def _cut(name: str, starts, stops) -> list[CoreUse]:
-    return [CoreUse(name, int(a), int(b)) for a, b in zip(starts, stops)]
+def _cut(name: str, starts, stops, states: int = 1) -> list[CoreUse]:
+    return [CoreUse(name, int(a), int(b), states=states) for a, b in zip(starts, stops)]
 
 
 def _receptive_union(pix: np.ndarray, proj: Conv2d, in_hw: tuple[int, int], k_hw: tuple[int, int]) -> np.ndarray:
@@ -497,7 +530,8 @@ def partition(net: Network, profile, sources: bool = False) -> Placement:
                 n = min(lim.neurons_per_core, size)
                 layers[node.name] = LayerPlacement(node.name, size, n, "neurons_per_core (spike source)",
                                                    _cut(node.name, *_slices(size, n)))
-    layers.update({name: LayerPlacement(name, m.size, sizes[name], binding[name], _cut(name, *_slices(m.size, sizes[name])))
+    layers.update({name: LayerPlacement(name, m.size, sizes[name], binding[name],
+                                        _cut(name, *_slices(m.size, sizes[name]), m.states), states=m.states)
                    for name, m in models.items()})
     # fan-out: output axons of a source core = sum over its neurons of target cores reached
     reach: dict[str, np.ndarray] = {name: np.zeros(m.size, dtype=np.int64) for name, m in models.items()}
@@ -525,7 +559,7 @@ def partition(net: Network, profile, sources: bool = False) -> Placement:
                 n = lo
             if n != lp.neurons_per_core:
                 lp.neurons_per_core, lp.binding = n, "fan_out_per_core"
-                lp.cores = _cut(name, *_slices(lp.neurons, n))
+                lp.cores = _cut(name, *_slices(lp.neurons, n), lp.states)
         _fill(models[name], lp, cum)
     chips, chip_binding = _pack_chips(layers, lim)
     ops = place_operators(net, profile, sum(lp.n_cores for lp in layers.values()), lim.cores_per_chip)
@@ -571,7 +605,7 @@ def _pack_chips(layers: dict[str, LayerPlacement], lim) -> tuple[int, str]:
     any_core = False
     for lp in layers.values():
         for core in lp.cores:
-            need = {"cores_per_chip": 1, "max_neurons_per_chip": core.neurons,
+            need = {"cores_per_chip": 1, "max_neurons_per_chip": core.compartments,
                     "max_synapses_per_chip": core.synapses, "sdram_per_chip_bytes": core.sdram_bytes}
             for k, cap in caps.items():
                 if cap is not None and need[k] > cap:

@@ -188,6 +188,10 @@ class _MBEQuantizer(_OpQuantizer):
         k = int(self.net.shape_of(a)[-1]) if isinstance(op, OM.MBEMatMul) else 1
         bound = k * qa * qb
         base = float(op.scale) * ca * cb
+        if bound == 0:
+            raise self.err(where, f"an operand's identity MBE never emits (sum of |intensity| {qa} x {qb}): its fit "
+                                  f"has w = 0 (at T = 1 every kernel is alpha, so no sample below alpha fires); "
+                                  "the product is identically 0 and has no fixed-point unit")
         if op.name in self.ranges:
             r, hb = self.ranges[op.name], self.hb
         else:

@@ -159,16 +159,112 @@ def _kernels(p: dict, alpha: torch.Tensor, T: int, decay: bool) -> tuple[torch.T
     return k(p["tau_V"]), k(p["tau_r"]), k(p["tau_d"])
 
 
+def _spike_loop(u0: torch.Tensor, Vt: torch.Tensor, Rt: torch.Tensor, dt: torch.Tensor,
+                z_: np.ndarray | None = None, s_: np.ndarray | None = None) -> torch.Tensor:
+    """o[T] (M, B, N) of the recursion z = u - V_j, s = [z >= 0], u <- u - s R_j, o <- o + s d_j for
+    kernels (T, B, N), one IEEE operation at a time on numpy arrays in the inputs' dtype (the same
+    operations, hence the same bits, as torch's); ``z_``, ``s_`` (T, M, B, N) receive z and s."""
+    T = Vt.shape[0]
+    u = u0.contiguous().numpy().copy()
+    out = torch.zeros(u.shape, dtype=u0.dtype)
+    o_, v_, r_, d_ = out.numpy(), Vt.numpy(), Rt.numpy(), dt.numpy()
+    z = np.empty_like(u)
+    s = np.empty_like(u)
+    sr = np.empty_like(u)
+    with np.errstate(all="ignore"):                               # inf/nan propagate silently, as in torch
+        for j in range(T):
+            zj = z if z_ is None else z_[j]
+            sj = s if s_ is None else s_[j]
+            np.subtract(u, v_[j], out=zj)
+            np.greater_equal(zj, 0, out=sj, casting="unsafe")
+            np.multiply(sj, r_[j], out=sr)                        # exact: s is 0 or 1
+            np.subtract(u, sr, out=u)
+            np.multiply(sj, d_[j], out=sr)
+            np.add(o_, sr, out=o_)
+    return out
+
+
+class _SpikeLoop(torch.autograd.Function):
+    """The T-step spike recursion of every basis as one autograd node (the fitter's hot loop).
+
+    Forward, per step j: z = u - V_j, s = H(z), u <- u - s R_j, out <- out + s d_j (the IR ``MBE``
+    equations without w). Backward is written out in reverse step order with the operations, operands
+    and summation order that autograd applies to the step-by-step graph of ``_Spike``
+    (``_basis_outputs_stepwise``): gs_j = gout d_j + (-gu_{j+1}) R_j, gz_j = gs_j sg (1 - sg) / width,
+    gu_j = gz_j + gu_{j+1}; dV_j, dR_j, dd_j are sums over the samples. Only the sequential recursions run
+    step by step, as single IEEE float32 operations on numpy views (each exactly rounded, so equal to
+    torch's); everything else (sigmoids, products, the sample sums) runs once over all steps. The
+    gradients, and hence a seeded fit, are bit-identical to the step-by-step graph
+    (tests/test_mbe_fit.py checks it) at a fraction of its per-operation overhead
+    (benchmarks/mbe_fit_speed.py). Kernels V, R, d are (B, N, T); u0 is (M, B, N).
+    """
+
+    @staticmethod
+    def forward(ctx, u0, V, R, d):
+        Vt, Rt, dt = (k.detach().permute(2, 0, 1).contiguous() for k in (V, R, d))      # (T, B, N)
+        Z = torch.empty((Vt.shape[0],) + tuple(u0.shape), dtype=u0.dtype)
+        S = torch.empty_like(Z)
+        out = _spike_loop(u0.detach(), Vt, Rt, dt, Z.numpy(), S.numpy())
+        ctx.save_for_backward(Vt, Rt, dt, Z, S)
+        return out
+
+    @staticmethod
+    def backward(ctx, gout):
+        Vt, Rt, dt, Z, S = ctx.saved_tensors
+        T = Vt.shape[0]
+        gout = gout.contiguous()
+        width = SURROGATE_WIDTH * Vt                              # as _Spike's width, elementwise (T, B, N)
+        sg = torch.sigmoid(Z / width[:, None])                    # (T, M, B, N), elementwise
+        omsg = 1 - sg
+        GS = gout * dt[:, None]                                   # gout d_j, from out + s d_j
+        GZ = torch.empty_like(Z)
+        NGU = torch.empty_like(Z[:-1])                            # -gu_{j+1} for j < T - 1
+        gs_, sg_, om_, w_, r_ = GS.numpy(), sg.numpy(), omsg.numpy(), width.numpy(), Rt.numpy()
+        gz_, ngu_ = GZ.numpy(), NGU.numpy()
+        gu = None
+        tmp = np.empty(gout.shape, dtype=gs_.dtype)
+        with np.errstate(all="ignore"):                           # inf/nan propagate silently, as in torch
+            for j in range(T - 1, -1, -1):
+                gs = gs_[j]
+                if gu is not None:                                # from u - s R_j
+                    np.negative(gu, out=ngu_[j])
+                    np.multiply(ngu_[j], r_[j], out=tmp)
+                    np.add(gs, tmp, out=gs)
+                np.multiply(gs, sg_[j], out=gz_[j])               # _Spike.backward: g * sg * (1 - sg) / width
+                np.multiply(gz_[j], om_[j], out=gz_[j])
+                np.divide(gz_[j], w_[j], out=gz_[j])
+                gu = gz_[j].copy() if gu is None else np.add(gz_[j], gu)
+        def to_bnt(g):          # (T, B, N) -> contiguous (B, N, T), the layout autograd's gradients have
+            return g.permute(1, 2, 0).contiguous()
+        gR = None               # T = 1: R_0 never reaches the output (nor R_{T-1} at any T)
+        if T > 1:
+            gR = to_bnt(torch.cat([(NGU * S[:-1]).sum(1), torch.zeros_like(Vt[:1])]))
+        return None, to_bnt((-GZ).sum(1)), gR, to_bnt((gout * S).sum(1))
+
+
 def _basis_outputs(x: torch.Tensor, p: dict, alpha: torch.Tensor, T: int, decay: bool, surrogate: bool) -> torch.Tensor:
     """o_bn[T] of every basis (M, B, N) for samples x (M,), the IR ``MBE`` equations without w."""
     V, R, d = _kernels(p, alpha, T, decay)                       # (B, N, T)
     B, N = V.shape[0], V.shape[1]
     parts = [torch.relu(x), torch.relu(-x)][:B]
     u = torch.stack(parts, dim=-1)[..., None].expand(x.shape[0], B, N)
+    if surrogate:
+        return _SpikeLoop.apply(u, V, R, d)
+    with torch.no_grad():
+        return _spike_loop(u, *(k.permute(2, 0, 1).contiguous() for k in (V, R, d)))
+
+
+def _basis_outputs_stepwise(x: torch.Tensor, p: dict, alpha: torch.Tensor, T: int, decay: bool) -> torch.Tensor:
+    """The surrogate forward as one autograd graph node per step (``_Spike``): the reference that
+    ``_SpikeLoop`` reproduces bit for bit (kept for the equality test)."""
+    V, R, d = _kernels(p, alpha, T, decay)
+    B, N = V.shape[0], V.shape[1]
+    parts = [torch.relu(x), torch.relu(-x)][:B]
+    u = torch.stack(parts, dim=-1)[..., None].expand(x.shape[0], B, N)
     out = torch.zeros_like(u)
     for j in range(T):
         z = u - V[:, :, j]
-        s = _Spike.apply(z, SURROGATE_WIDTH * V[:, :, j].detach()) if surrogate else (z >= 0).to(z.dtype)
+        s = _Spike.apply(z, SURROGATE_WIDTH * V[:, :, j].detach())
         u = u - s * R[:, :, j]
         out = out + s * d[:, :, j]
     return out

@@ -47,7 +47,7 @@ def pow2_at_least(v: float) -> float:
 @register_method("mbe")
 @dataclass
 class MBEMethod(ConversionMethod):
-    """Options: ``timesteps`` T of every MBE stage (a shipped fit must exist: T = 16),
+    """Options: ``timesteps`` T of every MBE stage (shipped fits exist for T = 1, 2, 4, 8, 16, 32, 64),
     ``calib_batch`` samples per calibration batch, ``range_margin`` factor on the calibrated
     max |operand| before rounding up to a power of two."""
 

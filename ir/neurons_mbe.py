@@ -46,8 +46,8 @@ class MBE(NeuronModel):
     Arrays ``tau_d``, ``tau_r``, ``tau_V``, ``dt``, ``w`` have shape (B, N) and ``alpha`` (B,); they are
     shared by every neuron of the population (one fitted function). B = 2 realises the signed split
     x = relu(x) - relu(-x): branch 0 approximates f(y) and branch 1 f(-y) for y >= 0 (every V > 0,
-    so an input <= 0 never fires a branch). Each basis is a neuron of its own on a chip; the
-    simulator sums a neuron's bases into one emitted value, which downstream weights multiply
+    so an input <= 0 never fires a branch). Each basis is a compartment of its own on a chip
+    (compiler/partition.py counts B*N per neuron); the simulator sums a neuron's bases into one emitted value, which downstream weights multiply
     exactly as they would each basis' event.
 
     Staged coding (C3): x is the sum of all input current delivered up to and including the

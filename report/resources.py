@@ -43,7 +43,8 @@ class ResourceReport:
             u = lp.utilisation()
             pct = lambda k: "-" if u.get(k) is None else f"{100 * u[k]:.1f}"  # noqa: E731
             pool = "synapse_memory_per_core_bytes" if "synapse_memory_per_core_bytes" in u else "sdram_per_chip_bytes"
-            t.add_row(lp.name, f"{lp.neurons:,}", str(lp.n_cores), str(lp.neurons_per_core), lp.binding,
+            many = f" x {lp.states} compartments" if lp.states > 1 else ""      # MBE: one per branch and basis
+            t.add_row(lp.name, f"{lp.neurons:,}{many}", str(lp.n_cores), str(lp.neurons_per_core), lp.binding,
                       pct("memory_per_core_bytes"), pct(pool), pct("fan_in_per_core"), pct("fan_out_per_core"),
                       f"{sum(c.synapses for c in lp.cores):,}")
         return t

@@ -76,6 +76,49 @@ def test_fit_is_deterministic_given_a_seed(tmp_path):
         np.testing.assert_array_equal(getattr(back, k), getattr(a, k))   # floats survive JSON bit for bit
 
 
+def _grads(outputs, leaves, x, y):
+    for v in leaves.values():
+        v.grad = None
+    q = {k: (v.exp() if k != "w" else v) for k, v in leaves.items()}
+    loss = torch.mean(((outputs(q) * q["w"]).sum(dim=(-2, -1)) - y) ** 2)
+    loss.backward()
+    return [loss.detach()] + [v.grad for v in leaves.values()]
+
+
+@pytest.mark.parametrize("T,B,N,M", [(1, 2, 4, 300), (2, 1, 8, 1), (5, 2, 3, 257), (16, 1, 8, 500), (40, 2, 4, 64)])
+def test_fused_spike_loop_gradients_equal_the_step_by_step_graph(T, B, N, M):
+    """The fitter's fused loop (``_SpikeLoop``) gives the very bits autograd gives through one ``_Spike``
+    node per step, loss and every parameter's gradient, including kernels that underflow to 0 (nan/inf
+    gradients where the step graph has them) and T = 1 (no reset reaches the output: no gradient)."""
+    from spikeport.convert import mbe_fit as F
+    g = torch.Generator().manual_seed(T * 100 + M)
+    leaves = {k: torch.nn.Parameter((0.3 + 0.4 * torch.randn(B, N, generator=g)).float()) for k in ("tau_d", "tau_r", "tau_V")}
+    leaves["dt"] = torch.nn.Parameter((0.3 * torch.randn(B, N, generator=g)).float())
+    leaves["w"] = torch.nn.Parameter(torch.randn(B, N, generator=g).float())
+    alpha = (torch.rand(B, generator=g) * 3 + 0.1).float()
+    x, y = (torch.rand(M, generator=g) * 4 - 2).float(), torch.randn(M, generator=g).float()
+    fused = _grads(lambda q: F._basis_outputs(x, q, alpha, T, True, True), leaves, x, y)
+    step = _grads(lambda q: F._basis_outputs_stepwise(x, q, alpha, T, True), leaves, x, y)
+    for a, b in zip(fused, step):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a[~a.isnan()], b[~b.isnan()])
+    assert (fused[2] is None) == (T == 1)                       # tau_r: R_0 never reaches the output at T = 1
+
+
+def test_fused_fit_equals_the_step_by_step_fit_file(tmp_path, monkeypatch):
+    """Same seed, same file, whether the fit runs the fused loop or the step-by-step graph."""
+    from spikeport.convert import mbe_fit as F
+    kw = dict(seed=2, samples=300, epochs=3, batch_size=100)
+    fused = save_fit(fit_mbe("gelu", 2, 7, **kw), tmp_path / "fused.json").read_bytes()
+    plain = F._basis_outputs
+
+    def stepwise(x, p, alpha, T, decay, surrogate):
+        return F._basis_outputs_stepwise(x, p, alpha, T, decay) if surrogate else plain(x, p, alpha, T, decay, False)
+    monkeypatch.setattr(F, "_basis_outputs", stepwise)
+    assert save_fit(fit_mbe("gelu", 2, 7, **kw), tmp_path / "step.json").read_bytes() == fused
+
+
 def test_loader_names_file_field_and_value(tmp_path):
     fit = fit_mbe("identity", 2, 4, seed=0, samples=200, epochs=1, batch_size=200)
     good = fit_to_dict(fit)

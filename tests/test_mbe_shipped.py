@@ -63,6 +63,30 @@ def test_shipped_default_fits(function):
     np.testing.assert_allclose(res.outputs[0] + fit.offset, fit(x), rtol=0, atol=1e-12)
 
 
+VIT_FUNCTIONS = ("gelu", "identity", "exp2", "reciprocal", "invsqrt")   # what --method mbe needs at every T
+SHIPPED_T = (1, 2, 4, 8, 16, 32, 64)                                    # the methods table's T
+
+
+@pytest.mark.parametrize("T", SHIPPED_T)
+@pytest.mark.parametrize("function", VIT_FUNCTIONS)
+def test_a_fit_ships_for_every_vit_function_and_T(function, T):
+    """Every T of the methods table has fits of the five functions --method mbe uses, made as the T = 16
+    ones (seed 0, the paper's settings, default N), and their stored quality is what they do."""
+    spec = FUNCTIONS[function]
+    fit = default_fit(function, timesteps=T)
+    assert (fit.function, fit.bases, fit.timesteps, fit.decay, fit.seed) == (function, spec.bases, T, True, 0)
+    assert (fit.samples, fit.epochs, fit.lr, fit.lr_decay) == (10_000, 200, 0.01, 0.99)
+    mse, mx = evaluate(fit)
+    assert mse == pytest.approx(fit.mse, rel=1e-9) and mx == pytest.approx(fit.max_abs_err, rel=1e-9)
+    if T == 1:   # one step: every kernel is alpha, so a branch is a single step at |x - shift| = alpha
+        x = np.linspace(*fit.domain, 401)
+        up = x - fit.shift >= fit.alpha[0]
+        down = -(x - fit.shift) >= fit.alpha[-1] if fit.w.shape[0] == 2 else np.zeros_like(up)
+        assert np.all(fit(x[~up & ~down]) == fit.offset)
+        for side in (up, down):
+            assert len(np.unique(fit(x[side]))) <= 1
+
+
 def test_gelu_decay_beats_no_decay_and_mse_does_not_rise_with_N():
     """Fig. 6c on the shipped sweep (benchmarks/mbe_fits.py, the paper's settings), re-evaluated here."""
     mse = {}

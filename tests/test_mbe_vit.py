@@ -110,6 +110,22 @@ def test_mbe_vit_structure_and_schedule(vit_mbe):
     assert net.meta["stages"] >= 10
 
 
+@pytest.mark.parametrize("T", [1, 2, 32, 64])
+def test_mbe_vit_converts_at_every_shipped_T(vit_mbe, digits, T):
+    """The shipped fits of T = 1, 2, 32, 64 (besides 4, 8, 16) make the digits ViT convertible at every T of
+    the methods table; each MBE neuron runs T steps with its function's fit of that T (small and fast:
+    accuracy per T is benchmarks/vit_methods_table.py's)."""
+    ann, _ = vit_mbe
+    net = convert(ann, digits[0][:50], "mbe", timesteps=T)
+    mbe = [p for p in net.populations() if isinstance(p.neuron, MBE)]
+    assert mbe and all(p.neuron.timesteps == T and p.t_start % T == 0 for p in mbe)
+    gelu = next(p.neuron for p in mbe if p.neuron.function == "gelu")
+    np.testing.assert_array_equal(gelu.tau_d, default_fit("gelu", timesteps=T).tau_d)
+    if T <= 2:
+        res, counts = simulate_mbe(net, digits[2][:4], T, batch_size=4)
+        assert res.steps_run == counts.depth * T and np.all(np.isfinite(res.outputs))
+
+
 def _accuracy(net, x, y, ann) -> tuple[float, float]:
     res, counts = simulate_mbe(net, x, 16, batch_size=512)
     assert res.steps_run == counts.depth * 16

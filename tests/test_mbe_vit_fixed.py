@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from spikeport import compiler, ir
 from spikeport.compiler import QuantizationError
 from spikeport.convert import convert
+from spikeport.convert.mbe_params import default_fit
 from spikeport.errors import UnsupportedError
 from spikeport.frontend import load_model
 from spikeport.ir import operators_mbe as OM
@@ -109,6 +110,29 @@ def test_digits_vit_loihi2_fixed_point_within_one_point_of_float_at_T16(vit_fixe
     assert np.mean(rf.predictions == rq.predictions) >= 0.97
     for name, ev in cf.population_events.items():   # same neurons, similar activity
         assert abs(cq.population_events[name] - ev) <= 0.05 * ev + 10, name
+
+
+@pytest.mark.parametrize("T", [1, 2])
+def test_digits_vit_at_small_T_quantises_or_is_refused_by_node(digits, tmp_path, T):
+    """T = 2 quantises and equals the integer reference. At T = 1 every kernel is alpha at its only step, so an
+    identity MBE fires only at |x| >= alpha: its fit has w = 0 (no training sample fires) and the products
+    are identically 0: the quantiser refuses them by node and reason (before: a log of 0, a traceback)."""
+    ann = load_model(export_onnx(pretrained_digits_vit("vit"), tmp_path / "vit.onnx"))
+    net = convert(ann, digits[0][:100], "mbe", timesteps=T)
+    if T == 1:
+        assert not np.any(default_fit("identity", timesteps=1).w)
+        with pytest.raises(QuantizationError, match=r"'blocks_blocks_0_norm1_layer_normalization_dd'.*never emits.*w = 0"):
+            compiler.quantize(net, "loihi2")
+        return
+    qnet, _ = compiler.quantize(net, "loihi2")
+    x = digits[2][:2]
+    trace = {}
+    simulate_mbe_fixed(qnet, x, T, batch_size=2, trace=trace)
+    vals, fired, _ = run_reference(qnet, x)
+    for name, v in vals.items():
+        np.testing.assert_array_equal(trace[name], v, err_msg=name)
+    for name, v in fired.items():
+        np.testing.assert_array_equal(trace[f"{name}:fired"], v, err_msg=name)
 
 
 def test_quantised_mbe_vit_round_trips_and_simulate_dispatches(vit_fixed, digits, tmp_path):

@@ -135,3 +135,36 @@ def test_resources_report_json_and_table():
     con.print(rep.table())
     text = con.export_text()
     assert "196" in text and "memory_per_core_bytes" in text
+
+
+def test_mbe_neurons_count_one_compartment_per_branch_and_basis():
+    """An MBE neuron (paper 001) holds one potential per branch and basis: B*N compartments and B*N states
+    per neuron, plus the population's B*N*T-entry kernel tables once per core; synapses, fan-in and events
+    stay per neuron (one graded event per step). GELU: B = 2, N = 4, T = 16 on loihi2 (24-bit state,
+    24-bit payload): 8 compartments, 8 x 8 B state per neuron, 2*4*16 entries x 72 bits = 1152 B tables."""
+    from spikeport.convert.mbe_params import default_fit
+    from spikeport.ir.neurons_mbe import MBETable
+    fit = default_fit("gelu")
+    prof = load_profile("loihi2")
+
+    def mbe_net(neuron) -> Network:
+        net = Network(coding="C3")
+        net.add(Input("in", shape=(16,), coding="once"))
+        net.add(Population("g", shape=(3000,), neuron=neuron))
+        net.add(Dense("w", source="in", target="g", weight=np.ones((3000, 16))))
+        net.outputs = ["g"]
+        return net
+    V, R, D = fit.neuron().tables()
+    for neuron in (fit.neuron(), MBETable(threshold=np.ceil(V * 2 ** 10), reset=np.round(R * 2 ** 10),
+                                          intensity=np.round(D * 2 ** 10))):
+        p = partition(mbe_net(neuron), prof)
+        lp = p.layers["g"]
+        # 8192 compartments per core / 8 per neuron = 1024 neurons per core -> 3 cores (one IF per neuron: 1 core)
+        assert (lp.states, lp.compartments, lp.neurons_per_core, lp.n_cores) == (8, 24000, 1024, 3)
+        assert lp.binding == "neurons_per_core" and lp.usage["neurons_per_core"] == (8192, 8192)
+        core = lp.cores[0]
+        assert core.state_bytes == 1024 * 8 * 8 + 2 * 4 * 16 * 72 // 8
+        assert core.synapses == 1024 * 16 and core.fan_in == 16               # per neuron, not per basis
+        assert lp.to_json()["compartments"] == 24000 and lp.to_json()["compartments_per_neuron"] == 8
+    if_lp = partition(dense_net(16, 3000), prof).layers["fc"]
+    assert (if_lp.states, if_lp.n_cores, if_lp.cores[0].state_bytes) == (1, 1, 3000 * 8)
