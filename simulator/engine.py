@@ -46,7 +46,7 @@ class Plan:
     pops: list = field(default_factory=list)              # populations in topological order
     protos: dict = field(default_factory=dict)            # (population, batch) -> unstepped kernel to copy
     chunks: dict = field(default_factory=dict)            # batch -> layer-major chunk (layer_major.chunk_steps)
-    out_delays: dict = field(default_factory=dict)        # population -> delays of its outgoing projections
+    out_delays: dict = field(default_factory=dict)        # layer-major skews and tails (layer_major.skews)
     float_dtype: torch.dtype = torch.float64              # float networks: float64 (the IR's equations) or float32
 
     @property
