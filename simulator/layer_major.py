@@ -235,12 +235,14 @@ def _gather_chunk(run, pop, a: int, b: int, sources: dict, chunk: int, bound: bo
     for ta, tb, _, _ in parts:
         for t in range(ta, tb):
             covered[t - a] += 1
+    kernel = run.kernels[pop.name]
     if len(parts) == 1:
         ta, tb, val, const = parts[0]
         hints = None
-        if bound:
-            m = _max_abs(val, const)
-            hints = [0.0 if not covered[i] else (m if const else m[a + i - ta]) for i in range(steps)]
+        if bound:                                         # the input rules once per chunk (chunk_rules)
+            lo, hi = _min_max(val if not const else val.unsqueeze(0))
+            val, m = kernel.chunk_rules(val, lo, hi, sum(covered) if const else 1)
+            hints = [0.0 if not covered[i] else (m[0] if const else m[a + i - ta]) for i in range(steps)]
         return [None if not covered[i] else (val if const else val[a + i - ta]) for i in range(steps)], hints
     dtype = parts[0][2].dtype
     for p in parts[1:]:
@@ -250,19 +252,18 @@ def _gather_chunk(run, pop, a: int, b: int, sources: dict, chunk: int, bound: bo
     for ta, tb, val, const in parts:
         seg = total[ta - a:tb - a]
         seg += val if not const else val.unsqueeze(0)
-    return [total[i] if covered[i] else None for i in range(steps)], _max_abs(total, False) if bound else None
+    hints = None
+    if bound:
+        total, hints = kernel.chunk_rules(total, *_min_max(total))
+    return [total[i] if covered[i] else None for i in range(steps)], hints
 
 
-def _max_abs(t: torch.Tensor, const: bool):
-    """max |value| of a constant current (one float), or per step of a (steps, B, n) one (a list);
-    one pass and one host sync for the whole chunk."""
+def _min_max(t: torch.Tensor) -> tuple[list, list]:
+    """min and max of a (steps, B, n) current per step: one pass and one host sync for the chunk."""
     if not t.numel():
-        return 0.0 if const else [0.0] * t.shape[0]
-    if const:
-        lo, hi = torch.aminmax(t)
-        return max(-float(lo), float(hi), 0.0)
+        return [0.0] * t.shape[0], [0.0] * t.shape[0]
     lo, hi = torch.aminmax(t.reshape(t.shape[0], -1), dim=1)
-    return [max(a, b, 0.0) for a, b in zip((-lo).tolist(), hi.tolist())]
+    return lo.tolist(), hi.tolist()
 
 
 def _run_population(run, pop, t0: int, t1: int, chunk: int, sources: dict, always: bool, T: int, B: int) -> None:
@@ -287,6 +288,7 @@ def _run_population(run, pop, t0: int, t1: int, chunk: int, sources: dict, alway
                 kernel.out = src.out_row(row, torch.float32, B, n, run.plan.device)
             if float_mode:                                # this step's max |u|, measured for the chunk
                 kernel.u_hint = hints[t - a]
+                kernel.u_ready = True                     # (its int16 count and current rule are done)
             spikes = kernel.step(currents[t - a])
             if spikes is not None and records is not None:
                 records[:, t] = spikes
@@ -296,3 +298,5 @@ def _run_population(run, pop, t0: int, t1: int, chunk: int, sources: dict, alway
             voltages.append(kernel.v.clone())
     if direct:
         kernel.out = None
+    if float_mode:
+        kernel.u_ready = False
