@@ -72,13 +72,14 @@ class NeuronKernel:
 
     def _decode_total(self, total: torch.Tensor, timesteps: int, coding: str) -> np.ndarray:
         """Decoded activation from the summed event values: mean (C1) or sum (C2), scale, offset."""
-        total = total.double()
-        if coding == "C1":
-            total = total / timesteps
         shape = tuple(self.pop.shape)
+        total = total.to("cpu", torch.float64, copy=True).reshape(self.batch, -1)   # (same operations, in place)
+        if coding == "C1":
+            total.div_(timesteps)
         scale = expand_channel(np.asarray(self.pop.decode_scale, dtype=np.float64), shape).reshape(-1)
         offset = expand_channel(np.asarray(self.pop.decode_offset, dtype=np.float64), shape).reshape(-1)
-        return (total.cpu().numpy() * scale + offset).reshape((self.batch,) + shape)
+        total.mul_(torch.from_numpy(np.ascontiguousarray(scale))).add_(torch.from_numpy(np.ascontiguousarray(offset)))
+        return total.numpy().reshape((self.batch,) + shape)
 
     def _load_state(self, integer: bool) -> None:
         """theta, bias and the batched v(0) of the population's neuron, as float64 or int64."""
@@ -129,7 +130,12 @@ def _count_float(x: torch.Tensor, op, bound: float, scratch: torch.Tensor | None
     if scratch is None or scratch.shape != x.shape:
         scratch = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     f = op(x, bound, out=scratch)
-    return (f.sum() if f.numel() < FLOAT32_EXACT else f.sum(dtype=torch.float64)).to(torch.int64)
+    if f.numel() < FLOAT32_EXACT:
+        return f.sum().to(torch.int64)
+    rows = f.reshape(f.shape[0], -1)        # a chunk (steps, B, n): exact float32 sums per step
+    if rows.shape[1] < FLOAT32_EXACT:
+        return rows.sum(1).to(torch.int64).sum()
+    return f.sum(dtype=torch.float64).to(torch.int64)
 
 
 class _FloatState:
@@ -148,6 +154,7 @@ class _FloatState:
     """
 
     float_mode = False
+    scratch = ("_mask",)     # tensors the engine does not copy per batch (used within one call only)
     u_hint = None            # a bound on this step's |u| from the engine (None: unknown)
     u_ready = False          # layer-major: this chunk's currents already passed :meth:`chunk_rules`
 
@@ -336,7 +343,7 @@ class _IFBase(NeuronKernel):
         return pos - neg
 
     def decode(self, timesteps: int, coding: str, quantized: bool) -> np.ndarray:
-        total = self.pos.double()
+        total = self.pos
         if self.neg is not None:
             total = total - self.neg.double() * float(self.pop.payload.neg_value)
         return self._decode_total(total, timesteps, coding)
@@ -362,7 +369,41 @@ class FloatIF(_IFBase):
         self.zero_reset = m.reset == "zero"
         self._init_counts()
 
+    inplace = False
+
+    def use_inplace(self) -> None:
+        """Update v in place and emit 0/1 spikes in v's float dtype, counted in that dtype (exact below
+        2^24 steps): the same floating-point operations in the same order as :meth:`step`, without
+        its temporaries and int8 conversions (unsigned IF; the engine calls it for float networks).
+        A zero bias is not added (v + 0 only turns -0.0 into +0.0, which compares equal)."""
+        self.inplace = True
+        self.pos = self.pos.to(self.v.dtype)
+        self.value_dtype = self.v.dtype
+        self.has_bias = bool(self.bias.any())
+        th = self.theta
+        self.theta_scalar = float(th[0]) if self.n and bool((th == th[0]).all()) else None
+
+    def _step_inplace(self, current):
+        v = self.v
+        if self.keep != 1.0:
+            v.mul_(self.keep)
+        if current is not None:
+            v.add_(current)
+        if self.has_bias:
+            v.add_(self.bias)
+        spk = (torch.gt if self.strict else torch.ge)(v, self.theta, out=torch.empty_like(v))
+        if self.zero_reset:
+            v.mul_(1 - spk)
+        elif self.theta_scalar is not None:
+            v.sub_(spk, alpha=self.theta_scalar)      # v - theta * 1 = v - theta exactly; v - 0 = v
+        else:
+            v.addcmul_(spk, self.theta, value=-1.0)
+        self.pos.add_(spk)
+        return spk
+
     def step(self, current):
+        if self.inplace:
+            return self._step_inplace(current)
         v = self.v * self.keep if self.keep != 1.0 else self.v
         if current is not None:
             v = v + current
