@@ -122,20 +122,31 @@ def _float_bound_ok(dp: Datapath, in_bound: int | None, params: list) -> bool:
     return pmax <= 2 ** 23
 
 
-def _count_float(x: torch.Tensor, op, bound: float, scratch: torch.Tensor | None = None) -> torch.Tensor:
-    """How many elements of a float32 tensor satisfy ``op(x, bound)`` (torch.lt / gt / ...), as a
-    0-d int64 tensor. Counted through a float32 0/1 mask and a float sum: on CPU a comparison into
-    bool and a sum of bools cost several times more. Exact: every partial sum of 0/1 values is an
-    integer below the element count, exact in float32 below 2^24 elements (float64 beyond)."""
+def _count_float(x: torch.Tensor, op, bound, scratch: torch.Tensor | None = None):
+    """How many elements of a float32 tensor satisfy ``op(x, bound)`` (torch.lt / gt / ...): a Python
+    int on CPU, a 0-d int64 tensor elsewhere (no host sync). Counted through a float32 0/1 mask and
+    a float sum: on CPU a comparison into bool and a sum of bools cost several times more. Exact:
+    every partial sum of 0/1 values is an integer below the element count, exact in float32 below
+    2^24 elements (per-step sums of a chunk, or float64, beyond)."""
     if scratch is None or scratch.shape != x.shape:
         scratch = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     f = op(x, bound, out=scratch)
     if f.numel() < FLOAT32_EXACT:
-        return f.sum().to(torch.int64)
-    rows = f.reshape(f.shape[0], -1)        # a chunk (steps, B, n): exact float32 sums per step
-    if rows.shape[1] < FLOAT32_EXACT:
-        return rows.sum(1).to(torch.int64).sum()
-    return f.sum(dtype=torch.float64).to(torch.int64)
+        n = f.sum()
+    else:
+        rows = f.reshape(f.shape[0], -1)    # a chunk (steps, B, n): exact float32 sums per step
+        n = rows.sum(1).to(torch.float64).sum() if rows.shape[1] < FLOAT32_EXACT else f.sum(dtype=torch.float64)
+    return int(n.item()) if x.device.type == "cpu" else n.to(torch.int64)
+
+
+def _const(k, value: float) -> torch.Tensor:
+    """A 0-d float32 tensor of ``value`` on the kernel's device, cached (comparing with a tensor
+    is about 3x faster in torch than with a Python scalar on small tensors)."""
+    cache = k.__dict__.setdefault("_consts", {})
+    t = cache.get(value)
+    if t is None:
+        t = cache[value] = torch.tensor(value, dtype=torch.float32, device=k.device)
+    return t
 
 
 class _FloatState:
@@ -200,9 +211,9 @@ class _FloatState:
             return u, bound
         u_lo, u_hi = (float(t) for t in torch.aminmax(u))
         if a16 and u_lo < self.a16_lo:
-            self.a16 += _count_float(u, torch.lt, self.a16_lo, self._mask)
+            self.a16 += _count_float(u, torch.lt, _const(self, self.a16_lo), self._mask)
         if a16 and u_hi > self.a16_hi:
-            self.a16 += _count_float(u, torch.gt, self.a16_hi, self._mask)
+            self.a16 += _count_float(u, torch.gt, _const(self, self.a16_hi), self._mask)
         if cur and (u_lo <= -self.cur_half or u_hi > self.cur_half - (0 if self.cur_wrap else 1)):
             u = self._cur_rule(u)           # wrap or clip: never increases |u|
         return u, max(-u_lo, u_hi)
@@ -244,11 +255,11 @@ class _FloatState:
         """Clip v to the state range in place and count (as ``_saturate``): lo, hi bound v before."""
         m = self.state_max
         if hi > m:
-            over = _count_float(v, torch.gt, m, self._mask)
+            over = _count_float(v, torch.gt, _const(self, m), self._mask)
             self.saturation += over
             self.saturation_high += over
         if lo < -m:
-            self.saturation += _count_float(v, torch.lt, -m, self._mask)
+            self.saturation += _count_float(v, torch.lt, _const(self, -m), self._mask)
         v.clamp_(-m, m)
         return v, max(lo, -m), min(hi, m)
 
