@@ -32,6 +32,12 @@ def _param(pop: Population, value, dtype: torch.dtype, device, name: str, intege
     return torch.as_tensor(arr, dtype=dtype, device=device)
 
 
+def _np_as(t: torch.Tensor, dtype) -> np.ndarray:
+    """A new numpy copy of ``t`` in ``dtype`` (numpy's conversions run about 3x faster than torch's
+    on CPU; integer-valued counts convert exactly)."""
+    return t.detach().cpu().numpy().astype(dtype)
+
+
 def _zero(device) -> torch.Tensor:
     return torch.zeros((), dtype=torch.int64, device=device)
 
@@ -73,7 +79,7 @@ class NeuronKernel:
     def _decode_total(self, total: torch.Tensor, timesteps: int, coding: str) -> np.ndarray:
         """Decoded activation from the summed event values: mean (C1) or sum (C2), scale, offset."""
         shape = tuple(self.pop.shape)
-        total = total.to("cpu", torch.float64, copy=True).reshape(self.batch, -1)   # (same operations, in place)
+        total = torch.from_numpy(_np_as(total, np.float64)).reshape(self.batch, -1)   # (same operations, in place)
         if coding == "C1":
             total.div_(timesteps)
         scale = expand_channel(np.asarray(self.pop.decode_scale, dtype=np.float64), shape).reshape(-1)
@@ -330,7 +336,7 @@ class _IFBase(NeuronKernel):
         return max(1.0, abs(float(pop.payload.neg_value)))
 
     def spike_counts(self) -> torch.Tensor:
-        return self.pos.long() if self.neg is None else (self.pos + self.neg).long()
+        return torch.from_numpy(_np_as(self.pos if self.neg is None else self.pos + self.neg, np.int64))
 
     def value(self, spikes: torch.Tensor) -> torch.Tensor:
         if not self.signed or self.neg_value == 1:
