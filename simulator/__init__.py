@@ -21,7 +21,7 @@ from . import kernels_cuba  # noqa: F401,E402  (kernels of CubaLIF, CubaLI)
 from . import kernels_mbe  # noqa: F401,E402  (kernels of MBE, MBETable; staged coding C3)
 from .opcount import OpCounts, count_ops  # noqa: E402
 
-__all__ = ["simulate", "SimResult", "LayerStats", "register_kernel", "NeuronKernel", "FLOAT_KERNELS",
+__all__ = ["simulate", "Simulation", "SimResult", "LayerStats", "register_kernel", "NeuronKernel", "FLOAT_KERNELS",
            "FIXED_KERNELS", "PATHS", "OpCounts", "count_ops"]
 
 
@@ -105,25 +105,52 @@ def simulate(net: Network, x, timesteps: int, *, batch_size: int = 256, device=N
             return run(net, x, timesteps, batch_size=batch_size, device=device)[0]
         run = simulate_operators_fixed if net.quantized else simulate_operators
         return run(net, x, timesteps, batch_size=batch_size, device=device, record_spikes=record_spikes)[0]
-    data = _as_inputs(net, x)
-    plan = build_plan(net, int(timesteps), device, path, event_driven, schedule, dtype)
-    n = next(iter(data.values())).shape[0]
-    wrap = None
-    if progress and distributed.is_root():
-        try:
-            from rich.progress import track
-            wrap = lambda starts: track(starts, description="simulating")  # noqa: E731
-        except ImportError:  # rich is a dependency, but progress is cosmetic
-            pass
+    return Simulation(net, timesteps, device=device, path=path, run_class=run_class, event_driven=event_driven,
+                      schedule=schedule, dtype=dtype).run(
+        x, batch_size=batch_size, progress=progress, record_states=record_states, record_spikes=record_spikes,
+        record_voltages=record_voltages)
 
-    def one_batch(a: int) -> dict:
-        xs = {k: v[a:a + batch_size].to(plan.device) for k, v in data.items()}
-        run = run_class(plan, xs, record_spikes, record_voltages)
-        run.run()
-        return _collect(run, record_states)
-    with torch.no_grad(), exact_float_context():   # under torchrun the batches are shared out (distributed.py)
-        chunks = distributed.map_pieces(range(0, n, batch_size), one_batch, wrap)
-    return _merge(plan, chunks, record_states, record_spikes, record_voltages)
+
+class Simulation:
+    """A network prepared for simulation at ``timesteps``: the plan (projection kernels with their
+    weights converted and laid out on the device, arithmetic paths chosen, neuron kernels built per
+    batch size, kept buffers) is built once and reused by every :meth:`run`, as a converted peer
+    model is (``simulate`` builds one per call: on ResNet-18 at batch 1 building costs more than
+    simulating a sample). Results are those of ``simulate`` with the same arguments. Networks with
+    Transformer operators are not prepared (``simulate`` runs them).
+
+        sim = Simulation(qnet, 32)
+        for xb in batches: res = sim.run(xb, batch_size=len(xb))
+    """
+
+    def __init__(self, net: Network, timesteps: int, *, device=None, path: str = "auto", run_class=BatchRun,
+                 event_driven: str = "auto", schedule: str = "auto", dtype: str = "float64"):
+        self.run_class = run_class
+        self.plan = build_plan(net, int(timesteps), device, path, event_driven, schedule, dtype)
+
+    def run(self, x, *, batch_size: int = 256, progress: bool = False, record_states: bool = False,
+            record_spikes: bool = False, record_voltages: bool = False) -> SimResult:
+        if batch_size < 1:
+            raise ValueError(f"simulate: batch_size must be >= 1, got {batch_size}")
+        plan, run_class = self.plan, self.run_class
+        data = _as_inputs(plan.net, x)
+        n = next(iter(data.values())).shape[0]
+        wrap = None
+        if progress and distributed.is_root():
+            try:
+                from rich.progress import track
+                wrap = lambda starts: track(starts, description="simulating")  # noqa: E731
+            except ImportError:  # rich is a dependency, but progress is cosmetic
+                pass
+
+        def one_batch(a: int) -> dict:
+            xs = {k: v[a:a + batch_size].to(plan.device) for k, v in data.items()}
+            run = run_class(plan, xs, record_spikes, record_voltages)
+            run.run()
+            return _collect(run, record_states)
+        with torch.no_grad(), exact_float_context():   # under torchrun the batches are shared out (distributed.py)
+            chunks = distributed.map_pieces(range(0, n, batch_size), one_batch, wrap)
+        return _merge(plan, chunks, record_states, record_spikes, record_voltages)
 
 
 def _collect(run: BatchRun, record_states: bool) -> dict:

@@ -20,7 +20,7 @@ from ..ir.nodes import IF, Input, Operator, Population
 from .emission import Emission
 from .event_driven import MODES as EVENT_MODES
 from .layer_major import SCHEDULES, chunk_steps, run_layer_major
-from .neurons import NeuronKernel, kernel_class
+from .neurons import FloatIF, NeuronKernel, kernel_class
 from .synapses import ProjectionKernel
 
 
@@ -46,7 +46,7 @@ class Plan:
     pops: list = field(default_factory=list)              # populations in topological order
     protos: dict = field(default_factory=dict)            # (population, batch) -> unstepped kernel to copy
     chunks: dict = field(default_factory=dict)            # batch -> layer-major chunk (layer_major.chunk_steps)
-    out_delays: dict = field(default_factory=dict)        # population -> delays of its outgoing projections
+    out_delays: dict = field(default_factory=dict)        # layer-major skews and tails (layer_major.skews)
     float_dtype: torch.dtype = torch.float64              # float networks: float64 (the IR's equations) or float32
 
     @property
@@ -266,10 +266,13 @@ class BatchRun:
                 proto.use_float_state()
             if not plan.quantized and plan.float_dtype != torch.float64:
                 _to_float_dtype(proto, plan.float_dtype)
+            if not plan.quantized and type(proto) is FloatIF and not proto.signed and plan.steps < 2 ** 24:
+                proto.use_inplace()
             plan.protos[key] = proto
         kernel = copy.copy(proto)           # kernels hold tensors and scalars (no mutable containers)
+        shared = getattr(kernel, "scratch", ())  # scratch written and read within one call: shared
         for k, v in vars(kernel).items():
-            if isinstance(v, torch.Tensor):
+            if isinstance(v, torch.Tensor) and k not in shared:
                 setattr(kernel, k, v.clone())
         return kernel
 

@@ -43,7 +43,7 @@ class _CubaBase(NeuronKernel):
         return self.pos.long()
 
     def decode(self, timesteps: int, coding: str, quantized: bool) -> np.ndarray:
-        return self._decode_total(self.pos.double(), timesteps, coding)
+        return self._decode_total(self.pos, timesteps, coding)
 
     def _fire(self, v: torch.Tensor) -> torch.Tensor:
         s = (v > self.theta if self.strict else v >= self.theta).to(v.dtype)

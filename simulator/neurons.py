@@ -32,6 +32,12 @@ def _param(pop: Population, value, dtype: torch.dtype, device, name: str, intege
     return torch.as_tensor(arr, dtype=dtype, device=device)
 
 
+def _np_as(t: torch.Tensor, dtype) -> np.ndarray:
+    """A new numpy copy of ``t`` in ``dtype`` (numpy's conversions run about 3x faster than torch's
+    on CPU; integer-valued counts convert exactly)."""
+    return t.detach().cpu().numpy().astype(dtype)
+
+
 def _zero(device) -> torch.Tensor:
     return torch.zeros((), dtype=torch.int64, device=device)
 
@@ -72,13 +78,14 @@ class NeuronKernel:
 
     def _decode_total(self, total: torch.Tensor, timesteps: int, coding: str) -> np.ndarray:
         """Decoded activation from the summed event values: mean (C1) or sum (C2), scale, offset."""
-        total = total.double()
-        if coding == "C1":
-            total = total / timesteps
         shape = tuple(self.pop.shape)
+        total = torch.from_numpy(_np_as(total, np.float64)).reshape(self.batch, -1)   # (same operations, in place)
+        if coding == "C1":
+            total.div_(timesteps)
         scale = expand_channel(np.asarray(self.pop.decode_scale, dtype=np.float64), shape).reshape(-1)
         offset = expand_channel(np.asarray(self.pop.decode_offset, dtype=np.float64), shape).reshape(-1)
-        return (total.cpu().numpy() * scale + offset).reshape((self.batch,) + shape)
+        total.mul_(torch.from_numpy(np.ascontiguousarray(scale))).add_(torch.from_numpy(np.ascontiguousarray(offset)))
+        return total.numpy().reshape((self.batch,) + shape)
 
     def _load_state(self, integer: bool) -> None:
         """theta, bias and the batched v(0) of the population's neuron, as float64 or int64."""
@@ -121,6 +128,33 @@ def _float_bound_ok(dp: Datapath, in_bound: int | None, params: list) -> bool:
     return pmax <= 2 ** 23
 
 
+def _count_float(x: torch.Tensor, op, bound, scratch: torch.Tensor | None = None):
+    """How many elements of a float32 tensor satisfy ``op(x, bound)`` (torch.lt / gt / ...): a Python
+    int on CPU, a 0-d int64 tensor elsewhere (no host sync). Counted through a float32 0/1 mask and
+    a float sum: on CPU a comparison into bool and a sum of bools cost several times more. Exact:
+    every partial sum of 0/1 values is an integer below the element count, exact in float32 below
+    2^24 elements (per-step sums of a chunk, or float64, beyond)."""
+    if scratch is None or scratch.shape != x.shape:
+        scratch = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    f = op(x, bound, out=scratch)
+    if f.numel() < FLOAT32_EXACT:
+        n = f.sum()
+    else:
+        rows = f.reshape(f.shape[0], -1)    # a chunk (steps, B, n): exact float32 sums per step
+        n = rows.sum(1).to(torch.float64).sum() if rows.shape[1] < FLOAT32_EXACT else f.sum(dtype=torch.float64)
+    return int(n.item()) if x.device.type == "cpu" else n.to(torch.int64)
+
+
+def _const(k, value: float) -> torch.Tensor:
+    """A 0-d float32 tensor of ``value`` on the kernel's device, cached (comparing with a tensor
+    is about 3x faster in torch than with a Python scalar on small tensors)."""
+    cache = k.__dict__.setdefault("_consts", {})
+    t = cache.get(value)
+    if t is None:
+        t = cache[value] = torch.tensor(value, dtype=torch.float32, device=k.device)
+    return t
+
+
 class _FloatState:
     """Mixin: the kernel's integer state held in float32 once :meth:`use_float_state` is called.
 
@@ -137,7 +171,9 @@ class _FloatState:
     """
 
     float_mode = False
+    scratch = ("_mask",)     # tensors the engine does not copy per batch (used within one call only)
     u_hint = None            # a bound on this step's |u| from the engine (None: unknown)
+    u_ready = False          # layer-major: this chunk's currents already passed :meth:`chunk_rules`
 
     @property
     def v(self) -> torch.Tensor:
@@ -154,6 +190,7 @@ class _FloatState:
         self.a16_lo, self.a16_hi = INT16_MIN * s, INT16_MAX * s
         self.u_static = float(_shift(self.in_bound, self.act_shift))
         self.lo, self.hi = (float(t) for t in torch.aminmax(self._v)) if self._v.numel() else (0.0, 0.0)
+        self._mask = torch.empty_like(self._v)     # scratch of the counts (_count_float)
         self.bias = b = self.bias.to(torch.float32)
         self.has_bias = bool(b.any())
         self.b_lo, self.b_hi = (float(b.min()), float(b.max())) if b.numel() else (0.0, 0.0)
@@ -164,6 +201,8 @@ class _FloatState:
 
         The engine's per-step bound (``u_hint``) skips the pass when it proves both rules idle."""
         hint = self.u_hint
+        if self.u_ready:
+            return u, hint
         a16, cur = self.check_a16, self.check_cur
         if hint is not None:
             a16 = a16 and hint > self.a16_hi
@@ -171,27 +210,64 @@ class _FloatState:
         bound = hint if hint is not None else self.u_static
         if self.sync_free:                  # no host sync: count with ops, bound statically
             if a16:
-                self.a16 += ((u < self.a16_lo) | (u > self.a16_hi)).sum()
+                self.a16 += (_count_float(u, torch.lt, self.a16_lo, self._mask)
+                             + _count_float(u, torch.gt, self.a16_hi, self._mask))
             return (self._cur_rule(u) if cur else u), bound
         if not (a16 or cur):
             return u, bound
         u_lo, u_hi = (float(t) for t in torch.aminmax(u))
-        if a16 and (u_lo < self.a16_lo or u_hi > self.a16_hi):
-            self.a16 += ((u < self.a16_lo) | (u > self.a16_hi)).sum()
+        if a16 and u_lo < self.a16_lo:
+            self.a16 += _count_float(u, torch.lt, _const(self, self.a16_lo), self._mask)
+        if a16 and u_hi > self.a16_hi:
+            self.a16 += _count_float(u, torch.gt, _const(self, self.a16_hi), self._mask)
         if cur and (u_lo <= -self.cur_half or u_hi > self.cur_half - (0 if self.cur_wrap else 1)):
             u = self._cur_rule(u)           # wrap or clip: never increases |u|
         return u, max(-u_lo, u_hi)
 
-    def _cur_rule(self, x: torch.Tensor) -> torch.Tensor:
-        """Lava's one asymmetric 24-bit wrap (or the clip), counted, on exact float32 integers."""
+    def _cur_rule(self, x: torch.Tensor, times: int = 1) -> torch.Tensor:
+        """Lava's one asymmetric 24-bit wrap (or the clip), counted (``times`` steps of the same
+        current), on exact float32 integers."""
         h = self.cur_half
         if self.cur_wrap:                   # (selects, no bool -> float conversions: same values)
             hi, lo = x > h, x <= -h
-            self.wrap += hi.sum() + lo.sum()
+            self.wrap += (_count_float(x, torch.gt, h) + _count_float(x, torch.le, -h)) * times
             return torch.where(hi, x - 2 * h, torch.where(lo, x + 2 * h, x))
-        y = x.clamp(-h + 1, h - 1)
-        self.wrap += (y != x).sum()
-        return y
+        self.wrap += (_count_float(x, torch.gt, h - 1) + _count_float(x, torch.lt, -h + 1)) * times
+        return x.clamp(-h + 1, h - 1)
+
+    def chunk_rules(self, u: torch.Tensor, lo: list, hi: list, times: int = 1) -> tuple[torch.Tensor, list]:
+        """The int16 count and the 24-bit current rule over a whole chunk of currents at once.
+
+        Both are functions of each neuron-step's u alone, so applying them to the (steps, B, n)
+        currents before the neurons step (in place) counts and changes exactly what the per-step
+        rules would, in one call per chunk instead of one per step. ``u`` may instead be one (B, n)
+        current delivered at ``times`` steps (a C1 analog input's; a new tensor is returned). lo, hi:
+        the measured min and max of u per step (one pair for the repeated current). Returns u and
+        per-step bounds on |u| (the steps then skip :meth:`_input_bound`)."""
+        a16_lo, a16_hi, h = self.a16_lo, self.a16_hi, self.cur_half
+        top = h - (0 if self.cur_wrap else 1)
+        if self.check_a16 and (min(lo) < a16_lo or max(hi) > a16_hi):
+            self.a16 += (_count_float(u, torch.lt, a16_lo) + _count_float(u, torch.gt, a16_hi)) * times
+        bounds = [max(-a, b, 0.0) for a, b in zip(lo, hi)]
+        if self.check_cur and (min(lo) <= -h or max(hi) > top):
+            y = self._cur_rule(u, times)
+            if times == 1 and u.dim() == 3:
+                u.copy_(y)
+            else:
+                u = y                       # (the wrap is applied once: it never increases |u|,
+        return u, bounds                    #  but a sum beyond 3 * 2^(b-1) stays beyond 2^(b-1))
+
+    def _clip_count(self, v: torch.Tensor, lo: float, hi: float) -> tuple[torch.Tensor, float, float]:
+        """Clip v to the state range in place and count (as ``_saturate``): lo, hi bound v before."""
+        m = self.state_max
+        if hi > m:
+            over = _count_float(v, torch.gt, _const(self, m), self._mask)
+            self.saturation += over
+            self.saturation_high += over
+        if lo < -m:
+            self.saturation += _count_float(v, torch.lt, _const(self, -m), self._mask)
+        v.clamp_(-m, m)
+        return v, max(lo, -m), min(hi, m)
 
     def _add_input(self, v: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
         """sat(v + bias + u); in place in float32 when the interval proves every sum below 2^24."""
@@ -228,15 +304,19 @@ class _FloatState:
             self.lo, self.hi = lo, hi
             return v
         if lo < self.sat_lo or hi > self.state_max:
-            if not self.sync_free:
-                lo, hi = (float(t) for t in torch.aminmax(v))
-            if lo < self.sat_lo or hi > self.state_max:
-                v = _saturate(self, v)
-                if self.state_wrap:          # a wrapped value may land anywhere in the range
+            if self.state_wrap:
+                if not self.sync_free:
+                    lo, hi = (float(t) for t in torch.aminmax(v))
+                if lo < self.sat_lo or hi > self.state_max:
+                    v = _saturate(self, v)           # a wrapped value may land anywhere in the range
                     lo, hi = ((float(t) for t in torch.aminmax(v)) if not self.sync_free
                               else (self.sat_lo, self.state_max))
-                else:
-                    lo, hi = max(lo, self.sat_lo), min(hi, self.state_max)
+            elif self.sync_free:
+                v, lo, hi = self._clip_count(v, lo, hi)
+            else:                                # measure first: one pass, cheaper than a count
+                lo, hi = (float(t) for t in torch.aminmax(v))
+                if lo < self.sat_lo or hi > self.state_max:
+                    v, lo, hi = self._clip_count(v, lo, hi)
         self.lo, self.hi = lo, hi
         return v
 
@@ -256,7 +336,7 @@ class _IFBase(NeuronKernel):
         return max(1.0, abs(float(pop.payload.neg_value)))
 
     def spike_counts(self) -> torch.Tensor:
-        return self.pos.long() if self.neg is None else (self.pos + self.neg).long()
+        return torch.from_numpy(_np_as(self.pos if self.neg is None else self.pos + self.neg, np.int64))
 
     def value(self, spikes: torch.Tensor) -> torch.Tensor:
         if not self.signed or self.neg_value == 1:
@@ -280,7 +360,7 @@ class _IFBase(NeuronKernel):
         return pos - neg
 
     def decode(self, timesteps: int, coding: str, quantized: bool) -> np.ndarray:
-        total = self.pos.double()
+        total = self.pos
         if self.neg is not None:
             total = total - self.neg.double() * float(self.pop.payload.neg_value)
         return self._decode_total(total, timesteps, coding)
@@ -306,7 +386,41 @@ class FloatIF(_IFBase):
         self.zero_reset = m.reset == "zero"
         self._init_counts()
 
+    inplace = False
+
+    def use_inplace(self) -> None:
+        """Update v in place and emit 0/1 spikes in v's float dtype, counted in that dtype (exact below
+        2^24 steps): the same floating-point operations in the same order as :meth:`step`, without
+        its temporaries and int8 conversions (unsigned IF; the engine calls it for float networks).
+        A zero bias is not added (v + 0 only turns -0.0 into +0.0, which compares equal)."""
+        self.inplace = True
+        self.pos = self.pos.to(self.v.dtype)
+        self.value_dtype = self.v.dtype
+        self.has_bias = bool(self.bias.any())
+        th = self.theta
+        self.theta_scalar = float(th[0]) if self.n and bool((th == th[0]).all()) else None
+
+    def _step_inplace(self, current):
+        v = self.v
+        if self.keep != 1.0:
+            v.mul_(self.keep)
+        if current is not None:
+            v.add_(current)
+        if self.has_bias:
+            v.add_(self.bias)
+        spk = (torch.gt if self.strict else torch.ge)(v, self.theta, out=torch.empty_like(v))
+        if self.zero_reset:
+            v.mul_(1 - spk)
+        elif self.theta_scalar is not None:
+            v.sub_(spk, alpha=self.theta_scalar)      # v - theta * 1 = v - theta exactly; v - 0 = v
+        else:
+            v.addcmul_(spk, self.theta, value=-1.0)
+        self.pos.add_(spk)
+        return spk
+
     def step(self, current):
+        if self.inplace:
+            return self._step_inplace(current)
         v = self.v * self.keep if self.keep != 1.0 else self.v
         if current is not None:
             v = v + current

@@ -211,9 +211,9 @@ class ProjectionKernel:
             else:
                 self.last_bound = self.u_bound
             if self.weight_exp < 0:      # floor shift of the exact sum, then the (exact) act_shift
-                u = torch.floor(u * (2.0 ** self.weight_exp))
+                u.mul_(2.0 ** self.weight_exp).floor_()        # (in place: u is this call's own GEMM output)
                 if self.u_shift:
-                    u = u * (2.0 ** self.u_shift)
+                    u.mul_(2.0 ** self.u_shift)
             return u
         if self.path in _DTYPE:
             acc = self._apply(em.as_dtype(_DTYPE[self.path]), self._w)

@@ -97,3 +97,43 @@ def test_auto_schedule_choice(monkeypatch):
     assert not ran_layer_major(net)
     with pytest.raises(ValueError, match="schedule must be one of"):
         build_plan(net, 6, "cpu", schedule="diagonal")
+
+
+@pytest.mark.parametrize("overflow", ["saturate", "wrap"])
+@pytest.mark.parametrize("c", [1, 3, 1000])
+def test_chunk_rules_on_constant_analog_current_count_every_step(chunk, overflow, c):
+    """A C1 analog input delivers the same current at every step: the layer-major chunk applies
+    the int16 count and the 24-bit current rule to it once per chunk (``chunk_rules`` with
+    ``times``) and to summed residual currents in place; counts and states equal the step-major
+    loop and the numpy reference, and every counter fires."""
+    from spikeport.ir import IF, Conv2d, Dense, Input, Network, Population, Readout, SpikePayload
+    rng = np.random.default_rng(3)
+    dp = Datapath(current_bits=18, current_overflow=overflow)
+    net = Network(coding="C1", datapath=dp)
+    net.add(Input("x", shape=(2, 6, 6), coding="analog", scale=0.05, payload=SpikePayload(kind="graded", bits=8,
+                                                                                      min_level=-127, max_level=127)))
+    kw = dict(threshold=rng.integers(2_000, 60_000, size=3), bias=rng.integers(-40, 40, size=3),
+              v_init=rng.integers(-500, 500, size=3))
+    net.add(Population("c1", shape=(3, 6, 6), neuron=IF(**kw), t_start=1))
+    net.add(Conv2d("k1", source="x", target="c1", weight=rng.integers(-250, 251, size=(3, 2, 3, 3)).astype(float),
+                   padding=(1, 1), weight_exp=0, delay=1))
+    net.add(Population("c2", shape=(3, 6, 6), neuron=IF(**kw), t_start=2))
+    net.add(Conv2d("k2", source="c1", target="c2", weight=rng.integers(-3000, 3001, size=(3, 3, 3, 3)).astype(float),
+                   padding=(1, 1), weight_exp=0, delay=1))
+    net.add(Conv2d("k3", source="x", target="c2", weight=rng.integers(-250, 251, size=(3, 2, 1, 1)).astype(float),
+                   weight_exp=0, delay=2))                                     # residual: a summed current
+    net.add(Population("out", shape=(4,), neuron=Readout(bias=rng.integers(-5, 6, 4)), t_start=3))
+    net.add(Dense("d", source="c2", target="out", weight=rng.integers(-100, 101, size=(4, 108)).astype(float), delay=1))
+    net.outputs = ["out"]
+    T = 9
+    x = rng.uniform(-6.4, 6.4, size=(3, 2, 6, 6))
+    assert build_plan(net, T, "cpu").float_state >= {"c1", "c2"}
+    ref = reference_simulate(net, x, T)
+    step = simulate(net, x, T, batch_size=2, schedule="step", **KW)
+    _assert_same(step, ref, net)
+    chunk(c)
+    res = simulate(net, x, T, batch_size=2, schedule="layer", **KW)
+    _assert_same(res, ref, net)
+    _equal(res, step)
+    for name in ("c1", "c2"):
+        assert step.layers[name]["a_in_16bit_events"] > 0 and step.layers[name]["wrap_events"] > 0, name
