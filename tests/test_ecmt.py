@@ -141,9 +141,29 @@ def test_ecmt_structure_follows_the_paper(vit_net):
     head = net[net.outputs[0]]
     head_src = net[net.incoming(head.name)[0].source]
     assert isinstance(head.neuron, ir.Readout) and isinstance(head_src, O.Rearrange)  # analog class token, no MT
-    for p in mts:  # theta1 / theta2 from the 99th / 1st percentile of the ANN values feeding the neuron
+    for p in mts:  # theta1 / theta2 as calibrated (percentiles; softmax outputs: the reference code's 0.0125)
         t = net.meta["calibration"][p.source]
         assert float(p.neuron.theta1) == t["theta1"] > 0 and float(p.neuron.theta2) == t["theta2"] > 0
+
+
+def test_ecmt_softmax_outputs_get_the_reference_codes_fixed_threshold(vit_net, digits):
+    """MT neurons on softmax outputs: theta1 = theta2 = 0.0125 (the reference code's --softmax_p), at
+    least 2^-(n-1) so the top level reaches a probability of 1; ``softmax_theta=0`` restores the
+    percentile rule (theta1 = the 99th percentile of the attention probabilities). Every other MT
+    neuron keeps its percentiles."""
+    ann, net = vit_net
+    mts = [p for p in net.populations() if isinstance(p.neuron, O.MultiThreshold)]
+    soft = [p for p in mts if "softmax" in p.source]
+    assert len(soft) == 2 and all(float(p.neuron.theta1) == float(p.neuron.theta2) == 0.0125 for p in soft)
+    pct = convert(ann, digits[0][:500], "ecmt", softmax_theta=0.0)
+    cal = pct.meta["calibration"]
+    for p in soft:
+        assert 0.5 < cal[p.source]["theta1"] <= 1.0  # 99th percentile of peaked attention maps
+    assert all(cal[p.source] == net.meta["calibration"][p.source] for p in mts if p not in soft)
+    few = convert(ann, digits[0][:100], "ecmt", levels=4)
+    assert {few.meta["calibration"][p.source]["theta1"] for p in soft} == {0.125}  # 2^3 * 0.125 = 1
+    with pytest.raises(ConversionError, match="softmax_theta 2.0 must be in"):
+        convert(ann, digits[0][:100], "ecmt", softmax_theta=2.0)
 
 
 def check_accuracy(ann, net, x_test, y_test, bound16: float) -> dict:
