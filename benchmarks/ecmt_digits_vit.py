@@ -1,6 +1,7 @@
 """ECMT on the digits ViTs: ANN vs float SNN accuracy at T = 1..64 for both ViT definitions.
 
-    python3 benchmarks/ecmt_digits_vit.py [--samples N] [--levels 8] [--percentile 99] [--profile loihi2]
+    python3 benchmarks/ecmt_digits_vit.py [--samples N] [--levels 8] [--percentile 99] [--softmax-theta 0.0125]
+        [--profile loihi2]
 
 Each model is exported to ONNX, converted with ``--method ecmt`` on 500 training images and
 simulated once for 64 steps (float32); the decoded output is read at every T of the table, so the
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=0, help="test samples (0 = all 449)")
     ap.add_argument("--levels", type=int, default=8)
     ap.add_argument("--percentile", type=float, default=99.0)
+    ap.add_argument("--softmax-theta", type=float, default=0.0125,
+                    help="MT threshold on softmax outputs (the reference code's softmax_p; 0: the percentile rule)")
     ap.add_argument("--profile", default="loihi2", help="quantise for this profile too ('none': float only)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -48,7 +51,8 @@ def main() -> None:
             ann_acc = ann.evaluate(x_test, y_test)["accuracy"]
             ref = ann.forward(x_test)
             t0 = time.time()
-            net = convert(ann, x_train[:500], "ecmt", levels=args.levels, percentile=args.percentile)
+            net = convert(ann, x_train[:500], "ecmt", levels=args.levels, percentile=args.percentile,
+                          softmax_theta=args.softmax_theta)
             _, checks = simulate_operators(net, x_test, max(STEPS), checkpoints=STEPS, batch_size=512)
             secs = time.time() - t0
             acc = {t: 100 * float(np.mean(v.argmax(1) == y_test)) for t, v in checks.items()}
@@ -61,7 +65,8 @@ def main() -> None:
                 qacc = {t: 100 * float(np.mean(v.argmax(1) == y_test)) for t, v in qchecks.items()}
                 qdist = {t: float(np.abs(v - ref).mean()) for t, v in qchecks.items()}
                 rows.append((f"{kind} {args.profile} fixed", 100 * ann_acc, qacc, qdist, time.time() - t0))
-    print(f"ECMT float SNN, digits test set ({len(y_test)} samples), n = {args.levels}, p = {args.percentile}")
+    print(f"ECMT float SNN, digits test set ({len(y_test)} samples), n = {args.levels}, p = {args.percentile}, "
+          f"softmax theta = {args.softmax_theta}")
     print("| model | ANN | " + " | ".join(f"T={t}" for t in STEPS) + " | s |")
     print("|---|---|" + "---|" * len(STEPS) + "---|")
     for kind, a, acc, _, secs in rows:
