@@ -40,7 +40,7 @@ from vit_methods_digits import CALIB, MODELS, ORDER_T, STEPS  # noqa: E402
 
 METHODS = ("ecmt", "aif", "baseline", "mbe", "stbif", "pmsm")
 REF_T = {"ecmt": 16, "aif": 16, "baseline": 16, "mbe": 16, "stbif": 16, "pmsm": 1}
-LABEL = {"ecmt": "ecmt (n = 8, p = 99)", "aif": "aif (grid per T)", "baseline": "layer-wise baseline",
+LABEL = {"ecmt": "ecmt (n = 8, p = 99, softmax θ 0.0125)", "aif": "aif (grid per T)", "baseline": "layer-wise baseline",
          "mbe": "mbe (shipped fits)", "stbif": "stbif (finetune, L = 16)", "pmsm": "pmsm (finetune, L = 16)"}
 PAPER_E = {"ecmt": "synaptic ACs + MACs", "aif": "synaptic ACs + MACs", "baseline": "synaptic ACs + MACs",
            "mbe": "MBE neuron spikes x E_AC", "stbif": "synaptic ACs + MACs", "pmsm": "synaptic ACs + MACs"}
@@ -280,7 +280,7 @@ def claims(by: dict, kind: str = "vit") -> str:
             fails = [t for t in ORDER_T if acc(a, t) < acc(b, t)]
             verdict = ("**holds**" if not fails else
                        f"**does not hold** at T = {', '.join(map(str, fails))}")
-            out.append(f"- {a} >= {b} at T = 4, 8, 16 (issue 11's ordering; papers 003 and 000): {verdict} "
+            out.append(f"- {a} >= {b} at T = 4, 8, 16 (issue 9's ordering; papers 003 and 000): {verdict} "
                        f"({'; '.join(cells)}; one sample = {100 / by[a]['n']:.2f} points). "
                        + WHY[(a, b)][bool(fails)])
     if "mbe" in by and 16 in by["mbe"]["float"]:
@@ -382,7 +382,7 @@ NOTES = """
   (the papers' convention; only the counts differ), operators at the arithmetic they declare
   (fixed-point operators at the int32 figures, report/operator_energy.py), as `spikeport energy`
   prices a compiled net.
-- Why ecmt's fixed row costs more than its float row in the papers' convention (vit: 3399 vs 2588 nJ):
+- Why ecmt's fixed row costs more than its float row in the papers' convention (vit: 3246 vs 2437 nJ):
   the synaptic ACs are alike (2.35 M vs 2.58 M per sample on 8 digits), but the operation count of
   the compiled net prices the input of every MT population and residual add once per neuron and
   step as a MAC (its integer scale-and-add) where the float net counts an AC (vit at T = 16: 274 k
