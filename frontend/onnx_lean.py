@@ -138,7 +138,7 @@ def _tensor_array(t, path: Path) -> np.ndarray:
                             f"only one value field; it has {fields or 'none'})")
     try:
         return numpy_helper.to_array(t).copy()
-    except (TypeError, ValueError) as e:   # undefined type, or a value count that does not match the dims
+    except Exception as e:   # noqa: BLE001 - undefined or unknown type, a value count that does not match the dims
         raise FrontendError(f"{path}: invalid ONNX model (initializer {t.name!r} of dims {list(t.dims)}: {e})") from None
 
 
