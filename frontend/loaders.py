@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ..malloc_trim import release_free_memory, return_large_blocks
+from ..malloc_trim import large_blocks_returned, release_free_memory
 from .ann_graph import FrontendError, UnsupportedOpError
 from .ann_model import AnnModel
 from .maxpool import replace_maxpool
@@ -239,7 +239,6 @@ def load_model(source, input_shape=None, maxpool: str = "keep") -> AnnModel:
     """
     if maxpool not in MAXPOOL_CHOICES:
         raise FrontendError(f"maxpool={maxpool!r} must be one of {MAXPOOL_CHOICES}")
-    return_large_blocks()   # the probe's and calibration's freed tensors go back to the system (malloc_trim.py)
     if isinstance(source, nn.Module):
         if input_shape is None:
             raise FrontendError("<module>: input_shape (no batch axis) is required to load an nn.Module")
@@ -259,7 +258,8 @@ def load_model(source, input_shape=None, maxpool: str = "keep") -> AnnModel:
     gm = _eval_float(gm)
     probe = probe_input(shape, batch or 2).to(next(iter(gm.parameters()), torch.zeros(0)).device)
     try:
-        graph = normalise(gm, probe)
+        with large_blocks_returned():   # the probe's freed tensors go back to the system (malloc_trim.py)
+            graph = normalise(gm, probe)
     except UnsupportedOpError as e:
         raise UnsupportedOpError(f"{name}: {e}") from None
     release_free_memory()   # the ONNX protobuf and the probe's values are gone: return their pages

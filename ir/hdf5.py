@@ -26,7 +26,6 @@ import h5py
 import numpy as np
 
 from ..atomic import file_mode
-from ..malloc_trim import return_large_blocks
 from .datapath import Datapath
 from .graph import IRError, Network
 from .limits import check_limits
@@ -417,7 +416,6 @@ def load(path: str | os.PathLike) -> Network:
         raise IRError(f"{path}: no such file")
     if not path.is_file():
         raise IRError(f"{path}: not a file")
-    return_large_blocks()   # a stage's freed arrays go back to the system (malloc_trim.py)
     try:
         with open(path, "rb") as src:
             copy, kind = private_copy(src)   # verified while copied; never held in memory whole

@@ -127,7 +127,7 @@ from spikeport.convert.finetune_vit import insert_quantisers
 from spikeport.frontend import onnx_lean
 from spikeport.frontend.ann_eval import evaluate_graph
 from spikeport.frontend.ann_graph import FrontendError
-from spikeport.malloc_trim import return_large_blocks
+from spikeport import malloc_trim
 
 X8 = np.random.default_rng(2).random((5, 1, 8, 8), dtype=np.float32)
 
@@ -300,8 +300,9 @@ def test_lean_read_refuses_truncated_and_inconsistent_files(wide_vit_onnx, tmp_p
         load_model(bad2)
 
 
-def test_large_blocks_are_returned_to_the_system_on_glibc():
-    import platform
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        pytest.skip("glibc only")
-    assert return_large_blocks() and return_large_blocks()   # idempotent
+def test_large_blocks_are_returned_to_the_system_while_probing(monkeypatch):
+    seen = []
+    monkeypatch.setattr(malloc_trim, "_mallopt_threshold", lambda v: seen.append(v) or True)
+    with pytest.raises(RuntimeError), malloc_trim.large_blocks_returned():
+        raise RuntimeError("the threshold is set back on errors too")
+    assert seen == [malloc_trim.LARGE_BLOCK, malloc_trim.AFTER]
