@@ -154,6 +154,8 @@ def load_onnx(path: Path, input_shape=None) -> tuple[fx.GraphModule, tuple[int, 
         check_lean(model, arrays)
     except onnx.checker.ValidationError as e:
         raise FrontendError(f"{path}: invalid ONNX model ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:   # the checker's own message quotes a damaged (non-UTF-8) name
+        raise FrontendError(f"{path}: invalid ONNX model (a name or string is not UTF-8: {e})") from None
     shape, batch = _onnx_input_shape(model, path, input_shape)
     return _onnx_to_fx(model, path, arrays), shape, batch
 
