@@ -242,8 +242,10 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
     x, y = datasets.load_npz(calib)
     ann = frontend.load_model(model)
     check.data_for_model(ann, x, y, calib)
+    # the ANN's accuracy first: conversion takes its weights over (release_ann), one copy in memory at a time
+    ann_accuracy = ann.evaluate(x, y)["accuracy"] if timesteps and y is not None else None
     with _working(f"converting with method {method}"):
-        net = conv.convert(ann, x, method=method, timesteps=timesteps, maxpool=maxpool, pool=pool, **opts)
+        net = conv.convert(ann, x, method=method, timesteps=timesteps, maxpool=maxpool, pool=pool, release_ann=True, **opts)
     if timesteps and y is not None:
         _workload(net, len(x), timesteps, yes, "float SNN accuracy on the calibration data")
     ir.save(net, out)
@@ -258,7 +260,7 @@ def convert(model: Path = typer.Argument(..., help="ONNX file or torch.export pr
         from .simulator import simulate as sim
         res = sim(net, x, timesteps, progress=True)
         summary["calib_accuracy_snn"] = res.accuracy(y)
-        summary["calib_accuracy_ann"] = ann.evaluate(x, y)["accuracy"]
+        summary["calib_accuracy_ann"] = ann_accuracy
         console.print(f"on the calibration data: ANN {100 * summary['calib_accuracy_ann']:.2f}%, "
                       f"float SNN at T={timesteps} {100 * summary['calib_accuracy_snn']:.2f}%")
     if json_out:
@@ -342,7 +344,7 @@ def compile_(net_path: Path = typer.Argument(..., metavar="NET.h5"),
     net = _load_net(net_path, quantized=False)
     prof = hw_profiles.load_profile(profile)
     from . import compiler, report  # torch: imported once the inputs are known to be good
-    qnet, table = compiler.quantize(net, prof, netx=netx)
+    qnet, table = compiler.quantize(net, prof, netx=netx, release_input=True)   # net is not used again
     if ungated or netx:
         qnet, notes = compiler.ungate(qnet)
         for note in notes:

@@ -104,14 +104,14 @@ def run_stage(stage: str, work: Path, cfg: dict, n: int, levels: int) -> dict:
             info["ann_nodes"] = len(list(ann.graph))
         elif stage == "convert":
             ann = frontend.load_model(work / "model.onnx")
-            net = convert.convert(ann, x, method="ecmt", levels=levels)
+            net = convert.convert(ann, x, method="ecmt", levels=levels, release_ann=True)
             del ann
             ir.save(net, work / "net.h5")
             info["populations"], info["operators"] = len(net.populations()), len(net.operators())
             info["h5_mb"] = round((work / "net.h5").stat().st_size / 2 ** 20)
         elif stage == "compile":
             net = ir.load(work / "net.h5")
-            qnet, _ = compiler.quantize(net, hw_profiles.load_profile("loihi2"))
+            qnet, _ = compiler.quantize(net, hw_profiles.load_profile("loihi2"), release_input=True)
             ir.save(qnet, work / "qnet.h5")
         elif stage == "resources":
             qnet = ir.load(work / "qnet.h5")

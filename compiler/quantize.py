@@ -527,7 +527,7 @@ def _cancel_fill_bias(qnet: Network, dp: Datapath) -> dict:
 
 # ------------------------------------------------------------------------------------ the pass
 def _quantize_with_operators(net: Network, prof: Profile, dp: Datapath, bits: int, input_range,
-                             max_timesteps: int) -> tuple[Network, QuantTable]:
+                             max_timesteps: int, release_input: bool = False) -> tuple[Network, QuantTable]:
     """Networks with typed operators (ECMT ViTs): compiler/quantize_operators.py, no delay schedule
     (the operator simulator evaluates the graph in node order within each step)."""
     from ..ir import check_limits
@@ -539,7 +539,9 @@ def _quantize_with_operators(net: Network, prof: Profile, dp: Datapath, bits: in
         net.validate()
     except IRError as e:
         raise QuantizationError(f"cannot quantise an invalid network: {e}") from None
-    qnet = net.copy(share_arrays=True)   # the passes replace arrays, never write into them
+    # the passes replace arrays, never write into them; release_input: no copy, each float array is
+    # dropped as its integer one replaces it
+    qnet = net if release_input else net.copy(share_arrays=True)
     if net.coding == "C3":   # MBE Transformers (--method mbe): compiler/quantize_mbe_vit.py
         from .quantize_mbe_vit import quantize_mbe_network as quantize_operator_network
     elif net.coding == "C2":   # stbif / pmsm on a ViT: compiler/quantize_c2.py
@@ -561,14 +563,17 @@ def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | N
              input_range: tuple[float, float] | dict | None = None, max_timesteps: int = 256,
              headroom_bits: int = 2, weight_percentile: float = 100.0,
              compensate_floor: bool = True, neg_value_rtol: float = 1.0 / 128,
-             netx: bool = False) -> tuple[Network, QuantTable]:
+             netx: bool = False, release_input: bool = False) -> tuple[Network, QuantTable]:
     """Lower a float network to ``profile``'s datapath; returns the quantised copy and its table.
 
     ``input_range`` overrides ``net.meta["input_range"]`` (``[min, max]``, or a dict per input name).
     ``netx``: the datapath lava-dl netx reads exactly (weight_exp 0, bias_exp 6), as for a network
     converted with ``preset='netx'``.
     ``neg_value_rtol``: relative error allowed when a non-integer neg_value on a graded payload is
-    carried as integer levels (module docstring). The input network is never modified. Raises QuantizationError naming the layer, the parameter,
+    carried as integer levels (module docstring). The input network is never modified, unless
+    ``release_input`` and it has operators (a Transformer): then ``net`` itself is quantised and
+    returned (its float arrays are freed as the integer ones replace them, so a large network is not
+    held in both forms; after an error it is half-quantised); the result is the same either way. Raises QuantizationError naming the layer, the parameter,
     the value and the limit when something cannot be represented.
     """
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -584,7 +589,7 @@ def quantize(net: Network, profile: Profile | str | Path, *, input_bits: int | N
                                 f"weight_percentile = {weight_percentile} in (0, 100]")
     opt = QuantOptions(bits, max_timesteps, headroom_bits, weight_percentile, compensate_floor, neg_value_rtol)
     if net.operators():   # Transformer operator networks: compiler/quantize_operators.py
-        return _quantize_with_operators(net, prof, dp, bits, input_range, max_timesteps)
+        return _quantize_with_operators(net, prof, dp, bits, input_range, max_timesteps, release_input)
     _check_network(net, dp)
     netx = netx or net.meta.get("options", {}).get("preset") == "netx"
     if netx:   # convert preset='netx': biases in netx's fixed bias_exp, mixed-sign weights w << e within

@@ -196,7 +196,7 @@ class _AIFBuilder(_Builder):
         if np.any(rows != rows[:1]):
             raise self.err(node, f"the thresholds of its input {src!r} differ between tokens; a shared token weight "
                                  "needs one threshold per input channel")
-        w = node.weight.astype(np.float64)
+        w = node.weight.astype(np.float64, order="C")   # the graph's weight may be an F-ordered view
         bias = 0.0 if node.bias is None else node.bias.astype(np.float64)
         bias = np.broadcast_to(bias + z @ w.T, tuple(node.shape)).copy()  # b + W Z_prev, per token
         out = self.relay(node.name, node.shape, bias, source=node.name)

@@ -82,7 +82,7 @@ class C2Builder(_Builder):
 
     def _Linear(self, node: G.Linear) -> None:
         h = self.h[node.inputs[0]]
-        w = node.weight.astype(np.float64) * h.factor * self.out_scale(h.node)
+        w = node.weight.astype(np.float64, order="C") * h.factor * self.out_scale(h.node)   # C order (F-ordered views)
         bias = np.broadcast_to(0.0 if node.bias is None else node.bias.astype(np.float64), node.shape).copy()
         if _is_head(self.g, node):
             out = self._name(node.name)

@@ -247,6 +247,7 @@ class _Builder:
         self.net.add(ir.Conv2d(self._name(f"{node.name}_w"), source=src.name, target=r,
                                weight=np.array(node.weight, dtype=self.wdtype), stride=node.stride, padding=node.padding,
                                dilation=node.dilation, groups=node.groups))
+        self.ann.handed_over(node.name)   # frees the ANN's copy under convert(release_ann=True)
         self.h[node.name] = _Handle(r)
 
     def _weight(self, w: np.ndarray, factor: float) -> np.ndarray:
@@ -271,6 +272,7 @@ class _Builder:
             out = self.relay(node.name, node.shape, bias, source=node.name)
             self.net.add(O.TokenDense(self._name(f"{node.name}_w"), source=mt, target=out,
                                       weight=self._weight(node.weight, self.m._thresholds[src][0])))
+        self.ann.handed_over(node.name)   # frees the ANN's copy under convert(release_ann=True)
         self.h[node.name] = _Handle(out)
 
     def _rearrange(self, node, index: np.ndarray) -> None:

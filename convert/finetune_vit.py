@@ -104,7 +104,8 @@ class GraphQANN(nn.Module):
             for f in fields.get(type(node), ()):
                 a = getattr(node, f, None)
                 if a is not None:
-                    self.params[f"n{i}_{f}"] = nn.Parameter(torch.as_tensor(np.asarray(a, np.float32)))
+                    # a C-ordered copy: training must not write into the graph's (the module's) arrays
+                    self.params[f"n{i}_{f}"] = nn.Parameter(torch.tensor(np.ascontiguousarray(a, np.float32)))
             if isinstance(node, (G.Constant, G.AddConst)):
                 self.register_buffer(f"c{i}", torch.as_tensor(np.asarray(node.value, np.float32)))
             if isinstance(node, G.Rearrange):

@@ -295,7 +295,7 @@ class Lowering:
 
     def _linear(self, node: G.Linear) -> Value:
         v = self._no_preact(node, self.val(node))
-        w = node.weight.astype(np.float64)
+        w = node.weight.astype(np.float64, order="C")   # the graph's weight may be an F-ordered view
         out = w.shape[0]
         terms = []
         if not v.flat:

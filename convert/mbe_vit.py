@@ -154,7 +154,7 @@ class _MBEBuilder(_Builder):
         src = node.inputs[0]
         h = self.h[src]
         bias = np.broadcast_to(0.0 if node.bias is None else node.bias.astype(np.float64), node.shape).copy()
-        w = node.weight.astype(np.float64) * h.factor
+        w = node.weight.astype(np.float64, order="C") * h.factor   # C order (the graph's weight may be an F-ordered view)
         neuron = ir.Readout(bias=np.asarray(bias)) if _head(self.g, node) else O.Relay(bias=np.asarray(bias))
         out = self._name(node.name)
         self.net.add(ir.Population(out, tuple(node.shape), neuron,

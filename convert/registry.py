@@ -94,7 +94,7 @@ def _coerce(method: str, cls: type, key: str, value):
 
 
 def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str | None = None,
-            timesteps: int | None = None, pool: str = "auto", **options) -> ir.Network:
+            timesteps: int | None = None, pool: str = "auto", release_ann: bool = False, **options) -> ir.Network:
     """Convert ``ann`` to a float IR network with ``method``, calibrating on ``calib_x``.
 
     maxpool  'error' (default): a MaxPool stops the conversion with an explanation; 'avg': each
@@ -107,6 +107,10 @@ def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str
              else a relay population; a Linear after pooling stays folded; decided per layer,
              ``net.meta['pooling']``), 'fold' (always fold, exact), 'separate' (relay wherever the
              pooled source is a non-negative binary IF population).
+    release_ann  hand the ANN's weights over: each layer's are freed once its IR weights exist (methods
+              that build layer by layer: ecmt and those built on it), the rest when conversion ends, so a
+              large model's ANN and SNN weights are not all alive together. ``ann`` cannot run afterwards
+              (``AnnModel.handed_over``); the network is the same either way.
     options  the method's own options (see ``METHODS[method]``).
     """
     if maxpool is None:
@@ -129,10 +133,13 @@ def convert(ann: AnnModel, calib_x: np.ndarray, method: str = "if", maxpool: str
         text = str(e)
         raise ConversionError(text if text.startswith(f"method {method!r}") else f"method {method!r}: {text}") from None
     x_min, x_max = float(x.min()), float(x.max())
+    ann.hand_over = bool(release_ann)
     if m.own_structure(ann):  # methods with their own structure (Transformers: convert/ecmt.py, convert/aif_vit.py, convert/c2vit.py)
         net, populations = m.build(ann, x)
     else:
         net, populations = lower(ann, m, input_nonneg=x_min >= 0.0, input_coding=m.input_coding, pool=pool)
+    for node in list(ann.graph) if release_ann else ():
+        ann.handed_over(node.name)
     net.coding = m.coding
     net.meta.update({
         "method": method,

@@ -29,7 +29,8 @@ def eval_node(node: G.AnnNode, ins: list[torch.Tensor], batch: int, like: torch.
     if isinstance(node, G.Conv2d):
         return F.conv2d(x, _t(node.weight, x), _t(node.bias, x), node.stride, node.padding, node.dilation, node.groups)
     if isinstance(node, G.Linear):
-        return F.linear(x, _t(node.weight, x), _t(node.bias, x))
+        # C order: a shared F-ordered weight (ONNX MatMul) must give the bits of a C-ordered one
+        return F.linear(x, _t(node.weight, x).contiguous(), _t(node.bias, x))
     if isinstance(node, G.BatchNorm):
         a, b = node.scale_shift()
         shape = (1, -1) + (1,) * (x.ndim - 2)

@@ -3,7 +3,10 @@
 Every frontend (ONNX, ``.pt2``, ``nn.Module``) produces this same graph, so conversion methods and
 the lowering never see framework-specific ops. Each node keeps the name of the ``torch.fx`` node
 it came from (so ANN activations can be recorded under that name), the names of its data inputs
-and its output shape without the batch axis. Parameters are float32 numpy arrays.
+and its output shape without the batch axis. Parameters are float32 numpy arrays, read-only by
+contract: they may be the module's own memory (C order, or a Linear weight as the F-ordered transpose
+of an ONNX MatMul initialiser), so readers copy before writing, and copy to C order where the layout
+matters (a BLAS product, an IR array).
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import fx
 
-from .ann_graph import AnnGraph
+from .ann_graph import AnnGraph, FrontendError
 
 
 def module_device(module: torch.nn.Module) -> torch.device:
@@ -55,6 +55,38 @@ class AnnModel:
     source: str = "<module>"
     fixed_batch: int | None = None
     replaced: list[str] = field(default_factory=list)
+    hand_over: bool = field(default=False, repr=False)   # set by convert(release_ann=True): see handed_over
+    released: list[str] = field(default_factory=list, repr=False)
+
+    # ------------------------------------------------------------------ handing weights over
+    def handed_over(self, name: str) -> None:
+        """The conversion holds its own copy of node ``name``'s parameters: when ``hand_over`` is set
+        (``convert(..., release_ann=True)``), free them here, in the typed graph and in the module
+        (whose tensors share their memory, ``normalise._np``), so the ANN's and the SNN's weights of a
+        large model are not all alive together. The model cannot run afterwards (``_check_usable``)."""
+        if not self.hand_over:
+            return
+        node = self.graph[name]
+        ptrs = set()
+        for f in ("weight", "bias"):
+            a = getattr(node, f, None)
+            if isinstance(a, np.ndarray) and a.size:
+                ptrs.add(a.__array_interface__["data"][0])
+                setattr(node, f, np.zeros((0,) * a.ndim, a.dtype))   # no silent stand-in: any use fails on shape
+        if not ptrs:
+            return
+        for mod_name, mod in self.module.named_modules():
+            for kind in ("_parameters", "_buffers"):
+                for key, t in list(getattr(mod, kind).items()):
+                    if isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.data_ptr() in ptrs:
+                        getattr(mod, kind)[key] = torch.empty(t.shape, dtype=t.dtype, device="meta")
+        self.released.append(name)
+
+    def _check_usable(self) -> None:
+        if self.released:
+            raise FrontendError(f"model {self.source}: its weights were handed over to a conversion "
+                                f"(convert(..., release_ann=True): {len(self.released)} layers released, e.g. "
+                                f"{self.released[0]!r}); load the model again to run it")
 
     @property
     def device(self) -> torch.device:
@@ -66,6 +98,7 @@ class AnnModel:
         return self
 
     def _check_x(self, x: np.ndarray) -> np.ndarray:
+        self._check_usable()
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != tuple(self.input_shape):
             raise ValueError(f"model {self.source}: input of shape {x.shape}, expected (N, {', '.join(map(str, self.input_shape))})")

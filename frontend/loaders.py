@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ..malloc_trim import release_free_memory
+from ..malloc_trim import large_blocks_returned, release_free_memory
 from .ann_graph import FrontendError, UnsupportedOpError
 from .ann_model import AnnModel
 from .maxpool import replace_maxpool
 from .normalise import normalise
 from .probe import probe_input
 from .onnx_import import check_convertible, import_onnx2torch, inline_constant_identities
+from .onnx_lean import check_lean, handover, load_lean
 from .pt2_guard import safe_pt2_buffer
 
 ONNX2TORCH_MAX_OPSET = 17  # onnx2torch 1.5.15 lacks converters for several ops at opsets 18+
@@ -63,21 +64,25 @@ def _onnx_input_shape(model, path: Path, input_shape) -> tuple[tuple[int, ...], 
     return tuple(sizes[1:]), batch
 
 
-def _onnx_to_fx(model, path: Path) -> fx.GraphModule:
+def _onnx_to_fx(model, path: Path, arrays: dict | None = None) -> fx.GraphModule:
+    """``model`` as an fx module; ``arrays`` holds the data ``onnx_lean.load_lean`` took out of it."""
     onnx2torch = import_onnx2torch()
     from onnx import version_converter
 
-    model = inline_constant_identities(model)
+    arrays = {} if arrays is None else arrays
+    model = inline_constant_identities(model, arrays)
     check_convertible(model, path)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     try:
-        return _convert_inferred(onnx2torch, model)
+        with handover(arrays):
+            return _convert_inferred(onnx2torch, model)
     except NotImplementedError as first:
         if opset <= ONNX2TORCH_MAX_OPSET:
             raise UnsupportedOpError(f"{path}: {first}") from None
         try:
             older = version_converter.convert_version(model, ONNX2TORCH_MAX_OPSET)
-            return onnx2torch.convert(older)
+            with handover(arrays):
+                return onnx2torch.convert(older)
         except Exception as second:  # noqa: BLE001 - report both attempts
             raise UnsupportedOpError(f"{path}: onnx2torch cannot convert opset {opset} ({first}), and converting "
                                      f"to opset {ONNX2TORCH_MAX_OPSET} failed ({second})") from None
@@ -134,26 +139,25 @@ def load_onnx(path: Path, input_shape=None) -> tuple[fx.GraphModule, tuple[int, 
 
     if not path.is_file():
         raise FrontendError(f"{path}: no such file")
-    # The checker reads the file itself into its own copy of the model: it runs before `model` is
-    # parsed, so the two copies of the weights are never alive together. Its verdict is reported after
-    # the parse, so a file that is not ONNX at all still says so first.
+    # The model is read without its large initialisers' data, which comes as arrays that become the
+    # module's buffers, and the checker sees that lean model (onnx_lean.py): the weights are in memory
+    # once. A file that is not ONNX at all says so before the checker's verdict.
     try:
-        onnx.checker.check_model(str(path))
-        invalid = None
-    except Exception as e:  # noqa: BLE001 - a non-ONNX file fails in the checker's parser too
-        invalid = e
-    try:
-        model = onnx.load(str(path))
+        model, arrays = load_lean(path)
+    except FrontendError:
+        raise
     except Exception as e:  # noqa: BLE001 - protobuf raises several types
         raise FrontendError(f"{path}: not an ONNX model ({type(e).__name__}: {e})") from None
     if len(model.graph.node) == 0:
         raise FrontendError(f"{path}: not an ONNX model (the graph has no nodes)")
-    if isinstance(invalid, onnx.checker.ValidationError):
-        raise FrontendError(f"{path}: invalid ONNX model ({str(invalid).splitlines()[0]})") from None
-    if invalid is not None:
-        raise invalid
+    try:
+        check_lean(model, arrays)
+    except onnx.checker.ValidationError as e:
+        raise FrontendError(f"{path}: invalid ONNX model ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:   # the checker's own message quotes a damaged (non-UTF-8) name
+        raise FrontendError(f"{path}: invalid ONNX model (a name or string is not UTF-8: {e})") from None
     shape, batch = _onnx_input_shape(model, path, input_shape)
-    return _onnx_to_fx(model, path), shape, batch
+    return _onnx_to_fx(model, path, arrays), shape, batch
 
 
 # ---------------------------------------------------------------------- torch.export
@@ -256,7 +260,8 @@ def load_model(source, input_shape=None, maxpool: str = "keep") -> AnnModel:
     gm = _eval_float(gm)
     probe = probe_input(shape, batch or 2).to(next(iter(gm.parameters()), torch.zeros(0)).device)
     try:
-        graph = normalise(gm, probe)
+        with large_blocks_returned():   # the probe's freed tensors go back to the system (malloc_trim.py)
+            graph = normalise(gm, probe)
     except UnsupportedOpError as e:
         raise UnsupportedOpError(f"{name}: {e}") from None
     release_free_memory()   # the ONNX protobuf and the probe's values are gone: return their pages

@@ -36,12 +36,16 @@ def _pair(v: Any, name: str = "") -> tuple[int, int]:
 
 
 def _np(t: Any) -> np.ndarray | None:
-    """A parameter as a C-ordered float32 array: the module's own memory when it already is one (the
-    typed graph and the module then share their weights instead of holding them twice), else a copy."""
+    """A parameter as a float32 array: the module's own memory when it already is one, C-ordered or,
+    for a 2-D weight, its transpose (an ONNX MatMul initialiser is stored (in, out): the Linear's
+    (out, in) weight is then an F-ordered view), so the typed graph and the module share their weights
+    instead of holding them twice; else a C-ordered copy. The typed graph's arrays are read-only
+    (``ann_graph`` module docstring): readers that need C order (a BLAS product, an IR array) copy."""
     if t is None:
         return None
     t = t.detach()
-    if t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() and not t.requires_grad:
+    if t.device.type == "cpu" and t.dtype == torch.float32 and not t.requires_grad and (
+            t.is_contiguous() or (t.ndim == 2 and t.T.is_contiguous())):
         return t.numpy()
     return t.to("cpu", torch.float32).numpy().copy()
 

@@ -56,15 +56,18 @@ def import_onnx2torch():
                 del sys.modules[n]
 
 
-def inline_constant_identities(model):
+def inline_constant_identities(model, arrays: dict | None = None):
     """Fold constant plumbing into initializers: ``Constant`` nodes, and ``Identity`` / ``Cast`` nodes
     whose input is an initializer.
 
     The TorchScript ONNX exporter emits such nodes for shared constants (e.g. two convs with the
     same zero bias) and wraps Clip bounds in ``Cast``; onnx2torch expects conv/gemm parameters and
-    Clip bounds to be initializers ("Dynamic value of min/max" otherwise).
+    Clip bounds to be initializers ("Dynamic value of min/max" otherwise). ``arrays``: the data of
+    initialisers ``onnx_lean.load_lean`` read apart from the model.
     """
     from onnx import helper, numpy_helper
+
+    from .onnx_lean import initializer_array
 
     inits = {t.name: t for t in model.graph.initializer}
     keep = []
@@ -75,7 +78,7 @@ def inline_constant_identities(model):
             if "value" in attrs:
                 arr = numpy_helper.to_array(attrs["value"].t)
         elif node.op_type in ("Identity", "Cast") and len(node.input) == 1 and node.input[0] in inits:
-            arr = numpy_helper.to_array(inits[node.input[0]])
+            arr = initializer_array(inits[node.input[0]], arrays or {})
             if node.op_type == "Cast":
                 to = next(a.i for a in node.attribute if a.name == "to")
                 arr = arr.astype(helper.tensor_dtype_to_np_dtype(to))
