@@ -22,17 +22,22 @@ LARGE_BLOCK = 1 << 20           # while returning large blocks: blocks of 1 MiB 
 AFTER = 32 << 20                # afterwards: glibc's ceiling for its dynamic threshold (64-bit)
 
 
-def _mallopt_threshold(value: int) -> bool:
+def _libc_call(name: str, *args) -> bool:
+    """glibc's ``name(*args)`` != 0; False off Linux, without a loadable C library or the symbol."""
     global _LIBC
     if not sys.platform.startswith("linux"):
         return False
     try:
         if _LIBC is None:
             _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = getattr(_LIBC, "mallopt", None)
-        return bool(mallopt(_M_MMAP_THRESHOLD, value)) if mallopt is not None else False
     except OSError:   # no loadable C library (static or non-glibc builds)
         return False
+    fn = getattr(_LIBC, name, None)
+    return bool(fn(*args)) if fn is not None else False
+
+
+def _mallopt_threshold(value: int) -> bool:
+    return _libc_call("mallopt", _M_MMAP_THRESHOLD, value)
 
 
 @contextlib.contextmanager
@@ -53,16 +58,7 @@ def large_blocks_returned():
 
 def release_free_memory() -> bool:
     """``malloc_trim(0)``; True if glibc returned memory, False if it did not or is not there."""
-    global _LIBC
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        if _LIBC is None:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = getattr(_LIBC, "malloc_trim", None)
-        return bool(trim(0)) if trim is not None else False
-    except OSError:   # no loadable C library (static or non-glibc builds)
-        return False
+    return _libc_call("malloc_trim", 0)
 
 
 __all__ = ["LARGE_BLOCK", "large_blocks_returned", "release_free_memory"]

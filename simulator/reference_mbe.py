@@ -14,6 +14,7 @@ import numpy as np
 from ..ir.graph import Network
 from ..ir.neurons_mbe import MBETable
 from ..ir.nodes import Dense, Identity, Input, Population, Readout, expand_channel
+from .reference import lava_current, lava_state
 
 
 @dataclass
@@ -27,20 +28,12 @@ class StagedReference:
 
 
 def _u(a_in: np.ndarray, dp) -> np.ndarray:
-    """Lava input rule: a_in << act_shift in int32, then one asymmetric wrap (or clip) to current_bits."""
+    """Lava input rule: a_in << act_shift in int32, then ``reference.lava_current``'s wrap (or clip)."""
     xs = a_in << dp.act_shift if dp.act_shift >= 0 else a_in >> -dp.act_shift
-    xs = (xs + 2 ** 31) % 2 ** 32 - 2 ** 31
-    h = 2 ** (dp.current_bits - 1)
-    if dp.current_overflow == "wrap":
-        return np.where(xs > h, xs - 2 * h, np.where(xs <= -h, xs + 2 * h, xs))
-    return np.clip(xs, -h + 1, h - 1)
+    return lava_current((xs + 2 ** 31) % 2 ** 32 - 2 ** 31, dp)
 
 
-def _sat(v: np.ndarray, dp) -> np.ndarray:
-    m = 2 ** (dp.state_bits - 1) - 1
-    if dp.state_overflow == "saturate":
-        return np.clip(v, -m, m)
-    return (v + m + 1) % (2 * m + 2) - (m + 1)
+_sat = lava_state   # the state range: saturate or two's-complement wrap
 
 
 def reference_staged(net: Network, x, timesteps: int) -> StagedReference:
