@@ -128,10 +128,9 @@ def _check_qann(ann: AnnModel, method: str) -> None:
                               "--epochs 3 --out MODEL_Q.pt2")
 
 
-def value_ranges(ann: AnnModel, net: ir.Network, calib_x: np.ndarray, batch: int = 256) -> dict[str, float]:
-    """max |QANN value| over ``calib_x`` of every Relay / Readout (by its ANN source) and C2 function
-    operator (by name): in C2 the summed output of these IR nodes IS that ANN value. The fixed-point
-    quantiser sizes their units from it (compiler/quantize_c2.py; a static bound otherwise)."""
+def observed_ranges(ann: AnnModel, calib_x: np.ndarray, batch: int = 256) -> dict[str, float]:
+    """max |QANN value| over ``calib_x`` of every value of the ANN graph (by name). Run before the
+    build: under ``convert(..., release_ann=True)`` the walk frees each layer's weights."""
     import torch
 
     from ..frontend.ann_eval import evaluate_graph
@@ -143,6 +142,16 @@ def value_ranges(ann: AnnModel, net: ir.Network, calib_x: np.ndarray, batch: int
             seen[name] = max(seen.get(name, 0.0), float(v.abs().max()))
     for a in range(0, len(calib_x), batch):
         evaluate_graph(ann.graph, calib_x[a:a + batch], keep=[], dtype=torch.float64, observe=observe)
+    return seen
+
+
+def value_ranges(ann: AnnModel, net: ir.Network, calib_x: np.ndarray, batch: int = 256,
+                 seen: dict[str, float] | None = None) -> dict[str, float]:
+    """max |QANN value| over ``calib_x`` of every Relay / Readout (by its ANN source) and C2 function
+    operator (by name): in C2 the summed output of these IR nodes IS that ANN value. The fixed-point
+    quantiser sizes their units from it (compiler/quantize_c2.py; a static bound otherwise).
+    ``seen``: :func:`observed_ranges`, measured already."""
+    seen = observed_ranges(ann, calib_x, batch) if seen is None else seen
     out = {}
     for node in net.nodes():
         if isinstance(node, ir.Population) and not node.neuron.spiking and node.source in seen:
@@ -156,10 +165,11 @@ def build_c2(ann: AnnModel, method: str, calib_x: np.ndarray | None = None) -> t
     """The C2 network of a ViT QANN for ``method`` ('stbif' or 'pmsm'); also the per-neuron choices.
     With ``calib_x`` the network records ``meta["value_ranges"]`` (:func:`value_ranges`)."""
     _check_qann(ann, method)
+    seen = observed_ranges(ann, calib_x) if calib_x is not None and len(calib_x) else None
     b = C2Builder(method, ann)
     net, pops = b.run()
-    if calib_x is not None and len(calib_x):
-        net.meta["value_ranges"] = value_ranges(ann, net, calib_x)
+    if seen is not None:
+        net.meta["value_ranges"] = value_ranges(ann, net, calib_x, seen=seen)
     return net, pops, b.chosen
 
 
