@@ -109,12 +109,8 @@ class _MBEQuantizer(_OpQuantizer):
         alpha = float(np.max(np.asarray(m.alpha, dtype=np.float64)))
         s = _pow2_at_least(max(r_in, alpha) / self.state_units)
         limited = "range"
-        while True:     # a coarser state unit until every incoming projection's exponent fits
-            need = max((self._exp_for(p, s)[1] for p in incoming), default=self.dp.weight_exp_min)
-            if need <= self.dp.weight_exp_max:
-                break
-            s *= 2.0 ** (need - self.dp.weight_exp_max)
-            limited = "weight exponent"
+        s, coarsened = self._coarsen_for_weight_exponents(incoming, s)
+        limited = "weight exponent" if coarsened else limited
         projections = [self._projection(p, s) for p in incoming]
         c = _pow2_at_least(_intensity_total(m) / self.payload_units)
         table, rep = quantize_mbe(m, s, c, self.dp, where)

@@ -140,15 +140,9 @@ class _OpQuantizer:
         if isinstance(m, O.MultiThreshold):
             s, tb = self._mt_unit(pop, incoming)
             limited = f"theta {tb} bits"
-        else:
-            s = self._relay_unit(pop, incoming)
-        # coarsen a relay / readout unit until every incoming projection's exponent fits
-        while not isinstance(m, O.MultiThreshold):
-            need = max((self._exp_for(p, s)[1] for p in incoming), default=self.dp.weight_exp_min)
-            if need <= self.dp.weight_exp_max:
-                break
-            s *= 2.0 ** (need - self.dp.weight_exp_max)
-            limited = "weight exponent"
+        else:   # a relay / readout unit, coarsened until every incoming projection's exponent fits
+            s, coarsened = self._coarsen_for_weight_exponents(incoming, self._relay_unit(pop, incoming))
+            limited = "weight exponent" if coarsened else limited
         projections = [self._projection(p, s) for p in incoming]
         bias_exp, bias_mant_max, bias_rel = 0, 0, 0.0
         if isinstance(m, O.MultiThreshold):
@@ -255,6 +249,17 @@ class _OpQuantizer:
         from .quantize_signed_if import refold
         w = refold(self, p, np.asarray(p.weight, dtype=np.float64))
         return w * self.unit[p.source] / self.femit[p.source] / s
+
+    def _coarsen_for_weight_exponents(self, incoming, s: float) -> tuple[float, bool]:
+        """The state unit ``s``, coarsened by powers of two until every incoming projection's weight
+        exponent fits the datapath; and whether it was coarsened."""
+        coarsened = False
+        while True:
+            need = max((self._exp_for(p, s)[1] for p in incoming), default=self.dp.weight_exp_min)
+            if need <= self.dp.weight_exp_max:
+                return s, coarsened
+            s *= 2.0 ** (need - self.dp.weight_exp_max)
+            coarsened = True
 
     def _exp_for(self, p, s: float) -> tuple[None, int]:
         # max |w * a / b / c| = max|w| * |a| / |b| / |c| exactly: rounding is monotone and sign-symmetric,

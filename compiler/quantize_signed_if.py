@@ -89,14 +89,11 @@ def quantize_if_population(q, pop: Population, incoming) -> LayerQuant:
     while b_max / s > b_room and th_max / s >= 2 ** (vsh + 1):
         s *= 2.0
         limited = f"bias {b_max:.4g} (bias_max {dp.bias_max} << {dp.bias_exp_max})"
-    s_in = s * 2.0 ** dp.act_shift            # a_in unit: the CNN convention (u = a_in << act_shift)
-    while True:    # coarsen until every incoming projection's exponent fits (as relays do)
-        need = max((q._exp_for(p, s_in)[1] for p in incoming), default=dp.weight_exp_min)
-        if need <= dp.weight_exp_max:
-            break
-        s *= 2.0 ** (need - dp.weight_exp_max)
-        s_in = s * 2.0 ** dp.act_shift
-        limited = "weight exponent"
+    # a_in unit: the CNN convention (u = a_in << act_shift), coarsened as relays are until every
+    # incoming projection's exponent fits (powers of two: s follows s_in exactly)
+    s_in, coarsened = q._coarsen_for_weight_exponents(incoming, s * 2.0 ** dp.act_shift)
+    if coarsened:
+        s, limited = s_in / 2.0 ** dp.act_shift, "weight exponent"
     projections = [q._projection(p, s_in) for p in incoming]
     mant = np.maximum(1, _int(th_f / s / 2 ** vsh)).astype(np.int64)
     if int(mant.max()) > dp.threshold_max:
