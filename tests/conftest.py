@@ -43,6 +43,19 @@ def export_onnx(model: torch.nn.Module, path, input_shape=(1, 8, 8), keep_batchn
     return str(path)
 
 
+def tiny_vit(kind: str, seed: int, tmp_path, **kw):
+    """A small random ViT ('vit': timm layout, else nn.TransformerEncoder) via ONNX, its weights
+    perturbed beyond the init so every operator sees varied values."""
+    from spikeport.frontend import load_model
+    from spikeport.models.digits_vit import DigitsTransformerEncoder, DigitsViT
+    torch.manual_seed(seed)
+    model = (DigitsViT if kind == "vit" else DigitsTransformerEncoder)(**kw).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return load_model(export_onnx(model, tmp_path / f"{kind}{seed}.onnx"))
+
+
 def export_pt2(model: torch.nn.Module, path, input_shape=(1, 8, 8), dynamic_batch: bool = True) -> str:
     """``frontend.export_pt2`` with a batch-2 example (dynamic batch axis by default)."""
     return str(export_pt2_file(model, path, torch.rand((2,) + tuple(input_shape)).numpy(), dynamic_batch=dynamic_batch))

@@ -17,23 +17,15 @@ from spikeport import compiler, ir
 from spikeport.compiler import QuantizationError
 from spikeport.convert import convert
 from spikeport.frontend import load_model
-from spikeport.models.digits_vit import DigitsTransformerEncoder, DigitsViT
 from spikeport.simulator.reference_operators import run_reference
 from spikeport.simulator.transformer import simulate_operators
 from spikeport.simulator.transformer_fixed import simulate_operators_fixed
 
-from conftest import export_onnx
+from conftest import export_onnx, tiny_vit as _tiny
 
 SMALL = dict(n_offset=5, n_threshold=5, max_values=256)   # a coarse grid keeps the suite fast
 
 
-def _tiny(kind: str, seed: int, tmp_path, **kw):
-    torch.manual_seed(seed)
-    model = (DigitsViT if kind == "vit" else DigitsTransformerEncoder)(**kw).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return load_model(export_onnx(model, tmp_path / f"{kind}{seed}.onnx"))
 
 
 def _ifs(net):

@@ -18,22 +18,15 @@ from spikeport.errors import UnsupportedError
 from spikeport.frontend import load_model
 from spikeport.ir import operators_mbe as OM
 from spikeport.ir.neurons_mbe import MBETable
-from spikeport.models.digits_vit import DigitsTransformerEncoder, DigitsViT, pretrained_digits_vit
+from spikeport.models.digits_vit import DigitsViT, pretrained_digits_vit
 from spikeport.simulator import simulate
 from spikeport.simulator.reference_mbe_vit import run_reference
 from spikeport.simulator.transformer_mbe import simulate_mbe
 from spikeport.simulator.transformer_mbe_fixed import bit_length, simulate_mbe_fixed
 
-from conftest import export_onnx
+from conftest import export_onnx, tiny_vit as _tiny
 
 
-def _tiny(kind: str, seed: int, tmp_path, **kw):
-    torch.manual_seed(seed)
-    model = (DigitsViT if kind == "vit" else DigitsTransformerEncoder)(**kw).eval()
-    with torch.no_grad():   # larger random weights than the init so every operator sees varied values
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return load_model(export_onnx(model, tmp_path / f"{kind}{seed}.onnx"))
 
 
 def _equal_to_reference(qnet, x, batch_size: int) -> None:

@@ -14,22 +14,15 @@ from spikeport.compiler import QuantizationError
 from spikeport.convert import convert
 from spikeport.frontend import load_model
 from spikeport.ir import operators as O
-from spikeport.models.digits_vit import DigitsTransformerEncoder, DigitsViT
+from spikeport.models.digits_vit import DigitsViT
 from spikeport.simulator import simulate
 from spikeport.simulator.fixed_operators import FixedMT, isqrt, rdiv
 from spikeport.simulator.reference_operators import run_reference
 from spikeport.simulator.transformer_fixed import simulate_operators_fixed
 
-from conftest import export_onnx
+from conftest import export_onnx, tiny_vit as _tiny
 
 
-def _tiny(kind: str, seed: int, tmp_path, **kw):
-    torch.manual_seed(seed)
-    model = (DigitsViT if kind == "vit" else DigitsTransformerEncoder)(**kw).eval()
-    with torch.no_grad():   # larger random weights than the init so every operator sees varied values
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    return load_model(export_onnx(model, tmp_path / f"{kind}{seed}.onnx"))
 
 
 # ---------------------------------------------------------------------- integer helpers and the MT rule
