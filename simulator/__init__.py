@@ -153,22 +153,23 @@ class Simulation:
         return _merge(plan, chunks, record_states, record_spikes, record_voltages)
 
 
+_STAT_KEYS = ("saturation_events", "saturation_high", "wrap_events", "a_in_16bit_events", "int32_events")
+
+
 def _collect(run: BatchRun, record_states: bool) -> dict:
     plan = run.plan
     net = plan.net
     out = {"decoded": {}, "counts": {}, "stats": {}, "states": {}, "spikes": {}, "voltages": {}, "acc_wrap": {}}
-    for pop in net.populations():
+    for pop in plan.pops:
         k = run.kernels[pop.name]
         shape = (run.batch,) + tuple(pop.shape)
         out["decoded"][pop.name] = k.decode(plan.timesteps, net.coding, plan.quantized)
         counts = k.spike_counts()
         if counts is not None:
             out["counts"][pop.name] = counts.cpu().numpy().reshape(shape)
-        out["stats"][pop.name] = {
-            "saturation_events": int(k.saturation.item()), "saturation_high": int(k.saturation_high.item()),
-            "wrap_events": int(k.wrap.item()),
-            "a_in_16bit_events": int(k.a16.item()), "int32_events": int(k.int32.item()),
-        }
+        counters = torch.stack([c.to(torch.int64).reshape(()) for c in
+                                (k.saturation, k.saturation_high, k.wrap, k.a16, k.int32)]).tolist()   # one sync
+        out["stats"][pop.name] = dict(zip(_STAT_KEYS, counters))
         if pop.name in run.acc_wrap:
             out["acc_wrap"][pop.name] = run.acc_wrap[pop.name].cpu().numpy()
         if record_states or (plan.quantized and pop.name in net.outputs):
@@ -190,7 +191,7 @@ def _merge(plan: Plan, chunks: list[dict], record_states: bool, record_spikes: b
     counts = {name: cat("counts", name) for name in chunks[0]["counts"]}
     n = all_outputs[net.outputs[0]].shape[0]
     layers = {}
-    for pop in net.populations():
+    for pop in plan.pops:
         s = LayerStats(neurons=pop.size)
         for c in chunks:
             for key, val in c["stats"][pop.name].items():
