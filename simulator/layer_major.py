@@ -40,6 +40,8 @@ from .emission import Emission
 CHUNK_BYTES = 64 * 2 ** 20       # emission buffers and currents of one chunk, all populations together
                                  # (kept small: each buffer is touched once per run, and fresh pages cost)
 MAX_CHUNK = 256                  # steps per chunk (longer gains nothing: the per-step loop dominates)
+MAX_ROWS = 1024                  # steps x batch per GEMM: past ~1024 rows a chunk's operands and sums leave
+                                 # the cache, and the GEMM runs up to 1.35x slower per row (2 threads, 784x512)
 SCHEDULES = ("auto", "step", "layer")
 
 
@@ -91,7 +93,7 @@ def chunk_steps(run) -> int:
     per += B * sum(shared.values())
     longest = max((plan.steps if getattr(type(p.neuron), "always_active", False) else plan.timesteps)
                   for p in plan.pops) if plan.pops else plan.steps
-    c = min(plan.steps, longest, MAX_CHUNK, (CHUNK_BYTES - fixed) // max(per, 1))
+    c = min(plan.steps, longest, MAX_CHUNK, max(2, MAX_ROWS // B), (CHUNK_BYTES - fixed) // max(per, 1))
     if plan.schedule == "layer":
         return max(c, 1)
     return c if c >= 2 else 0
