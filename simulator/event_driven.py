@@ -14,8 +14,8 @@ the process), gives the largest event count ``nnz*`` at which the event-driven s
 most 3/4 of the dense time (a margin for timing noise: the choice never changes results, only
 speed, and a wrong "sparse" costs more than a missed one). Each
 step counts the events (``count_nonzero``, one pass) and takes the sparse sum only below
-``nnz*``; when activity is far above it, the count is refreshed every 8th step only, so a dense
-network pays almost nothing for the check. The run also times its own calls: a sparse step slower
+``nnz*``; when activity is above it, the count is refreshed every 8th step only, so a dense
+network pays almost nothing for the check (near the crossover a count every step cost up to 5 %). The run also times its own calls: a sparse step slower
 than the fastest dense step seen lowers the threshold below that event count (a run that chose
 sparse from the start times one dense step after ``PROBE`` sparse ones, so the comparison always
 has a dense time from this run). Only on CPU (on GPUs the count and the timing would synchronise).
@@ -31,7 +31,7 @@ import torch
 
 MODES = ("auto", "off", "on")
 MIN_WORK = 2 ** 16          # batch * n_in * n_out below which the dense GEMM is never worth replacing
-RECHECK = 8                 # steps between activity counts while far above the threshold
+RECHECK = 8                 # steps between activity counts while above the threshold
 PROBE = 4                   # sparse steps after which one dense step is timed, if none was yet
 MARGIN = 0.75               # take the sparse sum only where predicted at most 3/4 of the dense time:
                             # calibration on a shared machine is noisy, and a wrong "sparse" costs more
@@ -155,8 +155,8 @@ class EventDriven:
                         res = _bag(j, w_rows, offsets, psw) if batch == 1 else sparse_sum(x, w_rows, self.binary)
                         self._feedback(batch, nnz, time.perf_counter() - t0)
                         return res
-                    if nnz > 2 * lim:
-                        self.wait = RECHECK - 1
+                    if nnz > lim:               # dense by count: activity drifts slowly, so the next
+                        self.wait = RECHECK - 1     # RECHECK - 1 calls skip the counting pass
             t0 = time.perf_counter()
             res = _dense(x, w_rows, out)
             t = time.perf_counter() - t0
