@@ -13,7 +13,8 @@ layer-major schedule with dense sums (``dense``) and the defaults (``auto``: lay
 event-driven sums where measured faster); simulator and GEMM runs alternate and each figure is the
 best of ``--repeat``, so both see the same machine load. Table 2: the event-driven
 crossover, simulate time with ``event_driven`` off / on / auto at input rates 1, 5, 10, 20 % for
-batch 1 and 256 (``auto`` should follow the faster of the two). ``--threads``: a list; 0 = all
+batch 1 and 256 (``auto`` should follow the faster of the two; ``auto sparse``: how many of its
+projection calls took the event-driven sum, so equal work to dense reads as "0/N"). ``--threads``: a list; 0 = all
 cores (torch's default). Synaptic events = delivered spikes x fan-out (the work an event-driven
 chip does); dense MACs = batch x T x (784*512 + 512*256 + 256*10) (the work the GEMM does).
 """
@@ -171,7 +172,7 @@ def table2(net, args) -> None:
     """Event-driven crossover: event_driven off / on / auto at input rates 1-20 %."""
     print(f"\n[table 2] event-driven crossover, threads={torch.get_num_threads()} (seconds, best of {args.repeat}), "
           f"load(1 min)={os.getloadavg()[0]:.1f}")
-    head = ("batch", "rate", "off (dense)", "on (events)", "auto", "faster", "auto/best")
+    head = ("batch", "rate", "off (dense)", "on (events)", "auto", "faster", "auto/best", "auto/off", "auto sparse")
     print(" | ".join(f"{h:>11}" for h in head))
     for batch, n in ((1, args.samples_b1), (256, args.samples_b256)):
         for rate in (0.01, 0.05, 0.1, 0.2):
@@ -185,7 +186,21 @@ def table2(net, args) -> None:
             faster = "events" if times["on"] < times["off"] else "dense"
             print(" | ".join(f"{v:>11}" for v in (batch, f"{rate:.2f}", f"{times['off']:.3f}", f"{times['on']:.3f}",
                                                   f"{times['auto']:.3f}", faster,
-                                                  f"{times['auto'] / min(times['off'], times['on']):.2f}")))
+                                                  f"{times['auto'] / min(times['off'], times['on']):.2f}",
+                                                  f"{times['auto'] / times['off']:.2f}", auto_choices(net, x, batch))))
+
+
+def auto_choices(net: Network, x: np.ndarray, batch: int) -> str:
+    """Share of auto's projection calls that took the event-driven sum (one more run, counted), so
+    a time next to dense's can be read as the same work or not."""
+    if not HAS_EVENTS:
+        return "n/a"
+    from spikeport.simulator import Simulation
+    sim = Simulation(net, T, event_driven="auto")
+    sim.run(x, batch_size=batch)
+    ev = [pk.events for entries in sim.plan.incoming.values() for pk, _, _ in entries if pk.events is not None]
+    sparse, calls = sum(e.sparse_steps for e in ev), sum(e.sparse_steps + e.dense_steps for e in ev)
+    return f"{sparse}/{calls}"
 
 
 if __name__ == "__main__":
