@@ -13,8 +13,8 @@ device and thread count on this machine (a few timed runs of each at two activit
 the process), gives the largest event count ``nnz*`` at which the event-driven sum is predicted at
 most 0.85 of the dense time (a margin for timing noise: the choice never changes results, only
 speed, and a wrong "sparse" costs more than a missed one). Each
-step counts the events (``count_nonzero``, one pass) and takes the sparse sum only below
-``nnz*``; when activity is above it, the count is refreshed every 8th step only, so a dense
+step counts the events (``count_nonzero``, one pass; after a sparse step the event list itself,
+which the sparse sum needs anyway) and takes the sparse sum only below ``nnz*``; when activity is above it, the count is refreshed every 8th step only, so a dense
 network pays almost nothing for the check (near the crossover a count every step cost up to 5 %). The run also times its own calls: a sparse step slower
 than the fastest dense step seen lowers the threshold below that event count (a run that chose
 sparse from the start times one dense step after ``PROBE`` sparse ones, so the comparison always
@@ -113,6 +113,7 @@ class EventDriven:
         self.threshold: dict[int, float] = {}    # batch -> largest event count where sparse wins
         self.t_dense: dict[int, float] = {}      # batch -> fastest dense call measured in this run
         self.wait = 0
+        self.was_sparse: dict[int, bool] = {}    # batch -> the last counted call took the sparse sum
         self.last_nnz = None                     # events counted in the last call (None: not counted)
         self.sparse_steps = 0                    # steps that took the event-driven sum (reported)
         self.dense_steps = 0
@@ -144,16 +145,18 @@ class EventDriven:
                     self.wait -= 1
                 else:
                     t0 = time.perf_counter()
-                    if batch == 1:          # the event list is the count: no separate pass
+                    events = batch == 1 or self.was_sparse.get(batch, False)
+                    if events:              # the event list is the count: no separate counting pass
                         j, offsets, psw = _events(x, self.binary)
                         nnz = int(j.shape[0])
                     else:
                         nnz = int(x.count_nonzero())
                     self.last_nnz = nnz
                     probe = batch not in self.t_dense and self.sparse_steps >= PROBE
-                    if nnz <= lim and not probe:
+                    self.was_sparse[batch] = sparse = nnz <= lim and not probe
+                    if sparse:
                         self.sparse_steps += 1
-                        res = _bag(j, w_rows, offsets, psw) if batch == 1 else sparse_sum(x, w_rows, self.binary)
+                        res = _bag(j, w_rows, offsets, psw) if events else sparse_sum(x, w_rows, self.binary)
                         self._feedback(batch, nnz, time.perf_counter() - t0)
                         return res
                     if nnz > lim:               # dense by count: activity drifts slowly, so the next
