@@ -14,16 +14,19 @@ class Emission:
     None for inputs).
     """
 
-    __slots__ = ("base", "spikes", "_cache")
+    __slots__ = ("base", "spikes", "_cache", "_into")
 
-    def __init__(self, base: torch.Tensor, spikes: torch.Tensor | None = None):
+    def __init__(self, base: torch.Tensor, spikes: torch.Tensor | None = None,
+                 into: dict[torch.dtype, torch.Tensor] | None = None):
         self.base = base
         self.spikes = spikes
         self._cache: dict[torch.dtype, torch.Tensor] = {base.dtype: base}
+        self._into = into           # dtype -> a kept buffer of base's shape to convert into (no fresh pages)
 
     def as_dtype(self, dtype: torch.dtype) -> torch.Tensor:
         t = self._cache.get(dtype)
         if t is None:
-            t = self.base.to(dtype)
+            dst = self._into.get(dtype) if self._into else None
+            t = dst.copy_(self.base) if dst is not None else self.base.to(dtype)
             self._cache[dtype] = t
         return t

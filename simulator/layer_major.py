@@ -218,14 +218,18 @@ def _gather_chunk(run, pop, a: int, b: int, sources: dict, chunk: int, bound: bo
                 if pk.acc_bits:                           # the memoised sum wraps at every step it is delivered
                     run.acc_wrap[pop.name][sa + delay:sb + delay] += pk.last_wrap
                 continue
+            em = None
             if isinstance(plan.net[src], Input) and pk.path == "float32" and val.dtype != torch.float32:
                 conv = plan.buffer(("input", src, pk.proj.name), (chunk * B, val.shape[-1]), torch.float32)
                 rows = conv[:(sb - sa) * B]              # checked integer levels: exact in float32
-                rows.view(val.shape).copy_(val)
+                if pk.events is not None and pk.u_shift is not None:   # converted only if summed densely
+                    em = Emission(val.reshape((sb - sa) * B, -1), into={torch.float32: rows})
+                else:
+                    rows.view(val.shape).copy_(val)
             else:
                 rows = val.reshape((sb - sa) * B, -1)
             at = (sa + delay - a) * B                     # runs are disjoint: each has its own rows
-            out = pk(Emission(rows), None if buf is None else buf[at:at + (sb - sa) * B])
+            out = pk(em if em is not None else Emission(rows), None if buf is None else buf[at:at + (sb - sa) * B])
             if pk.acc_bits:
                 wraps = pk.last_wrap_rows.reshape(sb - sa, B).sum(1)
                 run.acc_wrap[pop.name][sa + delay:sb + delay] += wraps

@@ -204,7 +204,11 @@ class ProjectionKernel:
         if not self.quantized:
             return self._apply(em.as_dtype(self.float_dtype), self._w)
         if self.u_shift is not None:
-            u = self._apply(em.as_dtype(torch.float32), self._wu, out if self.weight_exp >= 0 else None)
+            dst = out if self.weight_exp >= 0 else None
+            if self.events is not None:      # (the events path reads raw integer input as it is)
+                u = self.events.apply(em, self._wu, dst)
+            else:
+                u = self._apply(em.as_dtype(torch.float32), self._wu, dst)
             ev = self.events
             if ev is not None and ev.last_nnz is not None and self.u_per_event is not None:
                 self.last_bound = min(self.u_bound, ev.last_nnz * self.u_per_event)
