@@ -56,6 +56,22 @@ def tiny_vit(kind: str, seed: int, tmp_path, **kw):
     return load_model(export_onnx(model, tmp_path / f"{kind}{seed}.onnx"))
 
 
+def fixed_run_equals_reference(qnet, x, T: int) -> tuple:
+    """Bit-accurate operator simulation (two batches) against the plain integer reference: every
+    traced node and the readout states equal; returns (the simulation result, the reference's traces)."""
+    from spikeport.simulator.reference_operators import run_reference
+    from spikeport.simulator.transformer_fixed import simulate_operators_fixed
+    trace = {}
+    res, _ = simulate_operators_fixed(qnet, x, T, batch_size=2, trace=trace)
+    ref, readout = run_reference(qnet, x, T)
+    assert set(ref) == set(trace)
+    for name in ref:
+        np.testing.assert_array_equal(trace[name], ref[name], err_msg=name)
+    out = qnet.outputs[0]
+    np.testing.assert_array_equal(res.output_states[out], readout[out])
+    return res, ref
+
+
 def export_pt2(model: torch.nn.Module, path, input_shape=(1, 8, 8), dynamic_batch: bool = True) -> str:
     """``frontend.export_pt2`` with a batch-2 example (dynamic batch axis by default)."""
     return str(export_pt2_file(model, path, torch.rand((2,) + tuple(input_shape)).numpy(), dynamic_batch=dynamic_batch))

@@ -21,7 +21,7 @@ from spikeport.simulator.reference_operators import run_reference
 from spikeport.simulator.transformer import simulate_operators
 from spikeport.simulator.transformer_fixed import simulate_operators_fixed
 
-from conftest import export_onnx, tiny_vit as _tiny
+from conftest import export_onnx, fixed_run_equals_reference, tiny_vit as _tiny
 
 SMALL = dict(n_offset=5, n_threshold=5, max_values=256)   # a coarse grid keeps the suite fast
 
@@ -57,14 +57,7 @@ def test_fixed_aif_simulator_equals_integer_reference(kind, seed, kw, search, pr
         np.testing.assert_array_equal(np.asarray(p.decode_scale), np.asarray(m.threshold) * float(p.state_scale))
     x = rng.random((3, 1, 8, 8)).astype(np.float32)
     T = 7
-    trace = {}
-    res, _ = simulate_operators_fixed(qnet, x, T, batch_size=2, trace=trace)     # two batches
-    ref, readout = run_reference(qnet, x, T)
-    assert set(ref) == set(trace)
-    for name in ref:
-        np.testing.assert_array_equal(trace[name], ref[name], err_msg=name)
-    out = qnet.outputs[0]
-    np.testing.assert_array_equal(res.output_states[out], readout[out])
+    res, ref = fixed_run_equals_reference(qnet, x, T)
     assert all(set(np.unique(ref[p.name])) <= {-1, 0, 1} for p in ifs)
     assert any(np.any(ref[p.name] == -1) for p in ifs) and any(np.any(ref[p.name] == 1) for p in ifs)
     for p in ifs:     # spike counts are the codes' non-zeros

@@ -20,7 +20,7 @@ from spikeport.simulator.fixed_operators import FixedMT, isqrt, rdiv
 from spikeport.simulator.reference_operators import run_reference
 from spikeport.simulator.transformer_fixed import simulate_operators_fixed
 
-from conftest import export_onnx, tiny_vit as _tiny
+from conftest import export_onnx, fixed_run_equals_reference, tiny_vit as _tiny
 
 
 
@@ -64,14 +64,7 @@ def test_fixed_simulator_equals_integer_reference(kind, seed, kw, profile, tmp_p
     assert table.operators and all(r["arithmetic"] in ("fixed", "none") for r in table.operators)
     x = rng.random((3, 1, 8, 8)).astype(np.float32)
     T = 7
-    trace = {}
-    res, _ = simulate_operators_fixed(qnet, x, T, batch_size=2, trace=trace)   # two batches
-    ref, readout = run_reference(qnet, x, T)
-    assert set(ref) == set(trace)
-    for name in ref:
-        np.testing.assert_array_equal(trace[name], ref[name], err_msg=name)
-    out = qnet.outputs[0]
-    np.testing.assert_array_equal(res.output_states[out], readout[out])
+    res, ref = fixed_run_equals_reference(qnet, x, T)
     assert any(np.any(ref[p.name] != 0) for p in qnet.populations() if isinstance(p.neuron, O.MultiThreshold))
 
 
