@@ -12,12 +12,15 @@ Choice per projection and step from the measured activity: a cost model
 device and thread count on this machine (a few timed runs of each at two activities; cached for
 the process), gives the largest event count ``nnz*`` at which the event-driven sum is predicted at
 most 0.85 of the dense time (a margin for timing noise: the choice never changes results, only
-speed, and a wrong "sparse" costs more than a missed one). Each
-step counts the events (``count_nonzero``, one pass; after a sparse step the event list itself,
-which the sparse sum needs anyway) and takes the sparse sum only below ``nnz*``; when activity is above it, the count is refreshed every 8th step only, so a dense
-network pays almost nothing for the check (near the crossover a count every step cost up to 5 %). The run also times its own calls: a sparse step slower
-than the fastest dense step seen lowers the threshold below that event count (a run that chose
-sparse from the start times one dense step after ``PROBE`` sparse ones, so the comparison always
+speed, and a wrong "sparse" costs more than a missed one). Each step counts the events
+(``count_nonzero``, one pass; after a sparse step the event list itself, which the sparse sum needs
+anyway) and takes the sparse sum only below ``nnz*``; when activity is above it, the count is
+refreshed every 8th step only, so a dense network pays almost nothing for the check (near the
+crossover a count every step cost up to 5 %). A Dense projection from a spike input reads the
+input's raw integer levels for counting and the event list, and converts them to float only for a
+dense sum. The run also times its own calls: a sparse step slower than the fastest dense step seen
+lowers the threshold below that event count (a run that chose sparse from the start times one
+dense step after ``PROBE`` sparse ones, so the comparison always
 has a dense time from this run). Only on CPU (on GPUs the count and the timing would synchronise).
 
 With the layer-major schedule (layer_major.py) a call covers a chunk of steps: the rows are
