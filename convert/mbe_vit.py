@@ -15,6 +15,9 @@ Every non-linearity is a fitted MBE neuron (the shipped fits of ``convert/mbe_fi
   sum product(d, d)/n + eps = M 2^E with E even (``MantExp``), invstd = 2^(-E/2) MBE(1/sqrt(M)),
   y = gamma product(d, invstd) + beta (gamma and beta a diagonal token projection into a relay).
 
+Optional (``gelu_bias_correction``, not the paper's): the GELU fit's mean error per channel over the
+calibration data is taken out through the bias of the Linear reading the GELU (docs/mbe.md).
+
 Linear layers, residual adds, the position embedding and the class token are as in the ANN
 (projections into relay populations: their values are forwarded once, C3). MBE populations get
 ``t_start`` = (stages before them) * T; a network of depth D takes D*T steps.
@@ -49,14 +52,18 @@ def pow2_at_least(v: float) -> float:
 class MBEMethod(ConversionMethod):
     """Options: ``timesteps`` T of every MBE stage (shipped fits exist for T = 1, 2, 4, 8, 16, 32, 64),
     ``calib_batch`` samples per calibration batch, ``range_margin`` factor on the calibrated
-    max |operand| before rounding up to a power of two."""
+    max |operand| before rounding up to a power of two, ``gelu_bias_correction`` (off: the paper)
+    subtract the GELU fit's mean error per channel over the calibration data, folded into the bias
+    of the Linear that reads the GELU (docs/mbe.md, "GELU bias correction")."""
 
     timesteps: int = 16
     calib_batch: int = 100
     range_margin: float = 1.0
+    gelu_bias_correction: bool = False
     _fits: dict = field(default_factory=dict, repr=False)
     _ranges: dict = field(default_factory=dict, repr=False)
     _tensor_ranges: dict = field(default_factory=dict, repr=False)
+    _gelu_error: dict = field(default_factory=dict, repr=False)
 
     coding = "C3"
     input_coding = "once"
@@ -74,9 +81,17 @@ class MBEMethod(ConversionMethod):
         g = ann.graph
         mm_in = [s for node in g if isinstance(node, G.MatMul) for s in node.inputs]
         ln_in = [node.inputs[0] for node in g if isinstance(node, G.LayerNorm)]
-        keep = sorted(set(mm_in) | set(ln_in))
+        gelus = [node for node in g if isinstance(node, G.GELU)] if self.gelu_bias_correction else []
+        for node in gelus:
+            for user in g:
+                if node.name in user.inputs and not isinstance(user, G.Linear):
+                    raise ValueError(f"gelu_bias_correction folds GELU {node.name!r}'s correction into the Linear that "
+                                     f"reads it, but node {user.name!r} ({user.op}) reads it too")
+        keep = sorted(set(mm_in) | set(ln_in) | {n.name for n in gelus} | {n.inputs[0] for n in gelus})
         peak: dict[str, float] = {}
         tensors: dict[str, float] = {}
+        err_sum: dict[str, np.ndarray] = {}
+        err_n: dict[str, int] = {}
 
         def observe(name: str, v) -> None:   # max |value| of every ANN tensor: the quantiser's relay ranges
             if v.is_floating_point() and v.numel():
@@ -88,11 +103,20 @@ class MBEMethod(ConversionMethod):
                 if n in ln_in:   # LayerNorm operand: d = x - mean(x)
                     peak[f"{n}:d"] = max(peak.get(f"{n}:d", 0.0), float((v - v.mean(-1, keepdim=True)).abs().max()))
                 peak[n] = max(peak.get(n, 0.0), float(v.abs().max()))
+            for node in gelus:   # the fit's error on the ANN's own GELU inputs, summed per channel
+                x_in = vals[node.inputs[0]].cpu().numpy()
+                e = (self._fits["gelu"](x_in) - vals[node.name].cpu().numpy()).reshape(-1, x_in.shape[-1])
+                err_sum[node.name] = err_sum.get(node.name, 0.0) + e.sum(axis=0)
+                err_n[node.name] = err_n.get(node.name, 0) + e.shape[0]
+        self._gelu_error = {n: err_sum[n] / err_n[n] for n in err_sum}
         self._ranges = {k: v * float(self.range_margin) for k, v in peak.items()}
         self._tensor_ranges = tensors
 
     def calibration_summary(self) -> dict:
-        return {n: {"max_abs": v} for n, v in self._ranges.items()}
+        out = {n: {"max_abs": v} for n, v in self._ranges.items()}
+        for n, e in self._gelu_error.items():
+            out[f"{n}:gelu_mean_error"] = {"max_abs": float(np.abs(e).max()), "mean": float(e.mean())}
+        return out
 
     def build(self, ann: AnnModel, calib_x: np.ndarray) -> tuple[ir.Network, dict]:
         return _MBEBuilder(self, ann).run()
@@ -155,6 +179,8 @@ class _MBEBuilder(_Builder):
         h = self.h[src]
         bias = np.broadcast_to(0.0 if node.bias is None else node.bias.astype(np.float64), node.shape).copy()
         w = node.weight.astype(np.float64, order="C") * h.factor   # C order (the graph's weight may be an F-ordered view)
+        if src in self.m._gelu_error:   # W (g_hat - e) + b = W g_hat + (b - W e): the fit's mean error removed
+            bias = bias - w @ (self.m._gelu_error[src] / h.factor)
         neuron = ir.Readout(bias=np.asarray(bias)) if _head(self.g, node) else O.Relay(bias=np.asarray(bias))
         out = self._name(node.name)
         self.net.add(ir.Population(out, tuple(node.shape), neuron,
