@@ -281,14 +281,18 @@ def mbe_fit(function: str = typer.Option(..., "--function", help="gelu, tanh, id
                                        help="Adam epochs (lr 0.01, decay 0.99 per epoch)."),
             batch_size: int = typer.Option(500, parser=check.int_at_least(1), metavar="INTEGER",
                                            help="Samples per Adam step (smaller: more steps, slower)."),
-            no_decay: bool = typer.Option(False, "--no-decay", help="Ablation: constant kernels (Fig. 6c).")):
+            no_decay: bool = typer.Option(False, "--no-decay", help="Ablation: constant kernels (Fig. 6c)."),
+            domain: Optional[str] = typer.Option(None, "--domain", metavar="LO,HI",
+                                                 help="Input domain instead of the function's default, e.g. -10,10 "
+                                                      "for GELU (docs/mbe.md).")):
     """Learn MBE basis parameters for a function (paper 001) and write a fit file; same seed, same file."""
     check.output_file(out, "--out")
+    lo_hi = check.number_pair(domain, "--domain") if domain is not None else None
     from .convert.mbe_fit import fit_mbe
     from .convert.mbe_params import save_fit
     with _working(f"fitting MBE {function}"):
         fit = fit_mbe(function, bases, timesteps, seed=seed, samples=samples, epochs=epochs,
-                      batch_size=batch_size, decay=not no_decay)
+                      batch_size=batch_size, decay=not no_decay, domain=lo_hi)
     save_fit(fit, out)
     console.print(Text(f"MBE fit of {function} (N={fit.bases}, T={fit.timesteps}, decay={fit.decay}) on "
                        f"{list(fit.domain)}: MSE {fit.mse:.3e}, max |error| {fit.max_abs_err:.3e} -> {out}"))

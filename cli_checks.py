@@ -84,6 +84,18 @@ def device(text: Optional[str], option: str = "--device") -> Optional[str]:
     return text
 
 
+def number_pair(text: str, option: str) -> tuple[float, float]:
+    """``"LO,HI"`` -> (lo, hi), two finite numbers with lo < hi."""
+    parts = text.split(",")
+    try:
+        lo, hi = (float(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        lo = hi = None
+    if lo is None or not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise OptionError(f"{option} {text!r}: expected LO,HI, two finite numbers with LO < HI")
+    return lo, hi
+
+
 def key_values(items: list[str], option: str = "--opt") -> dict:
     """Parse repeated ``KEY=VALUE``; values become int, float, bool or str (the method checks types)."""
     out: dict = {}

@@ -28,7 +28,7 @@ lobe's 0.17 rather than 10). Our choices where the paper is silent (docs/mbe.md)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -277,11 +277,21 @@ def _forward(x: torch.Tensor, p: dict, alpha: torch.Tensor, T: int, decay: bool,
 
 def fit_mbe(function: str, bases: int | None = None, timesteps: int | None = None, *, seed: int = 0,
             samples: int = 10_000, epochs: int = 200, lr: float = 0.01, lr_decay: float = 0.99,
-            batch_size: int = 500, decay: bool = True) -> MBEFit:
-    """Learn the basis parameters of ``function`` (a key of FUNCTIONS); same seed -> same parameters."""
+            batch_size: int = 500, decay: bool = True, domain: tuple[float, float] | None = None) -> MBEFit:
+    """Learn the basis parameters of ``function`` (a key of FUNCTIONS); same seed -> same parameters.
+    ``domain`` (lo, hi) replaces the function's default domain (e.g. GELU on the range a model's
+    GELU inputs actually take: docs/mbe.md, "GELU fit domain")."""
     if function not in FUNCTIONS:
         raise MBEFitError(f"mbe-fit: unknown function {function!r}; known: {sorted(FUNCTIONS)}")
     spec = FUNCTIONS[function]
+    if domain is not None:
+        lo, hi = (float(v) for v in domain)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise MBEFitError(f"mbe-fit: domain {tuple(domain)} must be two finite numbers lo < hi")
+        if spec.odd and lo != -hi:
+            raise MBEFitError(f"mbe-fit: {function} is fitted as an odd function; its domain must be symmetric "
+                              f"(-a, a), got ({lo}, {hi})")
+        spec = replace(spec, domain=(lo, hi))
     N = int(bases if bases is not None else spec.bases)
     T = int(timesteps if timesteps is not None else spec.timesteps)
     for name, v, lo, hi in (("bases", N, 1, 127), ("timesteps", T, 1, 4096), ("samples", samples, 1, 10 ** 7),

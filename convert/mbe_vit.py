@@ -15,8 +15,10 @@ Every non-linearity is a fitted MBE neuron (the shipped fits of ``convert/mbe_fi
   sum product(d, d)/n + eps = M 2^E with E even (``MantExp``), invstd = 2^(-E/2) MBE(1/sqrt(M)),
   y = gamma product(d, invstd) + beta (gamma and beta a diagonal token projection into a relay).
 
-Optional (``gelu_bias_correction``, not the paper's): the GELU fit's mean error per channel over the
-calibration data is taken out through the bias of the Linear reading the GELU (docs/mbe.md).
+Calibration also checks every GELU's inputs against the GELU fit's domain (refused by node outside).
+Optional, not the paper's (docs/mbe.md): ``gelu_fit``, a GELU fit on another domain; and
+``gelu_bias_correction``, the fit's mean error per channel over the calibration data taken out
+through the bias of the Linear reading the GELU.
 
 Linear layers, residual adds, the position embedding and the class token are as in the ANN
 (projections into relay populations: their values are forwarded once, C3). MBE populations get
@@ -36,7 +38,7 @@ from ..frontend.ann_eval import evaluate_graph
 from ..ir import operators as O
 from ..ir import operators_mbe as OM
 from .ecmt import _Builder, _f64, _Handle
-from .mbe_params import default_fit
+from .mbe_params import MBEFitError, default_fit, load_fit
 from .registry import ConversionMethod, register_method
 
 FUNCTIONS = ("gelu", "identity", "exp2", "reciprocal", "invsqrt")
@@ -54,12 +56,15 @@ class MBEMethod(ConversionMethod):
     ``calib_batch`` samples per calibration batch, ``range_margin`` factor on the calibrated
     max |operand| before rounding up to a power of two, ``gelu_bias_correction`` (off: the paper)
     subtract the GELU fit's mean error per channel over the calibration data, folded into the bias
-    of the Linear that reads the GELU (docs/mbe.md, "GELU bias correction")."""
+    of the Linear that reads the GELU (docs/mbe.md, "GELU bias correction"), ``gelu_fit`` a GELU fit
+    file (``spikeport mbe-fit --function gelu --domain LO,HI``) instead of the shipped one. GELU
+    inputs of the calibration data outside the fit's domain are refused, naming the node."""
 
     timesteps: int = 16
     calib_batch: int = 100
     range_margin: float = 1.0
     gelu_bias_correction: bool = False
+    gelu_fit: str = ""
     _fits: dict = field(default_factory=dict, repr=False)
     _ranges: dict = field(default_factory=dict, repr=False)
     _tensor_ranges: dict = field(default_factory=dict, repr=False)
@@ -78,10 +83,13 @@ class MBEMethod(ConversionMethod):
 
     def prepare(self, ann: AnnModel, calib_x: np.ndarray) -> None:
         self._fits = {f: default_fit(f, timesteps=int(self.timesteps)) for f in FUNCTIONS}
+        if self.gelu_fit:
+            self._fits["gelu"] = _own_gelu_fit(self.gelu_fit, int(self.timesteps))
         g = ann.graph
         mm_in = [s for node in g if isinstance(node, G.MatMul) for s in node.inputs]
         ln_in = [node.inputs[0] for node in g if isinstance(node, G.LayerNorm)]
-        gelus = [node for node in g if isinstance(node, G.GELU)] if self.gelu_bias_correction else []
+        all_gelus = [node for node in g if isinstance(node, G.GELU)]
+        gelus = all_gelus if self.gelu_bias_correction else []
         for node in gelus:
             for user in g:
                 if node.name in user.inputs and not isinstance(user, G.Linear):
@@ -90,12 +98,18 @@ class MBEMethod(ConversionMethod):
         keep = sorted(set(mm_in) | set(ln_in) | {n.name for n in gelus} | {n.inputs[0] for n in gelus})
         peak: dict[str, float] = {}
         tensors: dict[str, float] = {}
+        lows: dict[str, float] = {}
+        highs: dict[str, float] = {}
+        gelu_in = {n.inputs[0] for n in all_gelus}
         err_sum: dict[str, np.ndarray] = {}
         err_n: dict[str, int] = {}
 
         def observe(name: str, v) -> None:   # max |value| of every ANN tensor: the quantiser's relay ranges
             if v.is_floating_point() and v.numel():
                 tensors[name] = max(tensors.get(name, 0.0), float(v.abs().max()))
+                if name in gelu_in:
+                    lows[name] = min(lows.get(name, math.inf), float(v.min()))
+                    highs[name] = max(highs.get(name, -math.inf), float(v.max()))
         for a in range(0, len(calib_x), int(self.calib_batch)):
             vals = evaluate_graph(g, calib_x[a:a + int(self.calib_batch)], keep=keep, dtype=_f64(), observe=observe)
             for n in keep:
@@ -109,6 +123,15 @@ class MBEMethod(ConversionMethod):
                 err_sum[node.name] = err_sum.get(node.name, 0.0) + e.sum(axis=0)
                 err_n[node.name] = err_n.get(node.name, 0) + e.shape[0]
         self._gelu_error = {n: err_sum[n] / err_n[n] for n in err_sum}
+        fit = self._fits["gelu"]
+        for node in all_gelus:   # outside its domain a fit is not an approximation of GELU at all
+            src = node.inputs[0]
+            if src in lows and (lows[src] < fit.domain[0] or highs[src] > fit.domain[1]):
+                raise ValueError(
+                    f"GELU {node.name!r}: calibration inputs span [{lows[src]:.4g}, {highs[src]:.4g}], outside the GELU "
+                    f"fit's domain [{fit.domain[0]:g}, {fit.domain[1]:g}] ({self.gelu_fit or 'shipped fit'}); make a fit "
+                    f"that covers them (spikeport mbe-fit --function gelu --domain LO,HI --timesteps "
+                    f"{int(self.timesteps)} --out FILE) and pass --opt gelu_fit=FILE")
         self._ranges = {k: v * float(self.range_margin) for k, v in peak.items()}
         self._tensor_ranges = tensors
 
@@ -241,6 +264,16 @@ class _MBEBuilder(_Builder):
         self.net.add(O.TokenDense(self._name(f"{node.name}_affine"), source=y, target=out,
                                   weight=np.diag(node.weight.astype(np.float64))))
         self.h[node.name] = _Handle(out)
+
+
+def _own_gelu_fit(path: str, timesteps: int):
+    """A user's GELU fit file, checked against what the network needs (function, T, decay)."""
+    fit = load_fit(path)
+    for field_name, have, want in (("function", fit.function, "gelu"), ("timesteps", fit.timesteps, timesteps),
+                                   ("decay", fit.decay, True)):
+        if have != want:
+            raise MBEFitError(f"{path}: gelu_fit needs {field_name} {want!r}, the file has {have!r}")
+    return fit
 
 
 def _head(graph: G.AnnGraph, node: G.AnnNode) -> bool:
