@@ -123,13 +123,15 @@ class MBEFit:
                    w=self.w.copy(), alpha=np.asarray(self.alpha, dtype=np.float64) * scale, timesteps=self.timesteps,
                    bias=np.asarray(bias, dtype=np.float64) - self.shift * scale, function=self.function)
 
-    def __call__(self, x) -> np.ndarray:
-        """f_hat(x) = offset + MBE(x - shift), float64, as the float simulator computes it."""
+    def __call__(self, x, chunk: int = 1 << 18) -> np.ndarray:
+        """f_hat(x) = offset + MBE(x - shift), float64, as the float simulator computes it; ``chunk``
+        elements at a time (the spike loop holds a few (elements, branches, bases) arrays)."""
         p = {k: torch.as_tensor(getattr(self, k), dtype=torch.float64) for k in ("tau_d", "tau_r", "tau_V", "dt", "w")}
-        xt = torch.as_tensor(np.asarray(x, dtype=np.float64)) - self.shift
+        alpha = torch.as_tensor(np.asarray(self.alpha, dtype=np.float64))
+        xt = (torch.as_tensor(np.asarray(x, dtype=np.float64)) - self.shift).reshape(-1)
         with torch.no_grad():
-            y = _forward(xt.reshape(-1), p, torch.as_tensor(np.asarray(self.alpha, dtype=np.float64)), self.timesteps,
-                         self.decay, surrogate=False)
+            y = torch.cat([_forward(xt[a:a + chunk], p, alpha, self.timesteps, self.decay, surrogate=False)
+                           for a in range(0, max(len(xt), 1), chunk)]) if len(xt) else xt
         return (y.numpy() + self.offset).reshape(np.shape(x))
 
 
