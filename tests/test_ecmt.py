@@ -204,7 +204,7 @@ CURVE_T = (4, 8, 16, 32)
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="open (docs/results/ecmt_digits_vit.md): both bounds hold (vit +0.22 / 0.00, "
                    "encoder -0.44 / -0.67 at T = 8 / 16) but both curves drop one sample of 449 from T = 8 to 16 "
-                   "(96.44 -> 96.21); the retrained weights that pass this break mbe's 1.5-point bound")
+                   "(96.44 -> 96.21); 'never falls' holds on 22 % / 34 % of bootstrap resamples of the test set")
 @pytest.mark.parametrize("kind", ["vit", "encoder"])
 def test_ecmt_digits_vits_meet_issue_9_bounds_and_do_not_fall_as_T_grows(kind, digits, tmp_path):
     """Issue 9's accuracy must-show on both shipped digits ViTs given as ONNX (timm layout and
