@@ -282,7 +282,7 @@ def fit_mbe(function: str, bases: int | None = None, timesteps: int | None = Non
             batch_size: int = 500, decay: bool = True, domain: tuple[float, float] | None = None) -> MBEFit:
     """Learn the basis parameters of ``function`` (a key of FUNCTIONS); same seed -> same parameters.
     ``domain`` (lo, hi) replaces the function's default domain (e.g. GELU on the range a model's
-    GELU inputs actually take: docs/mbe.md, "GELU fit domain")."""
+    GELU inputs actually take: docs/mbe.md, "GELU: where MBE loses accuracy")."""
     if function not in FUNCTIONS:
         raise MBEFitError(f"mbe-fit: unknown function {function!r}; known: {sorted(FUNCTIONS)}")
     spec = FUNCTIONS[function]

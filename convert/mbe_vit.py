@@ -56,7 +56,7 @@ class MBEMethod(ConversionMethod):
     ``calib_batch`` samples per calibration batch, ``range_margin`` factor on the calibrated
     max |operand| before rounding up to a power of two, ``gelu_bias_correction`` (off: the paper)
     subtract the GELU fit's mean error per channel over the calibration data, folded into the bias
-    of the Linear that reads the GELU (docs/mbe.md, "GELU bias correction"), ``gelu_fit`` a GELU fit
+    of the Linear that reads the GELU (docs/mbe.md, "GELU: where MBE loses accuracy"), ``gelu_fit`` a GELU fit
     file (``spikeport mbe-fit --function gelu --domain LO,HI``) instead of the shipped one. GELU
     inputs of the calibration data outside the fit's domain are refused, naming the node."""
 
