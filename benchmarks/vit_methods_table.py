@@ -58,7 +58,7 @@ def run_method(method: str, kind: str, samples: int, energy_samples: int, epochs
     torch.set_num_threads(1)
     from c2_digits_vit import DIGITS_RANGE, energy_figures
     from mbe_digits_vit import mbe_events
-    from spikeport.compiler import quantize
+    from spikeport.compiler import QuantizationError, quantize
     from spikeport.convert import convert
     from spikeport.datasets import load_digits_split
     from spikeport.frontend import count_macs, export_onnx, load_model

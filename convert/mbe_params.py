@@ -174,6 +174,25 @@ def default_name(function: str, bases: int, timesteps: int) -> str:
     return f"{function}_N{bases}_T{timesteps}.json"
 
 
+PAPER_GELU_DOMAIN = (-120.0, 10.0)   # the paper's GELU fitting domain (paper 001); shipped as gelu_paper_*
+
+
+def paper_gelu_name(bases: int, timesteps: int, decay: bool = True) -> str:
+    """File of a GELU fit on the paper's domain (the Fig. 6c sweep and ``--opt gelu_fit=paper``)."""
+    return f"gelu_paper_N{bases}_T{timesteps}{'' if decay else '_nodecay'}.json"
+
+
+def paper_gelu_fit(bases: int = 4, timesteps: int = 16) -> MBEFit:
+    """The shipped GELU fit on the paper's domain (-120, 10) (``--opt gelu_fit=paper``)."""
+    path = FITS_DIR / paper_gelu_name(bases, timesteps)
+    if not path.exists():
+        have = sorted(p.name for p in FITS_DIR.glob("gelu_paper_*.json"))
+        raise MBEFitError(f"{path}: no shipped paper-domain GELU fit with N={bases}, T={timesteps} (shipped: {have}); "
+                          f"make one with `spikeport mbe-fit --function gelu --domain=-120,10 --bases {bases} "
+                          f"--timesteps {timesteps} --out FILE`")
+    return load_fit(path)
+
+
 def default_fit(function: str, bases: int | None = None, timesteps: int | None = None) -> MBEFit:
     """The fit shipped with spikeport (defaults: GELU/tanh N=4, the others N=8, T=16)."""
     if function not in FUNCTIONS:
@@ -188,5 +207,5 @@ def default_fit(function: str, bases: int | None = None, timesteps: int | None =
     return load_fit(path)
 
 
-__all__ = ["FITS_DIR", "FORMAT", "MBEFitError", "VERSION", "check_fit_dict", "default_fit", "fit_to_dict", "load_fit",
-           "save_fit"]
+__all__ = ["FITS_DIR", "FORMAT", "MBEFitError", "PAPER_GELU_DOMAIN", "VERSION", "check_fit_dict", "default_fit",
+           "fit_to_dict", "load_fit", "paper_gelu_fit", "paper_gelu_name", "save_fit"]

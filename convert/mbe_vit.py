@@ -38,7 +38,7 @@ from ..frontend.ann_eval import evaluate_graph
 from ..ir import operators as O
 from ..ir import operators_mbe as OM
 from .ecmt import _Builder, _f64, _Handle
-from .mbe_params import MBEFitError, default_fit, load_fit
+from .mbe_params import MBEFitError, default_fit, load_fit, paper_gelu_fit
 from .registry import ConversionMethod, register_method
 
 FUNCTIONS = ("gelu", "identity", "exp2", "reciprocal", "invsqrt")
@@ -57,7 +57,8 @@ class MBEMethod(ConversionMethod):
     max |operand| before rounding up to a power of two, ``gelu_bias_correction`` (off: the paper)
     subtract the GELU fit's mean error per channel over the calibration data, folded into the bias
     of the Linear that reads the GELU (docs/mbe.md, "GELU: where MBE loses accuracy"), ``gelu_fit`` a GELU fit
-    file (``spikeport mbe-fit --function gelu --domain LO,HI``) instead of the shipped one. GELU
+    file (``spikeport mbe-fit --function gelu --domain LO,HI``) instead of the shipped one (on
+    (-10, 10)), or ``paper`` for the shipped fit on the paper's domain (-120, 10). GELU
     inputs of the calibration data outside the fit's domain are refused, naming the node."""
 
     timesteps: int = 16
@@ -267,8 +268,9 @@ class _MBEBuilder(_Builder):
 
 
 def _own_gelu_fit(path: str, timesteps: int):
-    """A user's GELU fit file, checked against what the network needs (function, T, decay)."""
-    fit = load_fit(path)
+    """A user's GELU fit file (or ``"paper"``: the shipped fit on the paper's domain), checked
+    against what the network needs (function, T, decay)."""
+    fit = paper_gelu_fit(4, timesteps) if path == "paper" else load_fit(path)
     for field_name, have, want in (("function", fit.function, "gelu"), ("timesteps", fit.timesteps, timesteps),
                                    ("decay", fit.decay, True)):
         if have != want:

@@ -12,7 +12,7 @@ from torch import nn
 from spikeport.compiler import quantize
 from spikeport.convert import ConversionError, convert
 from spikeport.convert.mbe_fit import fit_mbe
-from spikeport.convert.mbe_params import MBEFitError, default_fit, load_fit, save_fit
+from spikeport.convert.mbe_params import MBEFitError, default_fit, load_fit, paper_gelu_fit, save_fit
 from spikeport.ir.neurons_mbe import MBE
 from spikeport.frontend import load_model
 from spikeport.hw_profiles import load_profile
@@ -26,18 +26,20 @@ from conftest import export_onnx
 
 @pytest.fixture(scope="module")
 def vit_pair(digits, tmp_path_factory):
-    """The shipped timm-layout digits ViT as ONNX, converted without and with the correction."""
+    """The shipped timm-layout digits ViT as ONNX, converted with the paper's GELU fit (whose error
+    near 0 the correction targets) without and with the correction."""
     model = pretrained_digits_vit("vit").eval()
     ann = load_model(export_onnx(model, tmp_path_factory.mktemp("vitbc") / "vit.onnx"))
     calib = digits[0][:500]
-    return model, ann, convert(ann, calib, "mbe"), convert(ann, calib, "mbe", gelu_bias_correction=True)
+    return (model, ann, convert(ann, calib, "mbe", gelu_fit="paper"),
+            convert(ann, calib, "mbe", gelu_fit="paper", gelu_bias_correction=True))
 
 
 def test_fc2_bias_moves_by_W_times_the_fits_mean_error(vit_pair, digits):
     """Independent of the converter's graph evaluation: GELU inputs caught by torch hooks on the
     PyTorch model, the shipped fit applied to them; fc2's bias changes by -W_fc2 e, nothing else does."""
     model, _, plain, fixed = vit_pair
-    fit = default_fit("gelu", timesteps=16)
+    fit = paper_gelu_fit(4, 16)
     seen: dict[int, list] = {}
     hooks = [blk.mlp.act.register_forward_hook(lambda m, i, o, k=k: seen.setdefault(k, []).append((i[0], o)))
              for k, blk in enumerate(model.blocks)]
@@ -63,7 +65,7 @@ def test_fc2_bias_moves_by_W_times_the_fits_mean_error(vit_pair, digits):
 
 def test_correction_brings_the_digits_vit_closer_to_its_ann(vit_pair, digits):
     """449 test digits, T = 16: mean |logit - ANN logit| falls and accuracy does not (measured
-    0.411 -> 0.348, 96.21 % -> 96.21 % at the ANN's 96.21 %)."""
+    0.411 -> 0.348 with the paper's fit, 427 -> 432 of 449 correct at the ANN's 432)."""
     _, ann, plain, fixed = vit_pair
     x, y = digits[2], digits[3]
     ref = ann.forward(x)
@@ -155,6 +157,19 @@ def test_gelu_fit_option_puts_the_files_parameters_into_the_network(small_fit):
     np.testing.assert_array_equal(gelu[0].w, fit.w)
 
 
+def test_gelu_fit_paper_is_the_shipped_fit_on_the_papers_domain():
+    ann, x = _mlp()
+    net = convert(ann, x, "mbe", gelu_fit="paper")
+    gelu = next(p.neuron for p in net.populations() if isinstance(p.neuron, MBE) and p.neuron.function == "gelu")
+    paper = paper_gelu_fit(4, 16)
+    assert paper.domain == (-120.0, 10.0) and default_fit("gelu").domain == (-10.0, 10.0)
+    np.testing.assert_array_equal(gelu.tau_d, paper.tau_d)
+    for T in (1, 2, 4, 8, 32, 64):
+        assert paper_gelu_fit(4, T).timesteps == T
+    with pytest.raises(MBEFitError, match=r"no shipped paper-domain GELU fit with N=4, T=12.*--domain=-120,10"):
+        paper_gelu_fit(4, 12)
+
+
 def test_gelu_fit_option_refuses_a_file_that_does_not_fit_the_network(small_fit, tmp_path):
     ann, x = _mlp()
     with pytest.raises(MBEFitError, match=r"gelu_6.json: gelu_fit needs timesteps 8, the file has 16"):
@@ -167,12 +182,15 @@ def test_gelu_fit_option_refuses_a_file_that_does_not_fit_the_network(small_fit,
 
 
 def test_calibration_inputs_outside_the_fits_domain_are_refused_naming_the_gelu(small_fit):
-    """The shipped fit covers (-120, 10); a GELU fed values up to ~50 is refused, not approximated
-    by a fit that was never trained there; a (-6, 6) fit refuses inputs beyond 6 the same way."""
+    """The shipped fit covers (-10, 10), the paper's (-120, 10); a GELU fed values up to ~50 is
+    refused by both, not approximated by a fit that was never trained there; a (-6, 6) fit refuses
+    inputs beyond 6 the same way."""
     ann, x = _mlp(gain=40.0)
     with pytest.raises(ConversionError, match=r"GELU '.*': calibration inputs span \[.*\], outside the GELU fit's "
-                                              r"domain \[-120, 10\] \(shipped fit\).*--domain LO,HI --timesteps 16"):
+                                              r"domain \[-10, 10\] \(shipped fit\).*--domain LO,HI --timesteps 16"):
         convert(ann, x, "mbe")
+    with pytest.raises(ConversionError, match=r"outside the GELU fit's domain \[-120, 10\] \(paper\)"):
+        convert(ann, x, "mbe", gelu_fit="paper")
     ann, x = _mlp(gain=10.0)
     with pytest.raises(ConversionError, match=r"outside the GELU fit's domain \[-6, 6\] \(.*gelu_6.json\)"):
         convert(ann, x, "mbe", gelu_fit=str(small_fit))

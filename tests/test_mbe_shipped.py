@@ -14,7 +14,7 @@ import torch
 
 from spikeport.convert.mbe_fit import FUNCTIONS, evaluate, fit_mbe
 from spikeport.convert.mbe_ops import mbe_apply, mbe_layernorm, mbe_matmul, mbe_product, mbe_softmax, mbe_spikes
-from spikeport.convert.mbe_params import FITS_DIR, default_fit, load_fit
+from spikeport.convert.mbe_params import FITS_DIR, PAPER_GELU_DOMAIN, default_fit, load_fit, paper_gelu_name
 from spikeport.report.mbe_energy import mbe_firing_rate, mbe_neuron_energy
 
 from test_mbe_fit import binary_fit, simulate_fit
@@ -88,11 +88,13 @@ def test_a_fit_ships_for_every_vit_function_and_T(function, T):
 
 
 def test_gelu_decay_beats_no_decay_and_mse_does_not_rise_with_N():
-    """Fig. 6c on the shipped sweep (benchmarks/mbe_fits.py, the paper's settings), re-evaluated here."""
+    """Fig. 6c on the shipped sweep (benchmarks/mbe_fits.py, the paper's settings and GELU domain
+    (-120, 10)), re-evaluated here."""
     mse = {}
     for N in (1, 2, 4, 8):
-        dec = load_fit(FITS_DIR / f"gelu_N{N}_T16.json")
-        flat = load_fit(FITS_DIR / f"gelu_N{N}_T16_nodecay.json")
+        dec = load_fit(FITS_DIR / paper_gelu_name(N, 16))
+        flat = load_fit(FITS_DIR / paper_gelu_name(N, 16, decay=False))
+        assert dec.domain == flat.domain == PAPER_GELU_DOMAIN
         assert dec.decay and not flat.decay and dec.bases == flat.bases == N
         assert evaluate(dec)[0] == pytest.approx(dec.mse, rel=1e-9) and evaluate(flat)[0] == pytest.approx(flat.mse, rel=1e-9)
         assert flat.mse >= 10 * dec.mse, (N, dec.mse, flat.mse)
