@@ -270,7 +270,10 @@ class _MBEBuilder(_Builder):
 def _own_gelu_fit(path: str, timesteps: int):
     """A user's GELU fit file (or ``"paper"``: the shipped fit on the paper's domain), checked
     against what the network needs (function, T, decay)."""
-    fit = paper_gelu_fit(4, timesteps) if path == "paper" else load_fit(path)
+    try:
+        fit = paper_gelu_fit(4, timesteps) if path == "paper" else load_fit(path)
+    except MBEFitError as e:            # name the option: the file's own message says what is wrong with it
+        raise MBEFitError(f"method 'mbe': option gelu_fit={path!r}: {e}") from None
     for field_name, have, want in (("function", fit.function, "gelu"), ("timesteps", fit.timesteps, timesteps),
                                    ("decay", fit.decay, True)):
         if have != want:
