@@ -182,15 +182,20 @@ def paper_gelu_name(bases: int, timesteps: int, decay: bool = True) -> str:
     return f"gelu_paper_N{bases}_T{timesteps}{'' if decay else '_nodecay'}.json"
 
 
+def _shipped_fit(name: str, family: str, what: str, make: str) -> MBEFit:
+    """Load the shipped fit file ``name``; if absent, say which of its ``family`` ship and how to make it."""
+    path = FITS_DIR / name
+    if not path.exists():
+        have = sorted(p.name for p in FITS_DIR.glob(f"{family}_N*.json"))
+        raise MBEFitError(f"{path}: no shipped {what} (shipped: {have}); make one with `{make}`")
+    return load_fit(path)
+
+
 def paper_gelu_fit(bases: int = 4, timesteps: int = 16) -> MBEFit:
     """The shipped GELU fit on the paper's domain (-120, 10) (``--opt gelu_fit=paper``)."""
-    path = FITS_DIR / paper_gelu_name(bases, timesteps)
-    if not path.exists():
-        have = sorted(p.name for p in FITS_DIR.glob("gelu_paper_*.json"))
-        raise MBEFitError(f"{path}: no shipped paper-domain GELU fit with N={bases}, T={timesteps} (shipped: {have}); "
-                          f"make one with `spikeport mbe-fit --function gelu --domain=-120,10 --bases {bases} "
-                          f"--timesteps {timesteps} --out FILE`")
-    return load_fit(path)
+    return _shipped_fit(paper_gelu_name(bases, timesteps), "gelu_paper",
+                        f"paper-domain GELU fit with N={bases}, T={timesteps}",
+                        f"spikeport mbe-fit --function gelu --domain=-120,10 --bases {bases} --timesteps {timesteps} --out FILE")
 
 
 def default_fit(function: str, bases: int | None = None, timesteps: int | None = None) -> MBEFit:
@@ -199,12 +204,8 @@ def default_fit(function: str, bases: int | None = None, timesteps: int | None =
         raise MBEFitError(f"MBE: unknown function {function!r}; known: {sorted(FUNCTIONS)}")
     spec = FUNCTIONS[function]
     N, T = bases or spec.bases, timesteps or spec.timesteps
-    path = FITS_DIR / default_name(function, N, T)
-    if not path.exists():
-        have = sorted(p.name for p in FITS_DIR.glob(f"{function}_*.json"))
-        raise MBEFitError(f"{path}: no shipped MBE fit for {function} with N={N}, T={T} (shipped: {have}); "
-                          f"make one with `spikeport mbe-fit --function {function} --bases {N} --timesteps {T} --out FILE`")
-    return load_fit(path)
+    return _shipped_fit(default_name(function, N, T), function, f"MBE fit for {function} with N={N}, T={T}",
+                        f"spikeport mbe-fit --function {function} --bases {N} --timesteps {T} --out FILE")
 
 
 __all__ = ["FITS_DIR", "FORMAT", "MBEFitError", "PAPER_GELU_DOMAIN", "VERSION", "check_fit_dict", "default_fit",
