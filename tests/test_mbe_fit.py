@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from spikeport.convert.mbe_fit import MBEFit, fit_mbe
 from spikeport.convert.mbe_ops import mbe_spikes
@@ -161,3 +163,60 @@ def test_mbe_fit_command_writes_a_loadable_file(tmp_path):
     assert r.exit_code == 2 and "'relu'" in r.output
 
 
+
+
+# ---------------------------------------------------------------------------------- fuzzing the fit-file loader
+_JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 6, 10 ** 6), st.floats(allow_nan=False),
+                       st.text(max_size=8))
+_JSON = st.recursive(_JSON_LEAF, lambda kids: st.one_of(st.lists(kids, max_size=4),
+                                                        st.dictionaries(st.text(max_size=6), kids, max_size=4)),
+                     max_leaves=8)
+
+
+def _paths(node, prefix=()):
+    """Every (container, key) in a parsed JSON document, depth first."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        yield prefix + (k,)
+        yield from _paths(v, prefix + (k,))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fit_loader_fuzz_loads_or_names_the_file(tmp_path, data):
+    """`--opt gelu_fit=FILE` reads user files: a mutated fit file (a value replaced or removed, or its
+    bytes cut or flipped) either loads into a usable fit or raises MBEFitError naming the file; never
+    another exception."""
+    good = fit_to_dict(default_fit("gelu"))
+    doc = json.loads(json.dumps(good))
+    kind = data.draw(st.sampled_from(["replace", "remove", "bytes"]))
+    if kind == "bytes":
+        raw = bytearray(json.dumps(doc).encode())
+        cut = data.draw(st.integers(0, len(raw)))
+        pos = data.draw(st.integers(0, max(cut - 1, 0)))
+        raw = raw[:cut]
+        if raw:
+            raw[pos] = data.draw(st.integers(0, 255))
+        text = bytes(raw)
+    else:
+        path = data.draw(st.sampled_from(list(_paths(doc))))
+        parent = doc
+        for k in path[:-1]:
+            parent = parent[k]
+        if kind == "replace":
+            parent[path[-1]] = data.draw(_JSON)
+        else:
+            del parent[path[-1]]
+        text = json.dumps(doc).encode()
+    f = tmp_path / "fuzzed.json"
+    f.write_bytes(text)
+    try:
+        fit = load_fit(f)
+    except MBEFitError as e:
+        assert "fuzzed.json" in str(e)
+        return
+    assert fit.function in ("gelu", "tanh", "identity", "exp2", "reciprocal", "invsqrt")
+    assert all(np.all(np.isfinite(getattr(fit, k))) for k in ("tau_d", "tau_r", "tau_V", "dt", "w", "alpha"))
+    fit(np.linspace(fit.domain[0], fit.domain[1], 7))          # evaluates without raising
+    if fit.decay:
+        fit.neuron()                                             # and becomes an IR neuron
